@@ -1,0 +1,93 @@
+"""gymnax environments behind a batched, flat-observation interface. The only gymnax import."""
+
+import difflib
+from typing import Any, NamedTuple
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments import spaces
+
+
+class Step(NamedTuple):
+    """One batched env step (gymnax ≥ 1.0 semantics), leaves [B, ...]."""
+
+    obs: jax.Array  # [B, D] float32, after auto-reset
+    state: Any  # gymnax env state, leaves [B, ...]
+    reward: jax.Array  # [B] float32
+    terminated: jax.Array  # [B] bool, natural end: zero future value
+    truncated: jax.Array  # [B] bool, time limit (and not terminated)
+    final_obs: jax.Array  # [B, D] float32, info["final_observation"]: obs before the reset
+
+
+class Env:
+    """A gymnax environment with flattened float32 observations, vmapped over B copies.
+
+    Pass a registered name, or `env` and `params` of any gymnax-compatible environment (then
+    `name` labels it). Hashable by name, so it can be closed over by jitted functions.
+    """
+
+    def __init__(self, name: str, env: Any = None, params: Any = None):
+        if env is None:
+            check_env_name(name)
+            env, params = gymnax.make(name)
+        self.name = name
+        self.env, self.params = env, params
+        space = self.env.action_space(self.params)
+        obs_space = self.env.observation_space(self.params)
+        self.obs_dim = int(np.prod(obs_space.shape))
+        self.continuous = isinstance(space, spaces.Box)
+        if self.continuous:
+            self.action_shape = tuple(space.shape)
+            self.num_actions = int(np.prod(space.shape))
+            self.action_low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), space.shape)
+            self.action_high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), space.shape)
+        elif isinstance(space, spaces.Discrete):
+            self.action_shape = ()
+            self.num_actions = int(space.n)
+        else:
+            raise ValueError(f"{name}: action space {type(space).__name__} is not supported")
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __eq__(self, other):
+        return isinstance(other, Env) and other.name == self.name
+
+    def _flat(self, obs: jax.Array) -> jax.Array:
+        return jnp.asarray(obs, jnp.float32).reshape(-1)
+
+    def reset(self, key: jax.Array, num_envs: int) -> tuple[jax.Array, Any]:
+        """Reset `num_envs` copies: returns obs [B, D] float32 and the batched state."""
+
+        def one(k):
+            obs, state = self.env.reset(k, self.params)
+            return self._flat(obs), state
+
+        return jax.vmap(one)(jax.random.split(key, num_envs))
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step:
+        """Step every copy with `action` [B, *action_shape]; continuous actions are clipped."""
+        if self.continuous:
+            action = jnp.clip(action, self.action_low, self.action_high)
+
+        def one(k, s, a):
+            obs, s, r, term, trunc, info = self.env.step(k, s, a, self.params)
+            trunc = jnp.logical_and(trunc, jnp.logical_not(term))
+            return Step(
+                self._flat(obs), s, jnp.asarray(r, jnp.float32), term, trunc,
+                self._flat(info["final_observation"]),
+            )
+
+        keys = jax.random.split(key, action.shape[0])
+        return jax.vmap(one)(keys, state, action)
+
+
+def check_env_name(name: str) -> None:
+    """Raise ValueError naming the closest registered envs when `name` is unknown."""
+    if name in gymnax.registered_envs:
+        return
+    close = difflib.get_close_matches(name, gymnax.registered_envs, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown env {name!r}{hint} (see gymnax.registered_envs)")

@@ -1,0 +1,104 @@
+"""flax.linen MLP policies (categorical, diagonal Gaussian) and the value network."""
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class Categorical(NamedTuple):
+    """π(a|s) = softmax(logits)[a]; logits [..., A]."""
+
+    logits: jax.Array
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return jax.random.categorical(key, self.logits)
+
+    def log_prob(self, action: jax.Array) -> jax.Array:
+        logp = jax.nn.log_softmax(self.logits)
+        return jnp.take_along_axis(logp, action[..., None].astype(jnp.int32), -1)[..., 0]
+
+    def entropy(self) -> jax.Array:
+        logp = jax.nn.log_softmax(self.logits)
+        return -jnp.sum(jnp.exp(logp) * logp, -1)
+
+    def mode(self) -> jax.Array:
+        return jnp.argmax(self.logits, -1)
+
+
+class DiagGaussian(NamedTuple):
+    """π(a|s) = N(a; mean, diag(exp(log_std)²)); mean [..., A], log_std [A] or [..., A]."""
+
+    mean: jax.Array
+    log_std: jax.Array
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape)
+
+    def log_prob(self, action: jax.Array) -> jax.Array:
+        z = (action - self.mean) * jnp.exp(-self.log_std)
+        return jnp.sum(-0.5 * z**2 - self.log_std - 0.5 * LOG_2PI, -1)
+
+    def entropy(self) -> jax.Array:
+        ent = self.log_std + 0.5 * (1.0 + LOG_2PI)
+        return jnp.sum(jnp.broadcast_to(ent, self.mean.shape), -1)
+
+    def mode(self) -> jax.Array:
+        return self.mean
+
+
+class MLP(nn.Module):
+    """tanh MLP torso with orthogonal init and a linear head of `out` units."""
+
+    hidden: Sequence[int]
+    out: int
+    out_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)))(x)
+            x = nn.tanh(x)
+        return nn.Dense(self.out, kernel_init=nn.initializers.orthogonal(self.out_scale))(x)
+
+
+class CategoricalPolicy(nn.Module):
+    """obs [..., D] -> Categorical over `num_actions`."""
+
+    hidden: Sequence[int]
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> Categorical:
+        return Categorical(MLP(self.hidden, self.num_actions, out_scale=0.01)(obs))
+
+
+class GaussianPolicy(nn.Module):
+    """obs [..., D] -> DiagGaussian with a state-independent learned log_std."""
+
+    hidden: Sequence[int]
+    action_dim: int
+    init_log_std: float = 0.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> DiagGaussian:
+        mean = MLP(self.hidden, self.action_dim, out_scale=0.01)(obs)
+        log_std = self.param(
+            "log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,)
+        )
+        return DiagGaussian(mean, log_std)
+
+
+class ValueNet(nn.Module):
+    """obs [..., D] -> V(s) [...]."""
+
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return MLP(self.hidden, 1)(obs)[..., 0]

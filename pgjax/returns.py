@@ -1,0 +1,76 @@
+"""Discounted returns-to-go and the masks that go with a fixed rollout window."""
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def discounted_returns(
+    rewards: jax.Array,
+    dones: jax.Array,
+    gamma: float | jax.Array,
+    bootstrap: jax.Array | None = None,
+    *,
+    truncated: jax.Array | None = None,
+    truncation_values: jax.Array | None = None,
+) -> jax.Array:
+    """Return-to-go of each step, restarting at episode ends.
+
+    G_t = r_t + γ · (1 − done_t) · G_{t+1} + γ · truncated_t · v_t,   G_T = bootstrap
+
+    where v_t are `truncation_values` (the value of the observation the episode was cut at, e.g.
+    V(info["final_observation"]) at a time limit). Without them, an episode end contributes no
+    future value, which is exact at termination and a (documented) bias at truncation.
+
+    Args:
+      rewards: [T, *batch] float, r_t, the reward that followed action a_t.
+      dones: [T, *batch] bool, the episode ended at step t (terminated or truncated).
+      gamma: scalar discount in [0, 1].
+      bootstrap: [*batch] float, the value after the last step of the window (default 0).
+      truncated: [T, *batch] bool, the episode was cut by a time limit at step t (keyword-only).
+      truncation_values: [T, *batch] float, v_t used where `truncated` (keyword-only).
+
+    Returns:
+      [T, *batch] float32 returns-to-go G_t.
+
+    Reference: Sutton & Barto (2018), §3.3 and §13.3.
+    """
+    chex.assert_equal_shape([rewards, dones])
+    rewards = jnp.asarray(rewards, jnp.float32)
+    dones = jnp.asarray(dones, bool)
+    if bootstrap is None:
+        bootstrap = jnp.zeros(rewards.shape[1:], jnp.float32)
+    chex.assert_shape(bootstrap, rewards.shape[1:])
+    if (truncated is None) != (truncation_values is None):
+        raise ValueError("truncated and truncation_values must be given together")
+    if truncated is None:
+        cut_value = jnp.zeros_like(rewards)
+    else:
+        chex.assert_equal_shape([rewards, truncated, truncation_values])
+        cut_value = jnp.where(truncated, truncation_values, 0.0)
+
+    def step(g_next, x):
+        r_t, done_t, v_t = x
+        g_t = r_t + gamma * jnp.where(done_t, v_t, g_next)
+        return g_t, g_t
+
+    _, g = jax.lax.scan(
+        step, jnp.asarray(bootstrap, jnp.float32), (rewards, dones, cut_value), reverse=True
+    )
+    return g
+
+
+def complete_episode_mask(dones: jax.Array) -> jax.Array:
+    """1 where the step's episode ends inside the window, 0 on the unfinished tail.
+
+    Returns-to-go of masked-in steps are exact Monte Carlo sums, so using only them keeps the
+    estimator unbiased; the price is the data after each stream's last episode end.
+
+    Args:
+      dones: [T, *batch] bool, the episode ended at step t.
+
+    Returns:
+      [T, *batch] float32 mask m_t = max(done_t, m_{t+1}), m_T = 0.
+    """
+    seen = jax.lax.cummax(jnp.asarray(dones, jnp.int32), axis=0, reverse=True)
+    return seen.astype(jnp.float32)

@@ -1,0 +1,89 @@
+"""Collect a time-major batch of experience with `lax.scan` over vmapped environments."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from pgjax.envs import Env
+
+PolicyFn = Callable[[jax.Array], Any]  # obs [B, D] -> distribution with sample / log_prob
+
+
+class RunnerState(NamedTuple):
+    """Environment-side carry between rollouts, leaves [B, ...]."""
+
+    env_state: Any  # gymnax state
+    obs: jax.Array  # [B, D] float32, the observation the next action sees
+    episode_t: jax.Array  # [B] int32, index of the next step within its episode
+    episode_return: jax.Array  # [B] float32, undiscounted return of the running episode
+
+
+class Transition(NamedTuple):
+    """A rollout, time-major: every leaf is [T, B, ...]."""
+
+    obs: jax.Array  # [T, B, D] float32, s_t
+    action: jax.Array  # [T, B, *action_shape], a_t (unclipped sample for continuous actions)
+    log_prob: jax.Array  # [T, B] float32, log π(a_t|s_t) at collection time
+    reward: jax.Array  # [T, B] float32, r_t
+    terminated: jax.Array  # [T, B] bool, natural episode end after a_t
+    truncated: jax.Array  # [T, B] bool, time-limit cut after a_t (never with terminated)
+    episode_t: jax.Array  # [T, B] int32, t's index within its episode (for γ^t weights)
+    final_obs: jax.Array  # [T, B, D] float32, s_{t+1} before any auto-reset
+    episode_return: jax.Array  # [T, B] float32, the finished episode's return where done
+
+    @property
+    def done(self) -> jax.Array:
+        return jnp.logical_or(self.terminated, self.truncated)
+
+
+def init_runner(key: jax.Array, env: Env, num_envs: int) -> RunnerState:
+    obs, env_state = env.reset(key, num_envs)
+    zeros = jnp.zeros((num_envs,), jnp.float32)
+    return RunnerState(env_state, obs, jnp.zeros((num_envs,), jnp.int32), zeros)
+
+
+def rollout(
+    key: jax.Array, env: Env, policy: PolicyFn, runner: RunnerState, num_steps: int
+) -> tuple[RunnerState, Transition]:
+    """Act for `num_steps` steps in every environment of `runner`.
+
+    Args:
+      key: PRNG key.
+      env: batched environment.
+      policy: obs [B, D] -> action distribution (e.g. `functools.partial(net.apply, params)`).
+      runner: carry from the previous rollout (or `init_runner`).
+      num_steps: T, static.
+
+    Returns:
+      The new carry and a time-major Transition [T, B, ...].
+    """
+
+    def step(runner: RunnerState, key: jax.Array):
+        key_act, key_env = jax.random.split(key)
+        dist = policy(runner.obs)
+        action = dist.sample(key_act)
+        out = env.step(key_env, runner.env_state, action)
+        done = jnp.logical_or(out.terminated, out.truncated)
+        ep_return = runner.episode_return + out.reward
+        transition = Transition(
+            obs=runner.obs,
+            action=action,
+            log_prob=dist.log_prob(action),
+            reward=out.reward,
+            terminated=out.terminated,
+            truncated=out.truncated,
+            episode_t=runner.episode_t,
+            final_obs=out.final_obs,
+            episode_return=ep_return,
+        )
+        runner = RunnerState(
+            env_state=out.state,
+            obs=out.obs,
+            episode_t=jnp.where(done, 0, runner.episode_t + 1),
+            episode_return=jnp.where(done, 0.0, ep_return),
+        )
+        return runner, transition
+
+    return jax.lax.scan(step, runner, jax.random.split(key, num_steps))

@@ -1,0 +1,173 @@
+"""The REINFORCE train step and the training loop: pure functions of (config, key)."""
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from pgjax.config import Config
+from pgjax.envs import Env
+from pgjax.losses import masked_mean, normalize, reinforce_loss, value_loss
+from pgjax.policies import CategoricalPolicy, GaussianPolicy, ValueNet
+from pgjax.returns import complete_episode_mask, discounted_returns
+from pgjax.rollout import RunnerState, Transition, init_runner, rollout
+
+
+class TrainState(NamedTuple):
+    """Everything a run carries between updates (add a leading axis per vmapped seed)."""
+
+    params: dict  # {"policy": ..., "value": ...}; "value" only with baseline="value"
+    opt_state: Any  # optax state of clip-by-global-norm + Adam
+    runner: RunnerState  # env states, observations and running episode statistics
+    key: jax.Array  # PRNG key for the next update
+    update: jax.Array  # () int32, updates done so far
+    last_return: jax.Array  # () float32, mean return of the latest finished episodes; NaN before
+
+
+class Metrics(NamedTuple):
+    """Scalars of one update (stacked to [num_updates] by the scan)."""
+
+    episode_return: jax.Array  # mean return of episodes finished in this rollout, else last; NaN
+    episodes: jax.Array  # number of episodes finished in this rollout
+    loss: jax.Array  # total loss
+    policy_loss: jax.Array
+    value_loss: jax.Array
+    entropy: jax.Array
+    grad_norm: jax.Array  # global norm before clipping
+
+
+class Networks(NamedTuple):
+    env: Env
+    policy: nn.Module
+    value: nn.Module | None
+
+
+def make_networks(config: Config) -> Networks:
+    env = Env(config.env_name)
+    if env.continuous:
+        policy = GaussianPolicy(config.hidden, env.num_actions, config.init_log_std)
+    else:
+        policy = CategoricalPolicy(config.hidden, env.num_actions)
+    value = ValueNet(config.hidden) if config.baseline == "value" else None
+    return Networks(env, policy, value)
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Clip by global norm, then Adam with a constant or linearly decaying learning rate."""
+    lr = config.lr
+    if config.lr_schedule == "linear":
+        lr = optax.linear_schedule(config.lr, 0.0, config.num_updates)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
+
+
+def loss_fn(
+    params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
+) -> tuple[jax.Array, dict]:
+    """REINFORCE loss with the configured window, baseline, weights and bonuses.
+
+    Args:
+      params: {"policy": ..., "value": ...}.
+      config: hyperparameters.
+      nets: the env and the networks.
+      batch: time-major rollout [T, B, ...].
+      last_obs: [B, D] observation after the window, bootstrapped from with window="bootstrap".
+
+    Returns:
+      (loss, metrics): loss = policy_loss + value_coef · value_loss − ent_coef · entropy.
+    """
+    dist = nets.policy.apply(params["policy"], batch.obs)
+    log_prob = dist.log_prob(batch.action)
+    entropy = jnp.mean(dist.entropy())
+    done = batch.done
+
+    if config.window == "bootstrap":
+        v = lambda obs: jax.lax.stop_gradient(nets.value.apply(params["value"], obs))
+        returns = discounted_returns(
+            batch.reward, done, config.gamma, v(last_obs),
+            truncated=batch.truncated, truncation_values=v(batch.final_obs),
+        )
+    else:
+        returns = discounted_returns(batch.reward, done, config.gamma)
+    mask = complete_episode_mask(done) if config.window == "complete" else None
+
+    if config.baseline == "value":
+        values = nets.value.apply(params["value"], batch.obs)
+        advantages = returns - jax.lax.stop_gradient(values)
+        v_loss = value_loss(values, returns, mask)
+    else:
+        advantages = returns
+        if config.baseline == "mean":
+            advantages = returns - masked_mean(returns, mask)
+        v_loss = jnp.zeros(())
+    if config.normalize_advantages:
+        advantages = normalize(advantages, mask)
+    weights = config.gamma ** batch.episode_t if config.gamma_weighting else None
+
+    pg_loss = reinforce_loss(log_prob, advantages, mask=mask, weights=weights)
+    loss = pg_loss + config.value_coef * v_loss - config.ent_coef * entropy
+    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+
+
+def init_state(config: Config, key: jax.Array) -> TrainState:
+    """Fresh parameters, optimizer state and environments for one seed."""
+    nets = make_networks(config)
+    key, k_env, k_policy, k_value = jax.random.split(key, 4)
+    dummy = jnp.zeros((1, nets.env.obs_dim), jnp.float32)
+    params = {"policy": nets.policy.init(k_policy, dummy)}
+    if nets.value is not None:
+        params["value"] = nets.value.init(k_value, dummy)
+    return TrainState(
+        params=params,
+        opt_state=make_optimizer(config).init(params),
+        runner=init_runner(k_env, nets.env, config.num_envs),
+        key=key,
+        update=jnp.zeros((), jnp.int32),
+        last_return=jnp.full((), jnp.nan, jnp.float32),
+    )
+
+
+def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[TrainState, Metrics]:
+    """One update: rollout, returns and loss, gradient, optimizer step."""
+    nets = make_networks(config)
+    policy = functools.partial(nets.policy.apply, state.params["policy"])
+    runner, batch = rollout(key, nets.env, policy, state.runner, config.num_steps)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, aux), grads = grad_fn(state.params, config, nets, batch, runner.obs)
+    updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    done = batch.done
+    episodes = jnp.sum(done)
+    finished_mean = jnp.sum(jnp.where(done, batch.episode_return, 0.0)) / jnp.maximum(episodes, 1)
+    last_return = jnp.where(episodes > 0, finished_mean, state.last_return)
+
+    state = TrainState(params, opt_state, runner, state.key, state.update + 1, last_return)
+    metrics = Metrics(last_return, episodes, loss, grad_norm=optax.global_norm(grads), **aux)
+    return state, metrics
+
+
+def train_chunk(
+    config: Config, state: TrainState, num_updates: int
+) -> tuple[TrainState, Metrics]:
+    """`num_updates` train steps in one `lax.scan`; metrics [num_updates]. Chunks compose exactly."""
+
+    def body(state: TrainState, _):
+        key, step_key = jax.random.split(state.key)
+        return train_step(config, state._replace(key=key), step_key)
+
+    return jax.lax.scan(body, state, None, length=num_updates)
+
+
+def train(config: Config, key: jax.Array) -> tuple[TrainState, Metrics]:
+    """A whole run for one seed: init, then `config.num_updates` updates. Pure and jittable."""
+    return train_chunk(config, init_state(config, key), config.num_updates)
+
+
+def make_train(config: Config):
+    """Returns `train(key) -> (TrainState, Metrics)`, so `jax.jit(jax.vmap(train))(keys)` works."""
+    config.validate()
+    return functools.partial(train, config)
