@@ -26,23 +26,23 @@ class Config(struct.PyTreeNode):
         lower variance. Needs baseline="value".
     """
 
-    env_name: str = struct.field(pytree_node=False, default="CartPole-v1")
-    num_envs: int = struct.field(pytree_node=False, default=64)
-    num_steps: int = struct.field(pytree_node=False, default=500)
-    total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)
-    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64))
-    baseline: Baseline = struct.field(pytree_node=False, default="value")
-    window: Window = struct.field(pytree_node=False, default="complete")
-    gamma_weighting: bool = struct.field(pytree_node=False, default=False)
-    normalize_advantages: bool = struct.field(pytree_node=False, default=True)
-    lr_schedule: Schedule = struct.field(pytree_node=False, default="constant")
+    env: str = struct.field(pytree_node=False, default="CartPole-v1")  # registered gymnax env id
+    num_envs: int = struct.field(pytree_node=False, default=64)  # parallel envs per seed
+    num_steps: int = struct.field(pytree_node=False, default=500)  # rollout window T per update
+    total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)  # env steps per seed
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64))  # MLP widths
+    baseline: Baseline = struct.field(pytree_node=False, default="value")  # subtracted from G_t
+    window: Window = struct.field(pytree_node=False, default="complete")  # episodes cut by window
+    gamma_weighting: bool = struct.field(pytree_node=False, default=False)  # γ^t score weights
+    normalize_advantages: bool = struct.field(pytree_node=False, default=True)  # per batch
+    lr_schedule: Schedule = struct.field(pytree_node=False, default="constant")  # Adam lr decay
 
-    lr: float = 1e-2
-    gamma: float = 0.99
-    ent_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    value_coef: float = 0.5
-    init_log_std: float = 0.0  # continuous actions only
+    lr: float = 1e-2  # Adam learning rate
+    gamma: float = 0.99  # discount γ in [0, 1]
+    ent_coef: float = 0.0  # entropy bonus coefficient
+    max_grad_norm: float = 1.0  # clip gradients to this global norm
+    value_coef: float = 0.5  # weight of the value loss (baseline="value")
+    init_log_std: float = 0.0  # initial log std of Gaussian policies (continuous actions only)
 
     @property
     def steps_per_update(self) -> int:

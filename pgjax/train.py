@@ -46,7 +46,7 @@ class Networks(NamedTuple):
 
 
 def make_networks(config: Config) -> Networks:
-    env = Env(config.env_name)
+    env = Env(config.env)
     if env.continuous:
         policy = GaussianPolicy(config.hidden, env.num_actions, config.init_log_std)
     else:
@@ -153,7 +153,7 @@ def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[Train
 def train_chunk(
     config: Config, state: TrainState, num_updates: int
 ) -> tuple[TrainState, Metrics]:
-    """`num_updates` train steps in one `lax.scan`; metrics [num_updates]. Chunks compose exactly."""
+    """`num_updates` train steps in one `lax.scan`; metrics [num_updates]. Chunks compose."""
 
     def body(state: TrainState, _):
         key, step_key = jax.random.split(state.key)

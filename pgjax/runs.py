@@ -1,0 +1,170 @@
+"""Host-only run records: provenance, run directories, metrics CSV, summary statistics, plots."""
+
+import csv
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import warnings
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+PACKAGES = ("pgjax", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "numpy")
+MARKER = "pgjax_run"
+
+
+def provenance() -> dict:
+    """Versions, git commit and devices, for `config.json`."""
+    import jax
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
+    }
+
+
+def git_commit() -> str | None:
+    """HEAD of the pgjax checkout (with '-dirty' if it has changes), or None outside git."""
+    src = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def is_run_dir(path: Path) -> bool:
+    try:
+        return MARKER in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def prepare_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Path:
+    """Create the run directory; refuse one that holds other files or, unless asked, a run."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{env}-{stamp}"
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a directory")
+        if is_run_dir(out):
+            if not overwrite:
+                raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite")
+        elif any(out.iterdir()):
+            raise ValueError(f"--out {out} exists and is not a pgjax run directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic write: a temp file in the same folder, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def config_record(config, **extra) -> dict:
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+    return {MARKER: 1, "config": fields, **extra, **provenance()}
+
+
+METRIC_COLUMNS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "episodes")
+
+
+class MetricsCSV:
+    """metrics.csv, one row per update: env steps, mean and per-seed return, seed-mean losses."""
+
+    def __init__(self, path: Path, num_seeds: int):
+        self.path = path
+        seeds = [f"return_seed{i}" for i in range(num_seeds)]
+        self.header = ["update", "env_steps", "return_mean", *seeds, *METRIC_COLUMNS]
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerow(self.header)
+
+    def append(self, first_update: int, steps_per_update: int, metrics) -> None:
+        """Write the rows of one chunk; `metrics` fields are [seeds, updates] numpy arrays."""
+        ret = np.asarray(metrics.episode_return, np.float64)
+        rows = []
+        for j in range(ret.shape[1]):
+            update = first_update + j + 1
+            per_seed = ret[:, j]
+            row = [update, update * steps_per_update, _nanmean(per_seed), *per_seed]
+            row += [float(np.mean(np.asarray(getattr(metrics, c))[:, j])) for c in METRIC_COLUMNS]
+            rows.append(row)
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerows(rows)
+
+
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.mean(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
+
+
+def score_summary(per_seed: np.ndarray, *, reps: int = 2000) -> dict:
+    """Mean, IQM and a 95% percentile-bootstrap CI of the IQM over seeds (rliable)."""
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    per_seed = np.asarray(per_seed, np.float64)
+    scores = per_seed[np.isfinite(per_seed)]
+    out = {"per_seed": [float(x) for x in per_seed], "mean": _nanmean(per_seed)}
+    if scores.size == 0:
+        return out | {"iqm": float("nan"), "ci95": [float("nan"), float("nan")]}
+    iqm_fn = lambda x: np.array([rly_metrics.aggregate_iqm(x)])
+    with warnings.catch_warnings():  # arch deprecates RandomState; rliable still passes it
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"run": scores[:, None]}, iqm_fn, reps=reps, random_state=np.random.RandomState(0)
+        )
+    lo, hi = interval["run"][:, 0]
+    return out | {"iqm": float(point["run"][0]), "ci95": [float(lo), float(hi)]}
+
+
+def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:
+    """Mean episode return over seeds with a 95% t-interval band; returns [seeds, updates]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    n = np.isfinite(returns).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(returns, 0) if n.any() else np.full(returns.shape[1], np.nan)
+        sem = np.nanstd(returns, 0, ddof=1) / np.sqrt(n)
+        half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sem
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(env_steps, mean, label=f"mean over {returns.shape[0]} seeds")
+    ax.fill_between(env_steps, mean - half, mean + half, alpha=0.3, label="95% CI")
+    ax.set_xlabel("env steps per seed")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
