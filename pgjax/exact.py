@@ -501,6 +501,9 @@ class Estimate(NamedTuple):
     rel_error: float  # ‖ḡ − ∇J‖ / ‖∇J‖
     noise: float  # 99% quantile of ‖ḡ − E ĝ‖ / ‖∇J‖ from the per-episode spread
     cosine: float  # cos(ḡ, ∇J)
+    chi2: float  # (ḡ − ∇J)ᵀ (Cov/N)⁺ (ḡ − ∇J), Hotelling's statistic at large N
+    dof: int  # rank of Cov (S_live · (A − 1) for a softmax: rows of ∇log π sum to 0)
+    p_value: float  # Pr(χ²_dof ≥ chi2): the χ² test of E ĝ = ∇J
 
     @property
     def ci(self) -> tuple[float, float]:
@@ -523,13 +526,24 @@ def noise_quantile(cov: np.ndarray, n: int, level: float = 0.99, draws: int = 20
     return float(np.quantile(np.sqrt(chi2 @ lam), level))
 
 
+def chi2_test(diff: np.ndarray, cov: np.ndarray, n: int, rtol: float = 1e-5):
+    """χ² = diffᵀ (Cov/n)⁺ diff on the range of Cov (eigenvalues > rtol · max), its dof and
+    p-value Pr(χ²_dof ≥ χ²). Under E ĝ = ∇J and the CLT, χ² ∼ χ²_dof."""
+    lam, U = np.linalg.eigh(np.asarray(cov, np.float64) / n)
+    keep = lam > rtol * lam.max()
+    chi2 = float(np.sum((U[:, keep].T @ diff) ** 2 / lam[keep]))
+    dof = int(keep.sum())
+    return chi2, dof, float(jax.scipy.special.gammaincc(dof / 2.0, chi2 / 2.0))
+
+
 def summarize(stats: GradStats, true_grad, level: float = 0.99) -> Estimate:
-    """Relative error, its CI from the per-episode spread, cosine and per-episode variance."""
+    """Relative error, its CI from the per-episode spread, χ² test, cosine and variance."""
     n = float(stats.count)
     mean = np.asarray(stats.total, np.float64) / n
     cov = (np.asarray(stats.outer, np.float64) - n * np.outer(mean, mean)) / (n - 1)
     g = np.asarray(true_grad, np.float64).reshape(-1)
     norm = np.linalg.norm(g)
+    chi2, dof, p_value = chi2_test(mean - g, cov, int(n))
     return Estimate(
         n=int(n),
         mean=mean,
@@ -537,4 +551,7 @@ def summarize(stats: GradStats, true_grad, level: float = 0.99) -> Estimate:
         rel_error=float(np.linalg.norm(mean - g) / norm),
         noise=noise_quantile(cov, int(n), level) / norm,
         cosine=float(mean @ g / (np.linalg.norm(mean) * norm)),
+        chi2=chi2,
+        dof=dof,
+        p_value=p_value,
     )

@@ -53,8 +53,12 @@ def value_loss(values: jax.Array, targets: jax.Array, mask: jax.Array | None = N
     return 0.5 * masked_mean((values - jax.lax.stop_gradient(targets)) ** 2, mask)
 
 
-def normalize(x: jax.Array, mask: jax.Array | None = None, eps: float = 1e-8) -> jax.Array:
-    """(x − mean) / (std + eps) over masked-in entries; rescales the step size per batch."""
+def normalize(x: jax.Array, mask: jax.Array | None = None, rtol: float = 1e-5) -> jax.Array:
+    """(x − mean) / std over masked-in entries; rescales the step size per batch.
+
+    Where std ≤ rtol · (1 + |mean|) the spread is float rounding, not signal, and the result is 0.
+    """
     mean = masked_mean(x, mask)
     std = jnp.sqrt(masked_mean((x - mean) ** 2, mask))
-    return (x - mean) / (std + eps)
+    flat = std <= rtol * (1.0 + jnp.abs(mean))
+    return jnp.where(flat, 0.0, (x - mean) / jnp.where(flat, 1.0, std))

@@ -16,7 +16,8 @@ def discounted_returns(
 ) -> jax.Array:
     """Return-to-go of each step, restarting at episode ends.
 
-    G_t = r_t + γ · (1 − done_t) · G_{t+1} + γ · truncated_t · v_t,   G_T = bootstrap
+    G_t = r_t + γ · G_{t+1}             if not done_t
+    G_t = r_t + γ · truncated_t · v_t   if done_t,        G_T = bootstrap
 
     where v_t are `truncation_values` (the value of the observation the episode was cut at, e.g.
     V(info["final_observation"]) at a time limit). Without them, an episode end contributes no
@@ -70,7 +71,8 @@ def complete_episode_mask(dones: jax.Array) -> jax.Array:
       dones: [T, *batch] bool, the episode ended at step t.
 
     Returns:
-      [T, *batch] float32 mask m_t = max(done_t, m_{t+1}), m_T = 0.
+      [T, *batch] float32 mask m_t = max(done_t, m_{t+1}), m_T = 0, i.e. t ≤ last end.
     """
-    seen = jax.lax.cummax(jnp.asarray(dones, jnp.int32), axis=0, reverse=True)
-    return seen.astype(jnp.float32)
+    t = jnp.arange(dones.shape[0]).reshape((-1,) + (1,) * (dones.ndim - 1))
+    last_end = jnp.max(jnp.where(dones, t, -1), axis=0)
+    return (t <= last_end).astype(jnp.float32)

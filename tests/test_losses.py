@@ -172,13 +172,13 @@ def test_normalize_over_masked_entries_only():
     check(inside, (xi - xi.mean()) / xi.std(), atol=1e-5)
 
 
-def test_normalize_constant_input_is_finite():
-    # Mean exactly representable (4 × 2.0): zero spread maps to 0, not NaN (eps guards 0/0).
+def test_normalize_constant_input_is_zero():
+    # Exact mean (4 × 2.0) and an inexact float32 mean (2.5 over T·B entries, which rounds to
+    # 2.5000002 and leaves a ~1e-7 spread): both are no signal and must map to 0, not ±1.
     np.testing.assert_array_equal(np.asarray(normalize(jnp.full((4,), 2.0))), 0.0)
-    # Otherwise float32 rounding of the mean leaves a ~1e-7 residual that eps=1e-8 does not
-    # absorb (see the report); the output is at least finite, constant and bounded by 1.
-    y = np.asarray(normalize(jnp.full((T, B), 2.5)))
-    assert np.all(np.isfinite(y)) and np.all(y == y.flat[0]) and np.all(np.abs(y) <= 1.0)
+    np.testing.assert_array_equal(np.asarray(normalize(jnp.full((T, B), 2.5))), 0.0)
+    mask = jnp.zeros((T, B)).at[0].set(1.0)
+    np.testing.assert_array_equal(np.asarray(normalize(jnp.full((T, B), 2.5), mask)), 0.0)
 
 
 def test_masked_mean():
