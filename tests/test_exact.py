@@ -177,6 +177,7 @@ def test_gamma_weighted_estimator_is_unbiased(mc):
     stats, truth, _ = mc
     est = exact.summarize(stats["i"], truth[GAMMA])
     assert est.within_ci, est
+    assert est.p_value > 0.01 and est.dof == (S - 1) * (A - 1), est
     assert est.rel_error < 0.05 and est.noise < 0.05
     assert est.cosine > 0.999
 
@@ -184,9 +185,10 @@ def test_gamma_weighted_estimator_is_unbiased(mc):
 def test_estimator_without_gamma_weights_is_biased(mc):
     stats, truth, _ = mc
     est = exact.summarize(stats["ii"], truth[GAMMA])
-    assert est.rel_error > 10 * est.noise, est
+    assert est.rel_error > 10 * est.noise and est.p_value < 1e-6, est
     # ... and its mean is what the theorem with undiscounted visitation predicts
-    assert exact.summarize(stats["ii"], truth["ii"]).within_ci
+    predicted = exact.summarize(stats["ii"], truth["ii"])
+    assert predicted.within_ci and predicted.p_value > 0.01, predicted
 
 
 def test_weightings_coincide_at_gamma_one(mc):
@@ -200,7 +202,7 @@ def test_baselines_keep_the_mean_and_reduce_variance(mc):
     none = exact.summarize(stats["i"], truth[GAMMA])
     for name in ("i mean", "i value"):
         est = exact.summarize(stats[name], truth[GAMMA])
-        assert est.within_ci, (name, est)
+        assert est.within_ci and est.p_value > 0.01, (name, est)
         assert est.variance < 0.5 * none.variance, (name, est.variance, none.variance)
 
 
@@ -209,3 +211,4 @@ def test_deliberate_bugs_are_detected(mc, bug):
     stats, truth, _ = mc
     est = exact.summarize(stats[bug], truth[GAMMA])
     assert est.rel_error > 2 * est.noise, est  # zero bias far outside the 99% CI
+    assert est.p_value < 1e-6, est
