@@ -63,7 +63,10 @@ def train_run(
 ) -> tuple[Path, dict]:
     """Train `seeds` seeds, write the run directory, return (run_dir, summary)."""
     check(config, seeds)
-    run_dir = runs.prepare_run_dir(out, config.env, overwrite=overwrite)
+    try:
+        run_dir = runs.prepare_run_dir(out, config.env, overwrite=overwrite)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     n = chunk_length(config.num_updates, chunks)
     record = runs.config_record(config, seeds=seeds, seed=seed, chunk_updates=n)
     runs.write_json(run_dir / "config.json", record)

@@ -30,12 +30,12 @@ class Config(struct.PyTreeNode):
     num_envs: int = struct.field(pytree_node=False, default=64)  # parallel envs per seed
     num_steps: int = struct.field(pytree_node=False, default=500)  # rollout window T per update
     total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)  # env steps per seed
-    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64))  # MLP widths
-    baseline: Baseline = struct.field(pytree_node=False, default="value")  # subtracted from G_t
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # MLP widths
+    baseline: Baseline = struct.field(pytree_node=False, default="mean")  # subtracted from G_t
     window: Window = struct.field(pytree_node=False, default="complete")  # episodes cut by window
     gamma_weighting: bool = struct.field(pytree_node=False, default=False)  # γ^t score weights
     normalize_advantages: bool = struct.field(pytree_node=False, default=True)  # per batch
-    lr_schedule: Schedule = struct.field(pytree_node=False, default="constant")  # Adam lr decay
+    lr_schedule: Schedule = struct.field(pytree_node=False, default="linear")  # Adam lr decay
 
     lr: float = 1e-2  # Adam learning rate
     gamma: float = 0.99  # discount γ in [0, 1]

@@ -63,6 +63,26 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
 
 
+def returns_and_mask(
+    params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
+    """Returns-to-go G_t [T, B] (held constant) and the step mask for `config.window`.
+
+    With window="bootstrap" the cut episodes are completed with the learned value: V(last_obs)
+    after the window and V(final_obs) at time-limit truncation; termination adds nothing.
+    """
+    if config.window == "bootstrap":
+        v = lambda obs: jax.lax.stop_gradient(nets.value.apply(params["value"], obs))
+        returns = discounted_returns(
+            batch.reward, batch.done, config.gamma, v(last_obs),
+            truncated=batch.truncated, truncation_values=v(batch.final_obs),
+        )
+    else:
+        returns = discounted_returns(batch.reward, batch.done, config.gamma)
+    mask = complete_episode_mask(batch.done) if config.window == "complete" else None
+    return returns, mask
+
+
 def loss_fn(
     params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
 ) -> tuple[jax.Array, dict]:
@@ -81,17 +101,7 @@ def loss_fn(
     dist = nets.policy.apply(params["policy"], batch.obs)
     log_prob = dist.log_prob(batch.action)
     entropy = jnp.mean(dist.entropy())
-    done = batch.done
-
-    if config.window == "bootstrap":
-        v = lambda obs: jax.lax.stop_gradient(nets.value.apply(params["value"], obs))
-        returns = discounted_returns(
-            batch.reward, done, config.gamma, v(last_obs),
-            truncated=batch.truncated, truncation_values=v(batch.final_obs),
-        )
-    else:
-        returns = discounted_returns(batch.reward, done, config.gamma)
-    mask = complete_episode_mask(done) if config.window == "complete" else None
+    returns, mask = returns_and_mask(params, config, nets, batch, last_obs)
 
     if config.baseline == "value":
         values = nets.value.apply(params["value"], batch.obs)
@@ -146,7 +156,7 @@ def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[Train
     last_return = jnp.where(episodes > 0, finished_mean, state.last_return)
 
     state = TrainState(params, opt_state, runner, state.key, state.update + 1, last_return)
-    metrics = Metrics(last_return, episodes, loss, grad_norm=optax.global_norm(grads), **aux)
+    metrics = Metrics(last_return, episodes, loss, grad_norm=optax.tree.norm(grads), **aux)
     return state, metrics
 
 

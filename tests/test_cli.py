@@ -1,0 +1,100 @@
+"""`pgjax train`: an end-to-end run on a small budget, and one-line errors for bad input."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pgjax.cli import main
+
+TINY = ["--total-timesteps", "4000", "--num-envs", "8", "--num-steps", "100", "--seeds", "2"]
+
+
+def test_train_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgjax.cli", "train", *TINY, "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "final return, IQM" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["num_envs"] == 8 and config["seeds"] == 2
+    assert {"jax", "flax", "optax", "gymnax", "pgjax"} <= set(config["versions"])
+    assert "git_commit" in config and config["devices"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env"] == "CartPole-v1" and summary["seeds"] == 2
+    final = summary["final_return"]
+    assert len(final["per_seed"]) == 2 and final["ci95"][0] <= final["iqm"] <= final["ci95"][1]
+    for key in ("env_steps_per_second", "wall_seconds", "compile_seconds"):
+        assert summary[key] > 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 5  # one row per update: 4000 // (8 × 100)
+    assert [int(r["env_steps"]) for r in rows] == [800, 1600, 2400, 3200, 4000]
+    assert {"return_mean", "return_seed0", "return_seed1", "loss", "entropy", "grad_norm"} <= set(
+        rows[0]
+    )
+    assert (out / "curve.png").stat().st_size > 1000
+
+
+def test_chunking_does_not_change_results(tmp_path):
+    for chunks in (1, 5):
+        main(["train", *TINY, "--out", str(tmp_path / str(chunks)), "--chunks", str(chunks),
+              "--no-progress"])
+    one, five = ((tmp_path / c / "metrics.csv").read_text() for c in ("1", "5"))
+    assert one == five
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "CartPol"], "unknown env 'CartPol'; did you mean CartPole-v1"),
+        (["--gamma", "1.5"], "gamma must be in [0, 1]"),
+        (["--gamma", "-0.1"], "gamma must be in [0, 1]"),
+        (["--lr", "0"], "lr must be positive"),
+        (["--lr", "-1e-3"], "lr must be positive"),
+        (["--num-envs", "0"], "num_envs must be positive"),
+        (["--num-steps", "-5"], "num_steps must be positive"),
+        (["--seeds", "0"], "seeds must be positive"),
+        (["--total-timesteps", "100"], "smaller than one rollout"),
+        (["--init-log-std", "-1"], "continuous actions only; CartPole-v1 is discrete"),
+        (["--window", "bootstrap"], "needs baseline='value'"),
+    ],
+)
+def test_bad_input_is_one_line(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *args, "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("pgjax: error:"), err
+    assert message in err
+
+
+def test_bad_choice_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--baseline", "median"])
+    assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_out_that_is_not_a_run_dir(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *TINY, "--out", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "exists and is not a pgjax run directory" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_existing_run_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", *TINY, "--out", str(out), "--no-progress"])
+    before = (out / "metrics.csv").read_text()
+    with pytest.raises(SystemExit):
+        main(["train", *TINY, "--out", str(out), "--no-progress"])
+    assert "already holds a pgjax run; pass --overwrite" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == before
+    main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])

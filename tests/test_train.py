@@ -1,0 +1,180 @@
+"""Train step structure, determinism, chunking, config vmapping, and learning on small budgets."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pgjax
+from pgjax.train import init_state, make_networks, returns_and_mask, train_chunk, train_step
+
+SMALL = pgjax.Config(num_envs=8, num_steps=50, total_timesteps=8 * 50 * 4)
+
+
+@functools.cache
+def compiled(config):
+    return jax.jit(jax.vmap(pgjax.make_train(config)))
+
+
+def run(config, seeds=2, seed=0):
+    return compiled(config)(jax.random.split(jax.random.key(seed), seeds))
+
+
+def assert_bitwise(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"baseline": "none", "normalize_advantages": False},
+        {"baseline": "value", "window": "bootstrap"},
+        {"baseline": "value", "window": "truncate", "gamma_weighting": True},
+        {"env": "Pendulum-v1", "baseline": "value", "ent_coef": 0.01},
+        {"env": "Breakout-MinAtar", "num_steps": 20},
+    ],
+)
+def test_step_is_finite_and_changes_params(overrides):
+    config = SMALL.replace(**overrides)
+    state = init_state(config, jax.random.key(0))
+    new, metrics = jax.jit(functools.partial(train_step, config))(state, jax.random.key(1))
+    chex.assert_tree_all_finite(new.params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(new.params, state.params)
+    assert int(new.update) == 1
+    for name in ("loss", "policy_loss", "entropy", "grad_norm"):
+        assert np.isfinite(getattr(metrics, name)), name
+    assert float(metrics.grad_norm) > 0
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, state.params)
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_metrics_shapes_and_no_placeholder_before_first_episode():
+    config = pgjax.Config(num_envs=4, num_steps=3, total_timesteps=4 * 3 * 12)
+    _, metrics = run(config)
+    chex.assert_shape(jax.tree.leaves(metrics), (2, 12))
+    ret, episodes = np.asarray(metrics.episode_return), np.asarray(metrics.episodes)
+    # No CartPole episode ends within 6 steps: NaN there, never a 0 placeholder.
+    assert np.all(np.isnan(ret[:, :2]))
+    np.testing.assert_array_equal(episodes[:, :2], 0)
+    assert np.isfinite(ret[:, -1]).all() and (ret[np.isfinite(ret)] >= 6).all()
+    # Updates with no finished episode repeat the latest mean.
+    for s in range(2):
+        for j in range(1, 12):
+            if episodes[s, j] == 0 and np.isfinite(ret[s, j - 1]):
+                assert ret[s, j] == ret[s, j - 1]
+
+
+def test_same_seed_bitwise_and_other_seed_differs():
+    a, b, c = run(SMALL), run(SMALL), run(SMALL, seed=1)
+    assert_bitwise(a, b)
+    assert not np.array_equal(a[1].loss, c[1].loss)
+
+
+def test_chunked_equals_single_scan():
+    init = jax.jit(jax.vmap(functools.partial(init_state, SMALL)))
+    chunk = lambda n: jax.jit(jax.vmap(functools.partial(train_chunk, SMALL, num_updates=n)))
+    keys = jax.random.split(jax.random.key(0), 2)
+    whole_state, whole = chunk(4)(init(keys))
+    state, first = chunk(2)(init(keys))
+    state, second = chunk(2)(state)
+    assert_bitwise(whole_state, state)
+    assert_bitwise(whole, jax.tree.map(lambda x, y: jnp.concatenate([x, y], 1), first, second))
+
+
+def test_train_traces_once():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(state, key):
+        return train_step(SMALL, state, key)
+
+    state = init_state(SMALL, jax.random.key(0))
+    for i in range(3):
+        state, _ = step(state, jax.random.key(i))
+
+
+def test_vmap_over_config_leaves_matches_single_runs():
+    lrs = jnp.array([1e-3, 3e-2])
+    configs = jax.vmap(lambda lr: SMALL.replace(lr=lr))(lrs)
+    key = jax.random.key(0)
+    _, grid = jax.jit(jax.vmap(pgjax.train, in_axes=(0, None)))(configs, key)
+    for i, lr in enumerate([1e-3, 3e-2]):
+        _, single = jax.jit(pgjax.make_train(SMALL.replace(lr=lr)))(key)
+        np.testing.assert_allclose(grid.loss[i], single.loss, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(grid.loss[0], grid.loss[1])
+
+
+def test_bootstrap_reads_final_observation_at_truncation():
+    config = SMALL.replace(baseline="value", window="bootstrap", gamma=0.9)
+    nets = make_networks(config)
+    params = init_state(config, jax.random.key(0)).params
+    T, B, D = 4, 2, nets.env.obs_dim
+    obs = jax.random.normal(jax.random.key(1), (T, B, D))
+    final_obs = jax.random.normal(jax.random.key(2), (T, B, D))
+    truncated = jnp.zeros((T, B), bool).at[1, 0].set(True)
+    terminated = jnp.zeros((T, B), bool).at[2, 1].set(True)
+    batch = pgjax.Transition(
+        obs=obs, action=jnp.zeros((T, B), jnp.int32), log_prob=jnp.zeros((T, B)),
+        reward=jnp.ones((T, B)), terminated=terminated, truncated=truncated,
+        episode_t=jnp.zeros((T, B), jnp.int32), final_obs=final_obs,
+        episode_return=jnp.zeros((T, B)),
+    )
+    last_obs = jax.random.normal(jax.random.key(3), (B, D))
+    g, mask = returns_and_mask(params, config, nets, batch, last_obs)
+    v = lambda o: float(nets.value.apply(params["value"], o))
+    assert mask is None
+    np.testing.assert_allclose(g[1, 0], 1 + 0.9 * v(final_obs[1, 0]), rtol=1e-5)
+    np.testing.assert_allclose(g[2, 1], 1.0, rtol=1e-6)  # termination: no future value
+    np.testing.assert_allclose(g[3, 0], 1 + 0.9 * v(last_obs[0]), rtol=1e-5)
+    # final_obs where the episode did not end is never read
+    moved = batch._replace(final_obs=final_obs.at[0, 0].set(100.0))
+    np.testing.assert_array_equal(g, returns_and_mask(params, config, nets, moved, last_obs)[0])
+
+
+def test_complete_window_masks_unfinished_tail():
+    config = SMALL
+    nets = make_networks(config)
+    state = init_state(config, jax.random.key(0))
+    policy = functools.partial(nets.policy.apply, state.params["policy"])
+    _, batch = pgjax.rollout(jax.random.key(1), nets.env, policy, state.runner, 50)
+    _, mask = returns_and_mask(state.params, config, nets, batch, None)
+    done = np.asarray(batch.done)
+    for b in range(done.shape[1]):
+        ends = np.flatnonzero(done[:, b])
+        last = ends[-1] if ends.size else -1
+        np.testing.assert_array_equal(mask[:, b], np.arange(50) <= last)
+
+
+# Learning on small budgets: thresholds that fail when learning breaks.
+
+
+def test_cartpole_solves_on_8_seeds():
+    _, metrics = run(pgjax.Config(), seeds=8)
+    final = np.asarray(metrics.episode_return[:, -1])
+    assert final.min() >= 475, final
+
+
+def test_catch_learns():
+    config = pgjax.Config(
+        env="Catch-bsuite", num_envs=64, num_steps=18, total_timesteps=64 * 18 * 100, lr=2e-2
+    )
+    _, metrics = run(config, seeds=4)
+    final = np.asarray(metrics.episode_return[:, -1])
+    assert final.mean() >= 0.8, final
+
+
+def test_pendulum_improves():
+    config = pgjax.Config(
+        env="Pendulum-v1", num_envs=32, num_steps=200, total_timesteps=32 * 200 * 200,
+        baseline="value", window="truncate", gamma=0.9,
+    )
+    _, metrics = run(config, seeds=4)
+    ret = np.asarray(metrics.episode_return)
+    first, last = ret[:, :5].mean(), ret[:, -5:].mean()
+    assert last > first + 150, (first, last)
