@@ -37,6 +37,12 @@ class Transition(NamedTuple):
     def done(self) -> jax.Array:
         return jnp.logical_or(self.terminated, self.truncated)
 
+    def finished_episodes(self) -> tuple[jax.Array, jax.Array]:
+        """(count, mean return) of the episodes that ended in this rollout; mean is 0 if none."""
+        count = jnp.sum(self.done)
+        total = jnp.sum(jnp.where(self.done, self.episode_return, 0.0))
+        return count, total / jnp.maximum(count, 1)
+
 
 def init_runner(key: jax.Array, env: Env, num_envs: int) -> RunnerState:
     obs, env_state = env.reset(key, num_envs)

@@ -150,9 +150,7 @@ def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[Train
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
-    done = batch.done
-    episodes = jnp.sum(done)
-    finished_mean = jnp.sum(jnp.where(done, batch.episode_return, 0.0)) / jnp.maximum(episodes, 1)
+    episodes, finished_mean = batch.finished_episodes()
     last_return = jnp.where(episodes > 0, finished_mean, state.last_return)
 
     state = TrainState(params, opt_state, runner, state.key, state.update + 1, last_return)
