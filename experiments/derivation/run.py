@@ -173,9 +173,9 @@ def make_chunk(setup: Setup) -> Callable:
     return jax.jit(chunk)
 
 
-def run_monte_carlo(setup: Setup, chunks: int, seed: int = MC_SEED, chunk=None):
-    chunk = chunk or make_chunk(setup)
-    keys = jax.random.split(jax.random.key(seed), chunks)
+def run_monte_carlo(setup: Setup, chunks: int):
+    chunk = make_chunk(setup)
+    keys = jax.random.split(jax.random.key(MC_SEED), chunks)
     total, prefix0, counts, running = None, None, {"steps": 0.0, "truncated": 0.0}, []
     for i, key in enumerate(keys):
         stats, prefix, c = chunk(key)
@@ -186,17 +186,40 @@ def run_monte_carlo(setup: Setup, chunks: int, seed: int = MC_SEED, chunk=None):
             prefix0 = jax.tree.map(np.asarray, prefix)
         running.append({k: np.asarray(total[variant_key(*curve_variant(k))].total) for k in CURVE})
         counts = {k: counts[k] + float(c[k]) for k in counts}
-    return total, prefix0, running, counts, chunk
+    return total, prefix0, running, counts
 
 
-def run_replicates(setup: Setup, chunk, chunks: int, replicates: int, truth: Truth) -> list[str]:
+def make_replicate_chunk(setup: Setup) -> Callable:
+    """Jitted key -> GradStats of (i) with each baseline at γ = GAMMA (the replicate runs)."""
+    v_table = exact.finite_horizon_values(setup.theta, setup.mdp, GAMMA, H).v
+
+    def chunk(key):
+        batch, mask = exact.sample_episodes(key, setup.env, setup.theta, CHUNK)
+        return {
+            name: exact.grad_stats(exact.reinforce_grads(
+                setup.theta, batch, mask, GAMMA, baseline=curve_variant(name)[2], v_table=v_table
+            ))
+            for name in ("i", "i+mean", "i+value")
+        }
+
+    return jax.jit(chunk)
+
+
+def run_replicates(setup: Setup, chunks: int, replicates: int, truth: Truth) -> list[str]:
     """(i) with each baseline on fresh seeds: the spread of the verdicts across runs."""
     lines = ["| seed | (i) no baseline | (i) batch mean | (i) V_t(s_t) |", "|---|---|---|---|"]
-    for seed in range(MC_SEED, MC_SEED + replicates + 1):
-        total, *_ = run_monte_carlo(setup, chunks, seed, chunk)
+    chunk = make_replicate_chunk(setup)
+    merge = lambda a, b: jax.tree.map(
+        exact.add_stats, a, b, is_leaf=lambda x: isinstance(x, exact.GradStats)
+    )
+    for seed in range(MC_SEED + 1, MC_SEED + replicates + 1):
+        total = None
+        for key in jax.random.split(jax.random.key(seed), chunks):
+            stats = chunk(key)
+            total = stats if total is None else merge(total, stats)
         cells = []
         for name in ("i", "i+mean", "i+value"):
-            est = exact.summarize(total[variant_key(*curve_variant(name))], truth.grad_h)
+            est = exact.summarize(total[name], truth.grad_h)
             cells.append(f"error/r99 = {est.rel_error / est.noise:.2f}, p = {est.p_value:.2f}")
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     return lines
@@ -442,10 +465,13 @@ def plot_variance(ests: dict, path: Path):
 
 
 def git_commit() -> str:
+    """HEAD, and which of the files this experiment runs differ from it."""
     run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=OUT).stdout
-    dirty = run("status", "--porcelain", "--", "../../pgjax", ".").strip()
+    used = [f"../../pgjax/{m}.py" for m in ("exact", "envs", "losses", "policies", "returns",
+                                           "rollout")] + ["run.py"]
+    dirty = run("diff", "--name-only", "HEAD", "--", *used).split()
     commit = run("rev-parse", "--short", "HEAD").strip()
-    return commit + (" (+ uncommitted changes)" if dirty else "")
+    return commit + (f" (+ uncommitted changes in {', '.join(dirty)})" if dirty else "")
 
 
 class Report:
@@ -571,14 +597,18 @@ def main(argv=None):
     report_exact(rep, checks, truths, identity_checks(setup))
 
     t0 = time.perf_counter()
-    total, prefix0, running, counts, chunk = run_monte_carlo(setup, args.chunks)
+    total, prefix0, running, counts = run_monte_carlo(setup, args.chunks)
     ests, sweep = report_monte_carlo(rep, total, truths, counts, n, time.perf_counter() - t0)
 
     if args.replicates:
         t0 = time.perf_counter()
-        lines = run_replicates(setup, chunk, args.chunks, args.replicates, truths[GAMMA])
-        title = (f"replicates: seeds {MC_SEED}..{MC_SEED + args.replicates}, {n:,} episodes "
-                 f"each, seed {MC_SEED} is the run above ({time.perf_counter() - t0:.0f} s)")
+        lines = run_replicates(setup, args.chunks, args.replicates, truths[GAMMA])
+        i, b = ests["i"], {k: ests[k] for k in ("i+mean", "i+value")}
+        lines.insert(2, f"| {MC_SEED} (above) | " + " | ".join(
+            f"error/r99 = {e.rel_error / e.noise:.2f}, p = {e.p_value:.2f}"
+            for e in (i, b["i+mean"], b["i+value"])) + " |")
+        title = (f"replicates: (i) on seeds {MC_SEED}..{MC_SEED + args.replicates}, {n:,} "
+                 f"episodes each ({time.perf_counter() - t0:.0f} s)")
         rep.table(title, lines)
 
     t0 = time.perf_counter()
