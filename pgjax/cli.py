@@ -1,20 +1,15 @@
 """`pgjax` command line: `pgjax train` trains many seeds of one config in one jitted program."""
 
-import functools
 import sys
-import time
 from pathlib import Path
 
-import jax
-import numpy as np
 import tyro
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tqdm.auto import tqdm
 
 from pgjax import runs
+from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config
 from pgjax.envs import Env
-from pgjax.train import init_state, train_chunk
+from pgjax.experiment import format_summary, train_run
 
 
 class UsageError(ValueError):
@@ -35,92 +30,15 @@ def check(config: Config, seeds: int) -> Env:
     return env
 
 
-def chunk_length(num_updates: int, num_chunks: int) -> int:
-    """Largest divisor of num_updates that is at most num_updates / num_chunks (one compile)."""
-    target = max(1, num_updates // max(1, num_chunks))
-    return max(d for d in range(1, target + 1) if num_updates % d == 0)
-
-
-def seed_keys(seed: int, seeds: int) -> jax.Array:
-    """Per-seed keys, sharded over the local devices when the seed count divides evenly."""
-    keys = jax.random.split(jax.random.key(seed), seeds)
-    devices = jax.local_devices()
-    if len(devices) > 1 and seeds % len(devices) == 0:
-        mesh = Mesh(np.array(devices), ("seeds",))
-        keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
-    return keys
-
-
-def train_run(
-    config: Config,
-    *,
-    seeds: int = 16,
-    seed: int = 0,
-    out: Path | None = None,
-    overwrite: bool = False,
-    chunks: int = 20,
-    progress: bool = True,
-) -> tuple[Path, dict]:
-    """Train `seeds` seeds, write the run directory, return (run_dir, summary)."""
-    check(config, seeds)
-    try:
-        run_dir = runs.prepare_run_dir(out, config.env, overwrite=overwrite)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    n = chunk_length(config.num_updates, chunks)
-    record = runs.config_record(config, seeds=seeds, seed=seed, chunk_updates=n)
-    runs.write_json(run_dir / "config.json", record)
-
-    keys = seed_keys(seed, seeds)
-    t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(functools.partial(init_state, config)))
-    step = jax.jit(
-        jax.vmap(functools.partial(train_chunk, config, num_updates=n)), donate_argnums=0
-    )
-    state = init(keys)
-    step = step.lower(state).compile()
-    compile_seconds = time.perf_counter() - t0
-
-    csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds)
-    curve = []
-    steps_per_chunk = seeds * n * config.steps_per_update
-    t1 = time.perf_counter()
-    with tqdm(
-        total=seeds * config.num_updates * config.steps_per_update, unit="step", unit_scale=True,
-        disable=not progress, desc=config.env, dynamic_ncols=True,
-    ) as bar:
-        for c in range(config.num_updates // n):
-            state, metrics = step(state)
-            metrics = jax.tree.map(np.asarray, metrics)
-            csv.append(c * n, config.steps_per_update, metrics)
-            curve.append(metrics.episode_return)
-            bar.update(steps_per_chunk)
-            bar.set_postfix(ret=f"{np.nanmean(metrics.episode_return[:, -1]):.1f}")
-    wall = time.perf_counter() - t1
-
-    returns = np.concatenate(curve, axis=1)  # [seeds, updates]
-    env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
-    summary = {
-        "env": config.env,
-        "seeds": seeds,
-        "env_steps_per_seed": int(env_steps[-1]),
-        "final_return": runs.score_summary(returns[:, -1]),
-        "env_steps_per_second": seeds * int(env_steps[-1]) / wall,
-        "wall_seconds": wall,
-        "compile_seconds": compile_seconds,
-    }
-    runs.write_json(run_dir / "summary.json", summary)
-    runs.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
-    return run_dir, summary
-
-
 def train_command(
     config: Config,
     seeds: int = 16,
     seed: int = 0,
     out: Path | None = None,
     overwrite: bool = False,
+    resume: Path | None = None,
     chunks: int = 20,
+    checkpoint_every: int = 5,
     progress: bool = True,
 ) -> None:
     """Train `seeds` seeds of one config and write runs/<env>-<timestamp>/.
@@ -131,33 +49,31 @@ def train_command(
       seed: master seed; seed i uses jax.random.split(jax.random.key(seed), seeds)[i].
       out: run directory (default runs/<env>-<timestamp>/).
       overwrite: replace the run already in --out.
+      resume: continue the run in this directory from its last checkpoint (other flags ignored).
       chunks: progress updates (each a jitted chunk of updates; results do not depend on it).
+      checkpoint_every: save a checkpoint every this many chunks (and at the end).
       progress: show the progress bar.
     """
-    run_dir, summary = train_run(
-        config, seeds=seeds, seed=seed, out=out, overwrite=overwrite, chunks=chunks,
-        progress=progress,
-    )
+    if checkpoint_every <= 0:
+        raise UsageError(f"checkpoint_every must be positive, got {checkpoint_every}")
+    if resume is not None:
+        if not runs.is_run_dir(resume):
+            raise UsageError(f"--resume {resume} is not a pgjax run directory")
+        run_dir = resume
+    else:
+        check(config, seeds)
+        try:
+            run_dir = runs.prepare_run_dir(out, config.env, overwrite=overwrite)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    try:
+        run_dir, summary = train_run(
+            config, run_dir, seeds=seeds, seed=seed, chunks=chunks,
+            checkpoint_every=checkpoint_every, progress=progress, resume=resume is not None,
+        )
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
     print(format_summary(summary, run_dir))
-
-
-def format_summary(summary: dict, run_dir: Path) -> str:
-    final = summary["final_return"]
-    lo, hi = final["ci95"]
-    rows = [
-        ("env", summary["env"]),
-        ("seeds", str(summary["seeds"])),
-        ("env steps per seed", f"{summary['env_steps_per_seed']:,}"),
-        ("final return, mean", f"{final['mean']:.2f}"),
-        ("final return, IQM [95% CI]", f"{final['iqm']:.2f} [{lo:.2f}, {hi:.2f}]"),
-        ("final return, min / max", f"{np.nanmin(final['per_seed']):.2f} / "
-                                    f"{np.nanmax(final['per_seed']):.2f}"),
-        ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
-        ("wall s (compile s)", f"{summary['wall_seconds']:.1f} ({summary['compile_seconds']:.1f})"),
-        ("run directory", str(run_dir)),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 COMMANDS = {"train": train_command}

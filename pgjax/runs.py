@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,7 @@ def prepare_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> P
         if is_run_dir(out):
             if not overwrite:
                 raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite")
+            shutil.rmtree(out)
         elif any(out.iterdir()):
             raise ValueError(f"--out {out} exists and is not a pgjax run directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -98,27 +100,50 @@ METRIC_COLUMNS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "
 
 
 class MetricsCSV:
-    """metrics.csv, one row per update: env steps, mean and per-seed return, seed-mean losses."""
+    """metrics.csv, one row per update: env steps, wall seconds, mean and per-seed return, and
+    seed-mean losses. With `keep_updates`, an existing file is cut back to its first rows (resume).
+    """
 
-    def __init__(self, path: Path, num_seeds: int):
+    def __init__(self, path: Path, num_seeds: int, keep_updates: int | None = None):
         self.path = path
-        seeds = [f"return_seed{i}" for i in range(num_seeds)]
-        self.header = ["update", "env_steps", "return_mean", *seeds, *METRIC_COLUMNS]
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerow(self.header)
+        self.seeds = [f"return_seed{i}" for i in range(num_seeds)]
+        self.header = ["update", "env_steps", "wall_seconds", "return_mean", *self.seeds,
+                       *METRIC_COLUMNS]
+        rows = []
+        if keep_updates is not None and path.exists():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.reader(f)][1 : keep_updates + 1]
+        self.wall_offset = float(rows[-1][2]) if rows else 0.0
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", newline="") as f:
+            csv.writer(f).writerows([self.header, *rows])
+        os.replace(tmp, path)
 
-    def append(self, first_update: int, steps_per_update: int, metrics) -> None:
+    def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> None:
         """Write the rows of one chunk; `metrics` fields are [seeds, updates] numpy arrays."""
         ret = np.asarray(metrics.episode_return, np.float64)
         rows = []
         for j in range(ret.shape[1]):
             update = first_update + j + 1
             per_seed = ret[:, j]
-            row = [update, update * steps_per_update, _nanmean(per_seed), *per_seed]
+            row = [update, update * steps_per_update, round(self.wall_offset + wall, 3),
+                   _nanmean(per_seed), *per_seed]
             row += [float(np.mean(np.asarray(getattr(metrics, c))[:, j])) for c in METRIC_COLUMNS]
             rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
+
+    def returns(self) -> np.ndarray:
+        """Per-seed episode returns of every row written, [seeds, updates] float64."""
+        return read_returns(self.path)
+
+
+def read_returns(path: Path) -> np.ndarray:
+    """[seeds, updates] per-seed episode returns from a metrics.csv."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    seeds = [k for k in rows[0] if k.startswith("return_seed")] if rows else []
+    return np.array([[float(r[k]) for r in rows] for k in seeds], np.float64)
 
 
 def _nanmean(x: np.ndarray) -> float:

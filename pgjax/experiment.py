@@ -1,0 +1,138 @@
+"""A training run on the host: jitted chunks, progress, checkpoints, resume, run directory."""
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from pgjax import runs
+from pgjax.checkpoint import Checkpoints
+from pgjax.config import Config
+from pgjax.train import init_state, train_chunk
+
+
+def chunk_length(num_updates: int, num_chunks: int) -> int:
+    """Largest divisor of num_updates that is at most num_updates / num_chunks (one compile)."""
+    target = max(1, num_updates // max(1, num_chunks))
+    return max(d for d in range(1, target + 1) if num_updates % d == 0)
+
+
+def seed_keys(seed: int, seeds: int) -> jax.Array:
+    """Per-seed keys, sharded over the local devices when the seed count divides evenly."""
+    keys = jax.random.split(jax.random.key(seed), seeds)
+    devices = jax.local_devices()
+    if len(devices) > 1 and seeds % len(devices) == 0:
+        mesh = Mesh(np.array(devices), ("seeds",))
+        keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
+    return keys
+
+
+def load_run(run_dir: Path) -> tuple[Config, dict]:
+    """The Config and the record stored in RUN_DIR/config.json."""
+    record = json.loads((run_dir / "config.json").read_text())
+    fields = dict(record["config"])
+    fields["hidden"] = tuple(fields["hidden"])
+    return Config(**fields), record
+
+
+def train_run(
+    config: Config,
+    run_dir: Path,
+    *,
+    seeds: int = 16,
+    seed: int = 0,
+    chunks: int = 20,
+    checkpoint_every: int = 5,
+    progress: bool = True,
+    resume: bool = False,
+) -> tuple[Path, dict]:
+    """Train `seeds` seeds in jitted chunks into `run_dir` (see runs.prepare_run_dir).
+
+    Checkpoints the whole vmapped TrainState every `checkpoint_every` chunks and at the end. With
+    `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
+    with the stored config (`config` is ignored) and ends with the numbers of an uninterrupted run.
+
+    Returns:
+      (run_dir, summary), the summary as written to summary.json.
+    """
+    if resume:
+        config, record = load_run(run_dir)
+        seeds, seed, n = record["seeds"], record["seed"], record["chunk_updates"]
+    else:
+        n = chunk_length(config.num_updates, chunks)
+        record = runs.config_record(config, seeds=seeds, seed=seed, chunk_updates=n)
+        runs.write_json(run_dir / "config.json", record)
+
+    t0 = time.perf_counter()
+    state = jax.jit(jax.vmap(functools.partial(init_state, config)))(seed_keys(seed, seeds))
+    step = jax.jit(
+        jax.vmap(functools.partial(train_chunk, config, num_updates=n)), donate_argnums=0
+    )
+    step = step.lower(state).compile()
+    compile_seconds = time.perf_counter() - t0
+
+    ckpt = Checkpoints(run_dir)
+    start = 0
+    if resume and ckpt.steps():
+        start, state = ckpt.restore(state)
+    csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
+    steps_per_chunk = seeds * n * config.steps_per_update
+    t1 = time.perf_counter()
+    with tqdm(
+        total=seeds * config.num_updates * config.steps_per_update, unit="step", unit_scale=True,
+        disable=not progress, desc=config.env, dynamic_ncols=True,
+        initial=seeds * start * config.steps_per_update,
+    ) as bar:
+        for c in range(start // n, config.num_updates // n):
+            state, metrics = step(state)
+            metrics = jax.tree.map(np.asarray, metrics)
+            csv.append(c * n, config.steps_per_update, metrics, time.perf_counter() - t1)
+            bar.update(steps_per_chunk)
+            bar.set_postfix(ret=f"{np.nanmean(metrics.episode_return[:, -1]):.1f}")
+            last = c + 1 == config.num_updates // n
+            if last or (c + 1) % checkpoint_every == 0:
+                ckpt.save((c + 1) * n, state)
+    wall = time.perf_counter() - t1
+    ckpt.close()
+
+    returns = csv.returns()  # [seeds, updates], also rows written before a resume
+    env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
+    summary = {
+        "env": config.env,
+        "seeds": seeds,
+        "env_steps_per_seed": int(env_steps[-1]),
+        "final_return": runs.score_summary(returns[:, -1]),
+        "env_steps_per_second": seeds * (config.num_updates - start) * config.steps_per_update
+        / wall,
+        "wall_seconds": wall,
+        "compile_seconds": compile_seconds,
+        "resumed_from_update": start if resume else None,
+    }
+    runs.write_json(run_dir / "summary.json", summary)
+    runs.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
+    return run_dir, summary
+
+
+def format_summary(summary: dict, run_dir: Path) -> str:
+    final = summary["final_return"]
+    lo, hi = final["ci95"]
+    rows = [
+        ("env", summary["env"]),
+        ("seeds", str(summary["seeds"])),
+        ("env steps per seed", f"{summary['env_steps_per_seed']:,}"),
+        ("final return, mean", f"{final['mean']:.2f}"),
+        ("final return, IQM [95% CI]", f"{final['iqm']:.2f} [{lo:.2f}, {hi:.2f}]"),
+        ("final return, min / max", f"{np.nanmin(final['per_seed']):.2f} / "
+                                    f"{np.nanmax(final['per_seed']):.2f}"),
+        ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
+        ("wall s (compile s)", f"{summary['wall_seconds']:.1f} ({summary['compile_seconds']:.1f})"),
+        ("run directory", str(run_dir)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+

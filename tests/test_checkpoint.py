@@ -1,0 +1,95 @@
+"""Checkpoints: exact round trip, fallback past damaged ones, resume after SIGKILL."""
+
+import csv
+import functools
+import json
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import pgjax
+from pgjax.checkpoint import CheckpointError, Checkpoints
+from pgjax.cli import main
+
+CONFIG = pgjax.Config(num_envs=4, num_steps=10, total_timesteps=4 * 10 * 3)
+
+
+def leaves_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def states(n):
+    init = jax.jit(jax.vmap(functools.partial(pgjax.init_state, CONFIG)))
+    step = jax.jit(jax.vmap(functools.partial(pgjax.train_chunk, CONFIG, num_updates=1)))
+    state = init(jax.random.split(jax.random.key(0), 2))
+    out = []
+    for _ in range(n):
+        state = step(state)[0]
+        out.append(state)
+    return out
+
+
+def test_round_trip_and_fallback_past_damaged(tmp_path, capsys):
+    s1, s2 = states(2)
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(1, s1)
+    ckpt.save(2, s2)
+    step, restored = ckpt.restore(s1)
+    assert step == 2
+    leaves_equal(restored, s2)
+    assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
+    for f in (tmp_path / "checkpoints" / "2").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage")
+    step, restored = ckpt.restore(s1)
+    assert step == 1
+    leaves_equal(restored, s1)
+    assert "checkpoint 2 is damaged" in capsys.readouterr().err
+    for f in (tmp_path / "checkpoints" / "1").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        ckpt.restore(s1)
+
+
+def rows_without_wall(run_dir):
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    args = ["train", "--num-envs", "64", "--num-steps", "200", "--total-timesteps",
+            str(64 * 200 * 30), "--seeds", "2", "--chunks", "30", "--checkpoint-every", "1",
+            "--no-progress"]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen([sys.executable, "-m", "pgjax.cli", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((killed / "checkpoints").glob("[0-9]*/commit_success.txt")):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+
+    main(["train", "--resume", str(killed), "--no-progress"])
+    main([*args, "--out", str(whole)])
+    resumed = json.loads((killed / "summary.json").read_text())
+    assert 0 < resumed["resumed_from_update"] < 30
+    assert rows_without_wall(killed) == rows_without_wall(whole)
+    full = json.loads((whole / "summary.json").read_text())
+    assert resumed["final_return"] == full["final_return"]
+
+
+def test_resume_of_a_non_run_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "is not a pgjax run directory" in capsys.readouterr().err
