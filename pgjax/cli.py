@@ -1,7 +1,9 @@
-"""`pgjax` command line: `pgjax train` trains many seeds of one config in one jitted program."""
+"""`pgjax` command line: train, eval, plot and reproduce runs."""
 
 import sys
+import tempfile
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -9,7 +11,7 @@ from pgjax import runs
 from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config
 from pgjax.envs import Env
-from pgjax.experiment import format_summary, train_run
+from pgjax.experiment import compare_metrics, evaluate_run, format_summary, load_run, train_run
 
 
 class UsageError(ValueError):
@@ -76,7 +78,94 @@ def train_command(
     print(format_summary(summary, run_dir))
 
 
-COMMANDS = {"train": train_command}
+def eval_command(
+    run_dir: tyro.conf.Positional[Path],
+    episodes: int = 100,
+    checkpoint: int | None = None,
+    seed: int = 0,
+) -> None:
+    """Evaluate a run's policies (greedy and sampled); print a table, write RUN_DIR/eval.json.
+
+    Args:
+      run_dir: a pgjax run directory.
+      episodes: episodes per seed and mode.
+      checkpoint: the update count of the checkpoint to load (default: the newest readable).
+      seed: evaluation seed.
+    """
+    _require_run(run_dir)
+    if episodes <= 0:
+        raise UsageError(f"episodes must be positive, got {episodes}")
+    try:
+        result = evaluate_run(run_dir, episodes=episodes, step=checkpoint, seed=seed)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    runs.write_json(run_dir / "eval.json", result)
+    greedy, sampled = result["greedy"]["per_seed_mean"], result["sampled"]["per_seed_mean"]
+    print(f"checkpoint at update {result['checkpoint_update']}, {episodes} episodes per seed")
+    print(f"{'seed':>4}  {'greedy':>10}  {'sampled':>10}")
+    for i, (g, s) in enumerate(zip(greedy, sampled, strict=True)):
+        print(f"{i:>4}  {g:>10.2f}  {s:>10.2f}")
+    print(f"{'mean':>4}  {result['greedy']['mean']:>10.2f}  {result['sampled']['mean']:>10.2f}")
+
+
+def plot_command(
+    run_dirs: tyro.conf.Positional[list[Path]],
+    out: Path = Path("curves"),
+    x: Literal["env_steps", "wall_seconds"] = "env_steps",
+) -> None:
+    """Learning curves of several runs on one figure (IQM over seeds, 95% bootstrap CI).
+
+    Args:
+      run_dirs: pgjax run directories.
+      out: output path without suffix; writes OUT.png and OUT.svg.
+      x: x-axis.
+    """
+    for run_dir in run_dirs:
+        _require_run(run_dir)
+    for path in runs.plot_runs(run_dirs, out, x=x):
+        print(path)
+
+
+def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True) -> None:
+    """Rerun a run from its config.json and report whether the numbers match (exit 1 if not).
+
+    Args:
+      run_dir: a pgjax run directory.
+      progress: show the progress bar.
+    """
+    _require_run(run_dir)
+    config, record = load_run(run_dir)
+    now = runs.provenance()
+    with tempfile.TemporaryDirectory() as tmp:
+        train_run(
+            config, Path(tmp), seeds=record["seeds"], seed=record["seed"],
+            chunks=config.num_updates // record["chunk_updates"], progress=progress,
+        )
+        difference = compare_metrics(run_dir, Path(tmp))
+    changed = {
+        k: (v, now["versions"].get(k)) for k, v in record["versions"].items()
+        if now["versions"].get(k) != v
+    }
+    for name, (then, current) in changed.items():
+        print(f"version differs: {name} {then} -> {current}")
+    if difference is None:
+        print(f"reproduced: metrics of {run_dir} match bitwise (wall time aside)")
+        return
+    print(f"NOT reproduced: {difference}")
+    sys.exit(1)
+
+
+def _require_run(run_dir: Path) -> None:
+    if not runs.is_run_dir(run_dir):
+        raise UsageError(f"{run_dir} is not a pgjax run directory")
+
+
+COMMANDS = {
+    "train": train_command,
+    "eval": eval_command,
+    "plot": plot_command,
+    "reproduce": reproduce_command,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

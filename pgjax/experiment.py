@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from pgjax import runs
 from pgjax.checkpoint import Checkpoints
 from pgjax.config import Config
+from pgjax.evaluate import evaluate
 from pgjax.train import init_state, train_chunk
 
 
@@ -116,6 +117,48 @@ def train_run(
     runs.write_json(run_dir / "summary.json", summary)
     runs.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
     return run_dir, summary
+
+
+def restore_run(run_dir: Path, step: int | None = None):
+    """(config, record, update, state) of a run's checkpoint (newest readable by default)."""
+    config, record = load_run(run_dir)
+    init = jax.jit(jax.vmap(functools.partial(init_state, config)))
+    like = init(seed_keys(record["seed"], record["seeds"]))
+    ckpt = Checkpoints(run_dir)
+    try:
+        update, state = ckpt.restore(like, step)
+    finally:
+        ckpt.close()
+    return config, record, update, state
+
+
+def evaluate_run(
+    run_dir: Path, *, episodes: int = 100, step: int | None = None, seed: int = 0
+) -> dict:
+    """Greedy and sampled returns of every seed's policy over `episodes` episodes."""
+    config, record, update, state = restore_run(run_dir, step)
+    keys = jax.random.split(jax.random.key(seed), record["seeds"])
+    result = {"checkpoint_update": update, "episodes": episodes, "eval_seed": seed}
+    for mode in ("greedy", "sampled"):
+        fn = functools.partial(evaluate, config, num_episodes=episodes, greedy=mode == "greedy")
+        returns = np.asarray(jax.jit(jax.vmap(fn))(state.params["policy"], keys))
+        result[mode] = {"per_seed_mean": returns.mean(1).tolist(), "mean": float(returns.mean())}
+    return result
+
+
+def compare_metrics(a: Path, b: Path) -> str | None:
+    """None when the two metrics.csv agree bitwise (wall time aside), else the first difference."""
+    ra, rb = runs.read_metrics(a), runs.read_metrics(b)
+    if ra.keys() != rb.keys() or len(ra["update"]) != len(rb["update"]):
+        return "the metrics tables have different columns or lengths"
+    for k in ra:
+        if k == "wall_seconds":
+            continue
+        same = (ra[k] == rb[k]) | (np.isnan(ra[k]) & np.isnan(rb[k]))
+        if not same.all():
+            j = int(np.argmin(same))
+            return f"update {int(ra['update'][j])}, {k}: {ra[k][j]!r} vs {rb[k][j]!r}"
+    return None
 
 
 def format_summary(summary: dict, run_dir: Path) -> str:

@@ -193,3 +193,65 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
+    """Columns of RUN_DIR/metrics.csv as float arrays."""
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{run_dir}/metrics.csv has no rows")
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def iqm_curve(returns: np.ndarray, *, reps: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """IQM over seeds at each update and its 95% stratified-bootstrap CI (rliable).
+
+    Args:
+      returns: [seeds, updates]; NaN (no finished episode yet) counts as missing.
+
+    Returns:
+      (iqm [updates], ci [2, updates]).
+    """
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    finite = np.isfinite(returns).all(0)
+    iqm = np.full(returns.shape[1], np.nan)
+    ci = np.full((2, returns.shape[1]), np.nan)
+    if finite.any():
+        scores = returns[:, finite]
+        fn = lambda x: np.array([rly_metrics.aggregate_iqm(x[:, j]) for j in range(x.shape[1])])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = rly.get_interval_estimates(
+                {"run": scores}, fn, reps=reps, random_state=np.random.RandomState(0)
+            )
+        iqm[finite], ci[:, finite] = point["run"], interval["run"]
+    return iqm, ci
+
+
+def plot_runs(run_dirs: list[Path], out: Path, *, x: str = "env_steps") -> list[Path]:
+    """Learning curves of several runs on one figure (IQM over seeds, 95% CI); PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run_dir in run_dirs:
+        cols = read_metrics(run_dir)
+        returns = np.stack([v for k, v in cols.items() if k.startswith("return_seed")])
+        iqm, (lo, hi) = iqm_curve(returns)
+        label = f"{run_dir.name} ({returns.shape[0]} seeds)"
+        ax.plot(cols[x], iqm, label=label)
+        ax.fill_between(cols[x], lo, hi, alpha=0.25)
+    ax.set_xlabel({"env_steps": "env steps per seed", "wall_seconds": "wall seconds"}[x])
+    ax.set_ylabel("episode return (IQM, 95% CI)")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return paths

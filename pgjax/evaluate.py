@@ -1,0 +1,46 @@
+"""Evaluation of a trained policy over whole episodes: pure and jittable."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from pgjax.config import Config
+from pgjax.train import make_networks
+
+
+def evaluate(
+    config: Config, policy_params, key: jax.Array, num_episodes: int, *, greedy: bool
+) -> jax.Array:
+    """Undiscounted return of the first episode of `num_episodes` parallel envs.
+
+    Args:
+      config: the run's config (env, network sizes).
+      policy_params: parameters of the policy network.
+      key: PRNG key.
+      num_episodes: parallel envs, one episode each (static).
+      greedy: act with the distribution's mode instead of sampling (static).
+
+    Returns:
+      [num_episodes] float32 returns. Episodes are cut at the env's own time limit.
+    """
+    nets = make_networks(config)
+    env = nets.env
+    max_steps = int(env.params.max_steps_in_episode)
+    policy = functools.partial(nets.policy.apply, policy_params)
+    key, k_reset = jax.random.split(key)
+    obs, state = env.reset(k_reset, num_episodes)
+
+    def step(carry, key):
+        obs, state, ret, running = carry
+        k_act, k_env = jax.random.split(key)
+        dist = policy(obs)
+        action = dist.mode() if greedy else dist.sample(k_act)
+        out = env.step(k_env, state, action)
+        ret = ret + jnp.where(running, out.reward, 0.0)
+        running = running & ~(out.terminated | out.truncated)
+        return (out.obs, out.state, ret, running), None
+
+    init = (obs, state, jnp.zeros(num_episodes), jnp.ones(num_episodes, bool))
+    (_, _, ret, _), _ = jax.lax.scan(step, init, jax.random.split(key, max_steps))
+    return ret
