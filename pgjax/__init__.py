@@ -6,6 +6,7 @@ from pgjax.losses import masked_mean, normalize, reinforce_loss, value_loss
 from pgjax.policies import Categorical, CategoricalPolicy, DiagGaussian, GaussianPolicy, ValueNet
 from pgjax.returns import complete_episode_mask, discounted_returns
 from pgjax.rollout import RunnerState, Transition, init_runner, rollout
+from pgjax.sweep import sweep
 from pgjax.train import (
     Metrics,
     TrainState,
@@ -47,6 +48,7 @@ __all__ = [
     "reinforce_loss",
     "returns_and_mask",
     "rollout",
+    "sweep",
     "train",
     "train_chunk",
     "train_step",

@@ -12,6 +12,7 @@ from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config
 from pgjax.envs import Env
 from pgjax.experiment import compare_metrics, evaluate_run, format_summary, load_run, train_run
+from pgjax.sweep import SpecError, format_sweep, sweep
 
 
 class UsageError(ValueError):
@@ -160,11 +161,44 @@ def _require_run(run_dir: Path) -> None:
         raise UsageError(f"{run_dir} is not a pgjax run directory")
 
 
+def sweep_command(
+    spec: tyro.conf.Positional[Path],
+    out: Path | None = None,
+    progress: bool = True,
+    distributed: bool = False,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Run or resume a sweep of configs × seeds from a YAML spec (see pgjax/sweep.py).
+
+    Args:
+      spec: YAML file: base config fields, grid:, random:, seeds, seed, chunk_runs.
+      out: sweep directory (default runs/sweep-<spec name>/); rerunning resumes it.
+      progress: show the progress bar.
+      distributed: call jax.distributed.initialize (values below, else auto-detected: SLURM, MPI).
+      coordinator_address: host:port of process 0.
+      num_processes: processes in the job.
+      process_id: this process's index.
+    """
+    import jax
+
+    out = out if out is not None else Path("runs") / f"sweep-{spec.stem}"
+    try:
+        sweep(spec, out, progress=progress, distributed=distributed, process_id=process_id,
+              coordinator_address=coordinator_address, num_processes=num_processes)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+    if jax.process_index() == 0:
+        print(format_sweep(out))
+
+
 COMMANDS = {
     "train": train_command,
     "eval": eval_command,
     "plot": plot_command,
     "reproduce": reproduce_command,
+    "sweep": sweep_command,
 }
 
 
