@@ -23,14 +23,19 @@ def chunk_length(num_updates: int, num_chunks: int) -> int:
     return max(d for d in range(1, target + 1) if num_updates % d == 0)
 
 
-def seed_keys(seed: int, seeds: int) -> jax.Array:
-    """Per-seed keys, sharded over the local devices when the seed count divides evenly."""
-    keys = jax.random.split(jax.random.key(seed), seeds)
+def seed_sharding(seeds: int) -> NamedSharding | None:
+    """Seeds axis split over the local devices, when there are several and they divide it."""
     devices = jax.local_devices()
     if len(devices) > 1 and seeds % len(devices) == 0:
-        mesh = Mesh(np.array(devices), ("seeds",))
-        keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
-    return keys
+        return NamedSharding(Mesh(np.array(devices), ("seeds",)), PartitionSpec("seeds"))
+    return None
+
+
+def seed_keys(seed: int, seeds: int) -> jax.Array:
+    """Key of seed i = jax.random.split(jax.random.key(seed), seeds)[i], sharded over devices."""
+    keys = jax.random.split(jax.random.key(seed), seeds)
+    sharding = seed_sharding(seeds)
+    return keys if sharding is None else jax.device_put(keys, sharding)
 
 
 def load_run(run_dir: Path) -> tuple[Config, dict]:
@@ -70,9 +75,12 @@ def train_run(
         runs.write_json(run_dir / "config.json", record)
 
     t0 = time.perf_counter()
-    state = jax.jit(jax.vmap(functools.partial(init_state, config)))(seed_keys(seed, seeds))
+    shard = seed_sharding(seeds)  # every leaf of state and metrics has a leading seeds axis
+    init = jax.jit(jax.vmap(functools.partial(init_state, config)), out_shardings=shard)
+    state = init(seed_keys(seed, seeds))
     step = jax.jit(
-        jax.vmap(functools.partial(train_chunk, config, num_updates=n)), donate_argnums=0
+        jax.vmap(functools.partial(train_chunk, config, num_updates=n)),
+        in_shardings=shard, out_shardings=shard, donate_argnums=0,
     )
     step = step.lower(state).compile()
     compile_seconds = time.perf_counter() - t0
