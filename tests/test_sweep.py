@@ -1,0 +1,308 @@
+"""`pgjax sweep`: plans, batch-mate independence, divergence, resume, sharding, processes, errors.
+
+Every sweep here shares one tiny CartPole program (batch of 4 runs, 3 updates), so in-process
+sweeps compile it once; the 4-device and the 2-process sweeps run as subprocesses started at the
+top of the module, in parallel with the in-process tests.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import pgjax
+from pgjax.cli import main
+from pgjax.experiment import seed_keys
+from pgjax.sweep import SpecError, make_plan, parse_spec, seed_key_data
+
+TINY = {"num_envs": 4, "num_steps": 20, "total_timesteps": 240, "hidden": [8], "seeds": 2,
+        "chunk_runs": 4}
+LRS = [0.01, 0.03, 0.001]
+SPEC = {**TINY, "grid": {"lr": LRS}}  # chunks: [lr0 × 2 seeds, lr1 × 2], [lr2 × 2, padding]
+RUN_ONLY = ("process", "wall_seconds")  # columns that depend on where and how fast a run ran
+FLOAT_METRICS = ("episode_return", "loss", "policy_loss", "value_loss", "entropy", "grad_norm")
+
+SCRIPT = """
+import json, sys
+import pgjax
+spec, out, kwargs = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+pgjax.sweep(spec, out, **kwargs)
+"""
+
+
+def launch(out, env=None, **kwargs):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    if "XLA_FLAGS" in env and not (env.get("XLA_FLAGS") or "").strip():
+        del env["XLA_FLAGS"]
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, json.dumps(SPEC), str(out), json.dumps(kwargs)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait(proc, timeout=240):
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, out[-3000:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def background(tmp_path_factory):
+    """Start the 4-device sweep and the two processes of the distributed sweep right away."""
+    root = tmp_path_factory.mktemp("background")
+    port = free_port()
+    dist = {"coordinator_address": f"localhost:{port}", "num_processes": 2}
+    procs = {
+        "sharded": launch(root / "sharded",
+                          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}),
+        "p0": launch(root / "distributed", env={"XLA_FLAGS": ""}, process_id=0, **dist),
+        "p1": launch(root / "distributed", env={"XLA_FLAGS": ""}, process_id=1, **dist),
+    }
+    yield root, procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def reference(background, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    return out, pgjax.sweep(SPEC, out)
+
+
+def chunk_metrics(out) -> dict[int, dict]:
+    """run id -> {metric: [updates]} from every chunk's npz."""
+    per_run = {}
+    for path in sorted((out / "chunks").glob("chunk-*.npz")):
+        with np.load(path) as data:
+            for i, run in enumerate(data["run"]):
+                per_run[int(run)] = {k: data[k][i] for k in data.files if k != "run"}
+    return per_run
+
+
+def by_config_seed(out) -> dict[tuple, dict]:
+    table = pd.read_csv(out / "results.csv")
+    metrics = chunk_metrics(out)
+    return {(r.lr, r.seed_index): metrics[r.run] for r in table.itertuples()}
+
+
+def assert_same_runs(a: dict, b: dict, keys) -> None:
+    for key in keys:
+        for name, x in a[key].items():
+            np.testing.assert_array_equal(x, b[key][name], err_msg=f"{key} {name}")
+
+
+def test_seed_keys_are_those_of_pgjax_train():
+    np.testing.assert_array_equal(
+        seed_key_data(3, 5), np.asarray(jax.random.key_data(seed_keys(3, 5)))
+    )
+
+
+def test_plan_splits_static_fields_and_crosses_grid_with_samples():
+    spec = parse_spec({
+        **{k: v for k, v in TINY.items() if k != "hidden"}, "chunk_runs": 3,
+        "grid": {"hidden": [[8], [16]], "lr": [0.01, 0.1]},
+        "random": {"num_samples": 3, "ent_coef": {"log_uniform": [1e-4, 1e-1]},
+                   "gamma": {"choice": [0.9, 0.99]}},
+    })
+    plan = make_plan(spec)
+    assert len(plan.configs) == 2 * 2 * 3 and len(plan.runs) == 12 * 2
+    assert [g.hidden for g in plan.groups] == [(8,), (16,)]
+    for chunk in plan.chunks:  # no chunk mixes static groups; at most chunk_runs runs
+        hidden = {plan.configs[plan.runs[r][0]].hidden for r in chunk.runs}
+        assert hidden == {plan.groups[chunk.group].hidden} and len(chunk.runs) <= 3
+    assert sorted(r for c in plan.chunks for r in c.runs) == list(range(24))
+    ent = [c.ent_coef for c in plan.configs]
+    assert all(1e-4 <= e <= 1e-1 for e in ent) and len(set(ent)) == 3
+    assert {c.gamma for c in plan.configs} <= {0.9, 0.99}
+    # every grid point gets the same draws; the same spec draws the same values
+    assert ent[:3] == ent[3:6] == ent[9:12]
+    assert [c.ent_coef for c in make_plan(spec).configs] == ent
+
+
+def test_table_summary_and_files(reference):
+    out, table = reference
+    assert len(table) == 6 and list(table["run"]) == list(range(6))
+    assert list(table["lr"]) == [lr for lr in LRS for _ in range(2)]
+    assert list(table["seed_index"]) == [0, 1] * 3
+    assert not table["diverged"].any() and (table["env_steps"] == 240).all()
+    csv_table = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(csv_table[["run", "lr", "final_return", "auc"]],
+                                  table[["run", "lr", "final_return", "auc"]])
+    metrics = chunk_metrics(out)
+    for row in table.itertuples():
+        ret = metrics[row.run]["episode_return"]
+        assert ret.shape == (3,) and row.final_return == ret[-1]
+        assert np.isclose(row.auc, np.nanmean(ret))
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["rank"]) == [1, 2, 3] and sorted(summary["lr"]) == sorted(LRS)
+    assert summary["final_iqm"].is_monotonic_decreasing
+    assert (summary["final_ci95_low"] <= summary["final_iqm"]).all()
+    assert (summary["final_iqm"] <= summary["final_ci95_high"]).all()
+    assert json.loads((out / "summary.json").read_text())["runs"] == 6
+    assert (out / "summary.png").stat().st_size > 5000
+    assert not list(out.rglob(".*"))  # no temp files left behind
+
+
+def test_batch_mates_do_not_change_a_run_and_divergence_stays_contained(reference, tmp_path):
+    """A huge-lr config shares a batch with healthy runs; every healthy run is bitwise the run of
+    the sweep without it, though lr=0.03 and lr=0.001 now sit elsewhere in other batches."""
+    ref_out, _ = reference
+    spec = {**SPEC, "grid": {"lr": [0.01, 1e38, 0.03, 0.001]}}
+    table = pgjax.sweep(spec, tmp_path)
+    assert table.loc[table.lr == 1e38, "diverged"].all()
+    assert not table.loc[table.lr != 1e38, "diverged"].any()
+    assert_same_runs(by_config_seed(tmp_path), by_config_seed(ref_out),
+                     [(lr, s) for lr in LRS for s in (0, 1)])
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary.loc[summary.lr == 1e38, "diverged"].item() == 2
+
+
+def test_interrupted_sweep_resumes_without_rerunning(reference, tmp_path):
+    ref_out, ref_table = reference
+
+    def stop(record):
+        raise KeyboardInterrupt(f"killed after chunk {record['chunk']}")
+
+    with pytest.raises(KeyboardInterrupt):
+        pgjax.sweep(SPEC, tmp_path, on_chunk=stop)
+    done = sorted(p.name for p in (tmp_path / "chunks").iterdir())
+    assert done == ["chunk-000000.json", "chunk-000000.npz"]
+    assert not (tmp_path / "results.csv").exists()
+    first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "chunks").iterdir()}
+
+    ran = []
+    table = pgjax.sweep(SPEC, tmp_path, on_chunk=lambda r: ran.append(r["chunk"]))
+    assert ran == [1]  # chunk 0 was not run again
+    for path, (data, mtime) in first.items():
+        assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime
+    again = []
+    pd.testing.assert_frame_equal(pgjax.sweep(SPEC, tmp_path, on_chunk=again.append), table)
+    assert again == []
+    keep = [c for c in table.columns if c not in RUN_ONLY]
+    pd.testing.assert_frame_equal(table[keep], ref_table[keep])
+    assert_same_runs(chunk_metrics(tmp_path), chunk_metrics(ref_out), range(6))
+
+
+def test_cli_sweep_prints_the_ranking_and_resumes(reference, tmp_path, capsys):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        "num_envs: 4\nnum_steps: 20\ntotal_timesteps: 240\nhidden: [8]\n"
+        "grid:\n  lr: [1e-2, 3e-2, 1e-3]\nseeds: 2\nchunk_runs: 4\n"
+    )
+    out = tmp_path / "sweep"
+    main(["sweep", str(spec), "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[:2] == ["rank", "lr"]
+    assert "3 configs; results in" in printed
+    first = (out / "results.csv").read_text()
+    main(["sweep", str(spec), "--out", str(out), "--no-progress"])
+    assert capsys.readouterr().out == printed and (out / "results.csv").read_text() == first
+    ref = pd.read_csv(reference[0] / "results.csv").drop(columns=list(RUN_ONLY))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv").drop(columns=list(RUN_ONLY)),
+                                  ref)
+
+
+def test_sharded_over_4_devices_matches_single_device(background, reference):
+    root, procs = background
+    wait(procs["sharded"])
+    out = root / "sharded"
+    records = [json.loads(p.read_text()) for p in sorted((out / "chunks").glob("*.json"))]
+    assert [(r["devices"], r["output_devices"], r["batch"]) for r in records] == [(4, 4, 4)] * 2
+    sharded, single = chunk_metrics(out), chunk_metrics(reference[0])
+    # XLA:CPU compiles a 4-device program with other loop splits and summation orders than a
+    # 1-device one, so floats agree to rounding, not bitwise (about 1e-8 on these losses).
+    worst = 0.0
+    for run in range(6):
+        for name in FLOAT_METRICS:
+            a, b = sharded[run][name], single[run][name]
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{run} {name}")
+            worst = max(worst, float(np.nanmax(np.abs(a - b))))
+        np.testing.assert_array_equal(sharded[run]["episodes"], single[run]["episodes"])
+    print(f"sharded vs single device: max |difference| {worst:.3g}")
+    a = pd.read_csv(out / "results.csv").drop(columns=list(RUN_ONLY))
+    b = pd.read_csv(reference[0] / "results.csv").drop(columns=list(RUN_ONLY))
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+
+
+def test_two_process_sweep_matches_one_process(background, reference):
+    root, procs = background
+    wait(procs["p0"])
+    wait(procs["p1"])
+    out = root / "distributed"
+    records = [json.loads(p.read_text()) for p in sorted((out / "chunks").glob("*.json"))]
+    assert [r["process"] for r in records] == [0, 1]  # each process ran its own share
+    merged = pd.read_csv(out / "results.csv")
+    assert list(merged["process"]) == [0, 0, 0, 0, 1, 1]
+    ref = pd.read_csv(reference[0] / "results.csv")
+    pd.testing.assert_frame_equal(merged.drop(columns=list(RUN_ONLY)),
+                                  ref.drop(columns=list(RUN_ONLY)))
+    assert_same_runs(chunk_metrics(out), chunk_metrics(reference[0]), range(6))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lrr: 0.1\n", "unknown field 'lrr' in spec; did you mean lr?"),
+        ("grid:\n  lrr: [0.1]\n", "grid: unknown config field 'lrr'; did you mean lr?"),
+        ("grid: {}\n", "grid is empty"),
+        ("grid:\n  lr: []\n", "grid: lr is an empty list"),
+        ("grid:\n  lr: 0.1\n", "grid: lr must be a list of values"),
+        ("grid:\n  lr: [0.1, fast]\n", "grid: lr must be a number, got 'fast'"),
+        ("num_envs: 4.5\n", "num_envs must be an integer, got 4.5"),
+        ("grid:\n  hidden: [32, 64]\n", "grid: hidden must be a list of integers, got 32"),
+        ("seeds: 0\n", "seeds must be a positive integer, got 0"),
+        ("seeds: -2\n", "seeds must be a positive integer, got -2"),
+        ("chunk_runs: 0\n", "chunk_runs must be a positive integer"),
+        ("random:\n  num_samples: 2\n  hidden: [[8], [16]]\n",
+         "random: hidden is a static (shape) field"),
+        ("random:\n  num_samples: 2\n  num_envs: {choice: [4, 8]}\n",
+         "random: num_envs is a static (shape) field"),
+        ("random:\n  lr: {uniform: [0.001, 0.01]}\n", "num_samples must be a positive integer"),
+        ("random:\n  num_samples: 2\n  lr: {normal: [0, 1]}\n", "unknown distribution 'normal'"),
+        ("random:\n  num_samples: 2\n  lr: {log_uniform: [0, 1]}\n", "log_uniform needs low > 0"),
+        ("random:\n  num_samples: 2\n  lr: [0.1, 0.2]\n", "random: lr must be one of"),
+        ("lr: 0.1\ngrid:\n  lr: [0.1]\n", "lr is set both as a base field and in grid"),
+        ("grid:\n  gamma: [0.9, 1.5]\n", "gamma must be in [0, 1], got 1.5 (config gamma=1.5)"),
+        ("env: CartPol\n", "unknown env 'CartPol'"),
+        ("init_log_std: -1.0\n", "continuous actions only; CartPole-v1 is discrete"),
+        ("- 1\n- 2\n", "a spec must be a mapping"),
+        ("grid: [lr\n", "is not valid YAML"),
+    ],
+)
+def test_bad_spec_is_one_line(tmp_path, capsys, text, message):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("pgjax: error:"), err
+    assert message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_spec_and_foreign_out_dir(reference, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", str(tmp_path / "none.yaml")])
+    assert "cannot read spec" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(SpecError, match="exists and is not a pgjax sweep directory"):
+        pgjax.sweep(SPEC, tmp_path)
+    with pytest.raises(SpecError, match="holds a different sweep .spec differs in seeds"):
+        pgjax.sweep({**SPEC, "seeds": 3}, reference[0])
