@@ -4,7 +4,7 @@ from pgjax.config import Config
 from pgjax.envs import Env
 from pgjax.losses import masked_mean, normalize, reinforce_loss, value_loss
 from pgjax.policies import Categorical, CategoricalPolicy, DiagGaussian, GaussianPolicy, ValueNet
-from pgjax.returns import complete_episode_mask, discounted_returns
+from pgjax.returns import complete_episode_mask, discounted_returns, episode_start_mask
 from pgjax.rollout import RunnerState, Transition, init_runner, rollout
 from pgjax.sweep import sweep
 from pgjax.train import (
@@ -37,6 +37,7 @@ __all__ = [
     "ValueNet",
     "complete_episode_mask",
     "discounted_returns",
+    "episode_start_mask",
     "init_runner",
     "init_state",
     "loss_fn",

@@ -30,6 +30,11 @@ def check(config: Config, seeds: int) -> Env:
         raise UsageError(f"seeds must be positive, got {seeds}")
     if not env.continuous and config.init_log_std != Config.init_log_std:
         raise UsageError(f"init_log_std applies to continuous actions only; {env.name} is discrete")
+    if config.window == "episodes" and config.num_steps < env.max_episode_steps:
+        raise UsageError(
+            f"window='episodes' needs num_steps ≥ the episode limit of {env.name} "
+            f"({env.max_episode_steps}), got {config.num_steps}"
+        )
     return env
 
 

@@ -37,6 +37,7 @@ class Env:
         space = self.env.action_space(self.params)
         obs_space = self.env.observation_space(self.params)
         self.obs_dim = int(np.prod(obs_space.shape))
+        self.max_episode_steps = int(self.params.max_steps_in_episode)
         self.continuous = isinstance(space, spaces.Box)
         if self.continuous:
             self.action_shape = tuple(space.shape)

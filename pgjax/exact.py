@@ -555,3 +555,17 @@ def summarize(stats: GradStats, true_grad, level: float = 0.99) -> Estimate:
         dof=dof,
         p_value=p_value,
     )
+
+
+def ratio_estimate(g_stream: np.ndarray, k_stream: np.ndarray, truth) -> Estimate:
+    """R = Σ_b ĝ_b / Σ_b K_b, the per-episode mean, with its delta-method spread.
+
+    Linearized per-stream terms z_b = (ĝ_b − R K_b) / K̄ + R have mean R and Cov(z)/n ≈ Var(R)
+    over n streams (the noise radius); the reported variance is K̄ tr Cov(z), per episode.
+    """
+    g, k = np.asarray(g_stream, np.float64), np.asarray(k_stream, np.float64)
+    ratio = g.sum(0) / k.sum()
+    z = (g - k[:, None] * ratio) / k.mean() + ratio
+    est = summarize(GradStats(len(z), z.sum(0), z.T @ z), truth)
+    # per-episode equivalent variance: Var(R) ≈ tr Cov / (number of episodes)
+    return est._replace(n=int(k.sum()), variance=est.variance * float(k.mean()))

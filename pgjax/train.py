@@ -12,7 +12,7 @@ from pgjax.config import Config
 from pgjax.envs import Env
 from pgjax.losses import masked_mean, normalize, reinforce_loss, value_loss
 from pgjax.policies import CategoricalPolicy, GaussianPolicy, ValueNet
-from pgjax.returns import complete_episode_mask, discounted_returns
+from pgjax.returns import complete_episode_mask, discounted_returns, episode_start_mask
 from pgjax.rollout import RunnerState, Transition, init_runner, rollout
 
 
@@ -79,7 +79,14 @@ def returns_and_mask(
         )
     else:
         returns = discounted_returns(batch.reward, batch.done, config.gamma)
-    mask = complete_episode_mask(batch.done) if config.window == "complete" else None
+    mask = None
+    if config.window == "complete":
+        mask = complete_episode_mask(batch.done)
+    elif config.window == "episodes":
+        last_start = config.num_steps - nets.env.max_episode_steps
+        if last_start < 0:
+            raise ValueError(f"window='episodes' needs num_steps ≥ {nets.env.max_episode_steps}")
+        mask = episode_start_mask(batch.episode_t, last_start)
     return returns, mask
 
 
@@ -122,7 +129,13 @@ def loss_fn(
 
 
 def init_state(config: Config, key: jax.Array) -> TrainState:
-    """Fresh parameters, optimizer state and environments for one seed."""
+    """Fresh parameters, optimizer state and environments for one seed.
+
+    Raises ValueError for rbg / unsafe_rbg keys: under vmap they draw every seed's bits from
+    the first key (jax#19085), so seeds would not be independent or reproducible alone.
+    """
+    if str(jax.random.key_impl(key)) in ("rbg", "unsafe_rbg"):
+        raise ValueError("pgjax needs threefry2x32 keys; rbg keys are not independent under vmap")
     nets = make_networks(config)
     key, k_env, k_policy, k_value = jax.random.split(key, 4)
     dummy = jnp.zeros((1, nets.env.obs_dim), jnp.float32)

@@ -212,3 +212,42 @@ def test_deliberate_bugs_are_detected(mc, bug):
     est = exact.summarize(stats[bug], truth[GAMMA])
     assert est.rel_error > 2 * est.noise, est  # zero bias far outside the 99% CI
     assert est.p_value < 1e-6, est
+
+
+# --- windows holding several episodes ----------------------------------------------------------
+
+
+def test_episode_start_mask_is_unbiased_where_complete_episode_mask_is_not():
+    """Counting the episodes that end inside a window favours short ones; counting those that
+    start inside it (and letting them finish) does not."""
+    from pgjax import complete_episode_mask, episode_start_mask, init_runner, rollout
+
+    mdp, theta = make_problem()
+    env = exact.make_env(mdp, "TabularMDP-windows")
+    window, streams, gamma = 2 * H, 2**15, 0.9
+
+    @jax.jit
+    def run(key):
+        k_reset, k_roll = jax.random.split(key)
+        runner = init_runner(k_reset, env, streams)
+        _, batch = rollout(k_roll, env, exact.tabular_policy(theta), runner, window + H)
+        returns = discounted_returns(batch.reward, batch.done, gamma)
+        in_window = (jnp.arange(window + H) < window)[:, None]
+        masks = {
+            "complete": complete_episode_mask(batch.done & in_window) * in_window,
+            "start": episode_start_mask(batch.episode_t, window - 1),
+        }
+        out = {}
+        for name, m in masks.items():
+            g = exact.episode_grads(theta, batch, returns, m, weights=gamma**batch.episode_t)
+            out[name] = (g.reshape(streams, -1), jnp.sum(batch.done * m, 0))
+        return out
+
+    out = run(jax.random.key(7))
+    with jax.enable_x64(True):
+        mdp64, theta64 = mdp.astype(jnp.float64), theta.astype(jnp.float64)
+        truth = np.asarray(exact.exact_grad(theta64, mdp64, gamma, horizon=H)).reshape(-1)
+    start = exact.ratio_estimate(*map(np.asarray, out["start"]), truth)
+    complete = exact.ratio_estimate(*map(np.asarray, out["complete"]), truth)
+    assert start.within_ci and start.p_value > 0.01, start
+    assert complete.p_value < 1e-6 and complete.rel_error > 2 * complete.noise, complete

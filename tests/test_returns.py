@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgjax import complete_episode_mask, discounted_returns
+from pgjax import complete_episode_mask, discounted_returns, episode_start_mask
 
 GAMMAS = [0.0, 0.5, 0.99, 1.0]
 BATCH_SHAPES = [(), (3,), (2, 3)]
@@ -208,3 +208,24 @@ def test_truncation_args_must_come_together(which):
     kwargs = {"truncated": dones} if which == "truncated" else {"truncation_values": rewards}
     with pytest.raises(ValueError, match="together"):
         discounted_returns(rewards, dones, 0.9, **kwargs)
+
+
+def test_episode_start_mask_vs_numpy():
+    rng = np.random.default_rng(3)
+    T, B, last_start = 30, 5, 12
+    dones = rng.random((T, B)) < 0.2
+    start_t = rng.integers(0, 7, size=B)  # episodes already running when the window opens
+    episode_t = np.zeros((T, B), np.int32)
+    for b in range(B):
+        k = start_t[b]
+        for t in range(T):
+            episode_t[t, b] = k
+            k = 0 if dones[t, b] else k + 1
+    expected = np.zeros((T, B), np.float32)
+    for b in range(B):
+        for t in range(T):
+            s = t - episode_t[t, b]  # window step at which this step's episode started
+            expected[t, b] = 0 <= s <= last_start
+    got = np.asarray(episode_start_mask(jnp.asarray(episode_t), last_start))
+    np.testing.assert_array_equal(got, expected)
+    assert (got[:, start_t > 0][0] == 0).all()  # running episodes are left out

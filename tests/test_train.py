@@ -178,3 +178,8 @@ def test_pendulum_improves():
     ret = np.asarray(metrics.episode_return)
     first, last = ret[:, :5].mean(), ret[:, -5:].mean()
     assert last > first + 150, (first, last)
+
+
+def test_rbg_keys_are_refused():
+    with pytest.raises(ValueError, match="threefry2x32"):
+        init_state(SMALL, jax.random.key(0, impl="unsafe_rbg"))

@@ -30,7 +30,14 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pgjax import complete_episode_mask, discounted_returns, exact, init_runner, rollout  # noqa: E402
+from pgjax import (  # noqa: E402
+    complete_episode_mask,
+    discounted_returns,
+    episode_start_mask,
+    exact,
+    init_runner,
+    rollout,
+)
 
 OUT = Path(__file__).resolve().parent
 S, A, H = 6, 3, 20  # states (the last one terminal), actions, time limit
@@ -247,17 +254,6 @@ def curve_variant(name: str) -> tuple[str, float, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def started_episode_mask(episode_t: jax.Array, window: int) -> jax.Array:
-    """1 on the steps of episodes that start inside the first `window` steps, [T', B] float32.
-
-    Whether episode k is counted depends only on episodes before it (a stopping time), so by
-    Wald's identity E[Σ_counted ĝ_k] = E[K] ∇J: unbiased, unlike counting the episodes that end
-    inside the window. The rollout must run H steps past the window so that they all finish.
-    """
-    t = jnp.arange(episode_t.shape[0])[:, None]
-    return (t - episode_t < window).astype(jnp.float32)
-
-
 def make_window_chunk(setup: Setup, window: int) -> Callable:
     """Jitted key -> {mask: (Σ ĝ over counted episodes [B, D], counted episodes [B])}."""
     theta = setup.theta
@@ -273,7 +269,7 @@ def make_window_chunk(setup: Setup, window: int) -> Callable:
             "pgjax complete_episode_mask, window T": complete_episode_mask(
                 batch.done & in_window
             ) * in_window,
-            "episodes started in T, run to T+H": started_episode_mask(batch.episode_t, window),
+            "episodes started in T, run to T+H": episode_start_mask(batch.episode_t, window - 1),
             "first episode only": exact.first_episode_mask(batch.done),
         }
         out = {}
@@ -283,20 +279,6 @@ def make_window_chunk(setup: Setup, window: int) -> Callable:
         return out
 
     return jax.jit(chunk)
-
-
-def ratio_estimate(g_stream: np.ndarray, k_stream: np.ndarray, truth) -> exact.Estimate:
-    """R = Σ_b ĝ_b / Σ_b K_b, the per-episode mean, with its delta-method spread.
-
-    Linearized per-stream terms z_b = (ĝ_b − R K_b) / K̄ + R have mean R and Cov(z)/n ≈ Var(R)
-    over n streams (the noise radius); the reported variance is K̄ tr Cov(z), per episode.
-    """
-    g, k = np.asarray(g_stream, np.float64), np.asarray(k_stream, np.float64)
-    ratio = g.sum(0) / k.sum()
-    z = (g - k[:, None] * ratio) / k.mean() + ratio
-    est = exact.summarize(exact.GradStats(len(z), z.sum(0), z.T @ z), truth)
-    # per-episode equivalent variance: Var(R) ≈ tr Cov / (number of episodes)
-    return est._replace(n=int(k.sum()), variance=est.variance * float(k.mean()))
 
 
 def run_windows(setup: Setup, truth: Truth) -> list[dict]:
@@ -309,8 +291,8 @@ def run_windows(setup: Setup, truth: Truth) -> list[dict]:
                 parts.setdefault(name, []).append((np.asarray(g), np.asarray(k)))
         for name, p in parts.items():
             g, k = np.concatenate([x for x, _ in p]), np.concatenate([y for _, y in p])
-            rows.append({"window": window, "mask": name, "est": ratio_estimate(g, k, truth.grad_h),
-                         "per_stream": float(k.mean())})
+            est = exact.ratio_estimate(g, k, truth.grad_h)
+            rows.append({"window": window, "mask": name, "est": est, "per_stream": float(k.mean())})
     return rows
 
 
