@@ -343,17 +343,18 @@ def static_key(config: Config) -> tuple:
 
 
 def check_envs(plan: Plan) -> None:
-    """Checks that need the env built (touches JAX): continuous-only options on discrete envs."""
-    from pgjax.envs import Env
+    """`pgjax train`'s checks that need the env built (touches JAX), once per distinct case."""
+    from pgjax.cli import check  # the same rules as `pgjax train`; lazy: cli imports this module
 
-    for group in plan.groups:
-        if Env(group.env).continuous:
-            continue
-        for config in plan.configs:
-            if config.env == group.env and config.init_log_std != Config.init_log_std:
-                raise SpecError(
-                    f"init_log_std applies to continuous actions only; {config.env} is discrete"
-                )
+    seen = set()
+    for config in plan.configs:
+        key = (static_key(config), config.init_log_std)
+        if key not in seen:
+            seen.add(key)
+            try:
+                check(config, plan.spec.seeds)
+            except ValueError as e:
+                raise SpecError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- the program
@@ -560,32 +561,70 @@ def prepare_out_dir(out_dir: Path, spec: Spec) -> None:
 # ----------------------------------------------------------------------------- summary
 
 
+def iqm_intervals(scores: np.ndarray, *, reps: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """IQM over seeds and its 95% CI for each config, from one rliable stratified bootstrap.
+
+    Args:
+      scores: [seeds, configs] float; each config is a stratum, so its seeds are resampled
+        among themselves (the same as one bootstrap per config), all in one call.
+
+    Returns:
+      (iqm [configs], ci95 [2, configs]). Configs with a NaN seed score (no finished episode)
+      are estimated from their finite seeds alone (`runs.score_summary`).
+    """
+    import warnings
+
+    from rliable import library as rly
+    from scipy import stats
+
+    scores = np.asarray(scores, np.float64)
+    iqm, ci = np.full(scores.shape[1], np.nan), np.full((2, scores.shape[1]), np.nan)
+    whole = np.isfinite(scores).all(0)
+    if whole.any():
+        with warnings.catch_warnings():  # arch deprecates RandomState; rliable still passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = rly.get_interval_estimates(
+                {"sweep": scores[:, whole]}, lambda x: stats.trim_mean(x, 0.25, axis=0),
+                reps=reps, random_state=np.random.RandomState(0),
+            )
+        iqm[whole], ci[:, whole] = point["sweep"], interval["sweep"]
+    for j in np.flatnonzero(~whole):
+        one = runs.score_summary(scores[:, j], reps=reps)
+        iqm[j], ci[:, j] = one["iqm"], one["ci95"]
+    return iqm, ci
+
+
 def summarize(rows: list[dict], spec: Spec, *, reps: int = 2000) -> list[dict]:
     """One row per config, ranked by the IQM of the final return (best first).
 
-    IQM and 95% CIs over seeds come from rliable's stratified bootstrap (`runs.score_summary`,
-    `reps` resamples, fixed random state). Runs that diverged keep their measured returns; runs
-    with no finished episode (NaN) are left out of the statistics.
+    IQM (rliable's interquartile mean, a 25% trimmed mean) and 95% percentile CIs over seeds
+    from a stratified bootstrap (`iqm_intervals`, `reps` resamples, fixed random state). Runs
+    that diverged keep their measured returns (NaN where no episode finished) and are counted.
     """
     by_config: dict[int, list[dict]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (r["config"], r["seed_index"])):
         by_config.setdefault(row["config"], []).append(row)
+    ids = sorted(by_config)
+    stats = {}
+    for name in ("final_return", "auc"):
+        scores = np.array([[r[name] for r in by_config[c]] for c in ids]).T  # [seeds, configs]
+        stats[name] = (scores, *iqm_intervals(scores, reps=reps))
     out = []
-    for config_id, group in sorted(by_config.items()):
-        final = runs.score_summary(np.array([r["final_return"] for r in group]), reps=reps)
-        auc = runs.score_summary(np.array([r["auc"] for r in group]), reps=reps)
+    for j, config_id in enumerate(ids):
+        group = by_config[config_id]
+        (final, f_iqm, f_ci), (_, a_iqm, a_ci) = stats["final_return"], stats["auc"]
         out.append({
             "config": config_id,
             **{name: group[0][name] for name in spec.varying},
             "seeds": len(group),
             "diverged": sum(bool(r["diverged"]) for r in group),
-            "final_iqm": final["iqm"],
-            "final_ci95_low": final["ci95"][0],
-            "final_ci95_high": final["ci95"][1],
-            "final_mean": final["mean"],
-            "auc_iqm": auc["iqm"],
-            "auc_ci95_low": auc["ci95"][0],
-            "auc_ci95_high": auc["ci95"][1],
+            "final_iqm": float(f_iqm[j]),
+            "final_ci95_low": float(f_ci[0, j]),
+            "final_ci95_high": float(f_ci[1, j]),
+            "final_mean": runs._nanmean(final[:, j]),
+            "auc_iqm": float(a_iqm[j]),
+            "auc_ci95_low": float(a_ci[0, j]),
+            "auc_ci95_high": float(a_ci[1, j]),
         })
     out.sort(key=lambda r: (math.isnan(r["final_iqm"]), -np.nan_to_num(r["final_iqm"]),
                             r["config"]))

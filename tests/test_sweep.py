@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -133,6 +134,14 @@ def test_plan_splits_static_fields_and_crosses_grid_with_samples():
     # every grid point gets the same draws; the same spec draws the same values
     assert ent[:3] == ent[3:6] == ent[9:12]
     assert [c.ent_coef for c in make_plan(spec).configs] == ent
+
+
+def test_example_specs_plan():
+    specs = sorted((Path(__file__).parent.parent / "experiments" / "sweeps").glob("*.yaml"))
+    assert specs
+    for path in specs:
+        plan = make_plan(parse_spec(path))
+        assert plan.chunks and len(plan.runs) == len(plan.configs) * plan.spec.seeds
 
 
 def test_table_summary_and_files(reference):
