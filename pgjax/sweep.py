@@ -21,8 +21,9 @@ A run is one config × one seed. Runs whose static fields (shapes, loop lengths)
 group and are trained by one compiled program: `jax.vmap(train)` over their numeric leaves and
 keys, the runs axis sharded over the local devices (`NamedSharding`, padded to a multiple of the
 device count). Every chunk of a group is padded to the same batch size, so a run's numbers do not
-depend on which runs share its batch (bitwise on CPU); a different batch size or device count can
-move the last bits (XLA picks its loops and reduction order by shape).
+depend on which runs share its batch (bitwise; checked on CPU and on an H200); a different batch
+size or device count can move the last bits (XLA picks loop splits and summation orders by shape:
+about 1e-8 on CPU, up to 1e-6 on GPU).
 
 Files under `out_dir`: `sweep.json` (the normalized spec and provenance), `chunks/chunk-NNNNNN.npz`
 (per-run metrics [runs, updates]) and `.json` (the chunk's table rows; its presence marks the chunk
@@ -30,6 +31,10 @@ done, so a rerun skips it), `results.csv` (one row per run), `summary.csv` / `su
 (configs ranked by the IQM of the final return, 95% stratified-bootstrap CIs over seeds) and
 `summary.png`. With `jax.distributed`, process p runs chunks p, p + P, ... and all processes share
 `out_dir` (a shared filesystem); process 0 merges the table once every chunk is recorded.
+
+Per run: final return (mean return of the episodes that finished in the last update), AUC (the
+mean of that return over updates, skipping the NaN updates before the first episode ends), and
+`diverged` (a non-finite loss or gradient norm at any update, or non-finite final parameters).
 """
 
 import csv
@@ -59,7 +64,6 @@ STATIC = tuple(name for name in FIELDS if name not in LEAVES)
 SPEC_KEYS = ("grid", "random", "seeds", "seed", "chunk_runs")
 DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
 MARKER = "pgjax_sweep"
-ROW_STATS = ("env_steps", "final_return", "auc", "diverged", "wall_seconds")
 
 
 class SpecError(ValueError):
