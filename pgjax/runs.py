@@ -100,24 +100,25 @@ METRIC_COLUMNS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "
 
 
 class MetricsCSV:
-    """metrics.csv, one row per update: env steps, wall seconds, mean and per-seed return, and
-    seed-mean losses. With `keep_updates`, an existing file is cut back to its first rows (resume).
+    """metrics.csv and metrics.jsonl, one row per update: env steps, wall seconds, mean and
+    per-seed return, seed-mean losses. With `keep_updates`, existing files are cut back to their
+    first rows (resume).
     """
 
     def __init__(self, path: Path, num_seeds: int, keep_updates: int | None = None):
-        self.path = path
+        self.path, self.jsonl = path, path.with_suffix(".jsonl")
         self.seeds = [f"return_seed{i}" for i in range(num_seeds)]
         self.header = ["update", "env_steps", "wall_seconds", "return_mean", *self.seeds,
                        *METRIC_COLUMNS]
-        rows = []
+        rows, lines = [], []
         if keep_updates is not None and path.exists():
             with path.open(newline="") as f:
-                rows = [r for r in csv.reader(f)][1 : keep_updates + 1]
+                rows = list(csv.reader(f))[1 : keep_updates + 1]
+            if self.jsonl.exists():
+                lines = self.jsonl.read_text().splitlines(keepends=True)[:keep_updates]
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", newline="") as f:
-            csv.writer(f).writerows([self.header, *rows])
-        os.replace(tmp, path)
+        _atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
+        _atomic_write(self.jsonl, lambda f: f.writelines(lines))
 
     def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> None:
         """Write the rows of one chunk; `metrics` fields are [seeds, updates] numpy arrays."""
@@ -132,10 +133,23 @@ class MetricsCSV:
             rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
+        with self.jsonl.open("a") as f:
+            for row in rows:
+                record = dict(zip(self.header, row, strict=True))
+                record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                          for k, v in record.items()}
+                f.write(json.dumps(record) + "\n")
 
     def returns(self) -> np.ndarray:
         """Per-seed episode returns of every row written, [seeds, updates] float64."""
         return read_returns(self.path)
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", newline="") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def read_returns(path: Path) -> np.ndarray:

@@ -84,6 +84,9 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     resumed = json.loads((killed / "summary.json").read_text())
     assert 0 < resumed["resumed_from_update"] < 30
     assert rows_without_wall(killed) == rows_without_wall(whole)
+    lines = lambda d: [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
+                       for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert lines(killed) == lines(whole) and len(lines(whole)) == 30
     full = json.loads((whole / "summary.json").read_text())
     assert resumed["final_return"] == full["final_return"]
 

@@ -45,6 +45,9 @@ def test_train_end_to_end(tmp_path):
         rows[0]
     )
     assert (out / "curve.png").stat().st_size > 1000
+    jsonl = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in jsonl] == [800, 1600, 2400, 3200, 4000]
+    assert jsonl[-1]["return_seed1"] == float(rows[-1]["return_seed1"])
 
 
 def test_chunking_does_not_change_results(tmp_path):
