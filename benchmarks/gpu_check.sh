@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# pgjax benchmark suite on one GPU (H100 / H200): one prepared run of at most 6 minutes.
+#
+# The GPU image has jax, flax, optax, chex, matplotlib, numpy, pyyaml, tqdm and rich, but not
+# gymnax or its other dependencies; `pip show gymnax` requires flax, gymnasium, jax, matplotlib and
+# seaborn, and gymnax imports seaborn at import time (environments/misc/pong.py), so seaborn's
+# pandas comes too, and six for gymnax's MNIST loader (python-dateutil 4 no longer brings it).
+# Python 3.12 wheels, about 14 MB, downloaded on a dev machine into .whl/
+# (ignored by git: `echo /.whl/ >> .git/info/exclude`):
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+#     gymnax==1.0.1 gymnasium==1.3.0 cloudpickle==2.1.0 farama-notifications==0.0.4 \
+#     seaborn==0.13.2 pytz==2026.6 tzdata==2026.6 six==1.17.0
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl pandas==2.3.3
+#
+# Run from the repository root with .whl/ beside it (the device tool: carry [".whl"]):
+#
+#   bash benchmarks/gpu_check.sh
+#
+# A dry run of this script on a CPU at tiny sizes (Python 3.12 with jax, flax, optax, chex):
+#   SMOKE=1 PYTHON=/path/to/python3.12 OUT=/tmp/smoke bash benchmarks/gpu_check.sh
+#
+# Writes 7 files under $OUT: nvidia-smi.txt, log.txt (everything printed), gpu_speed.json/.md and
+# gpu_speed_scaling.png (env-only ceiling at 1024 and 4096 seeds × 64 envs and at 16k / 131k envs;
+# pgjax training throughput at 1024 and 4096 seeds × 64 envs on CartPole-v1 and at 1024 seeds on
+# Breakout-MinAtar; the update profile at 1024 seeds), gpu_solve.json/.md (compile seconds of the
+# default config's whole run, time to IQM ≥ 475 at 1024 seeds, and matmul precision default vs
+# float32 vs bfloat16 on throughput and final return at 1024 seeds). Each step has its own
+# timeout, cut to what is left of a 350 s deadline, and each benchmark writes its JSON after every
+# measurement and stops starting new ones 25 s before its timeout, so a slow part loses only
+# itself. Expected: nvidia-smi, install and import ~30 s, speed ≤ 160 s, solve the rest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/pgjax-gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+# 4096 seeds × 64 envs × 500 steps holds ~60 GB per update; let XLA use more than 75% of an H100.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
+T0=$SECONDS
+DEADLINE=${DEADLINE:-350}  # seconds for the whole script
+
+left() { echo $((DEADLINE - (SECONDS - T0))); }
+budget() {  # soft budget for benchmarks.run: its step's timeout less 25 s
+  local l
+  l=$(left)
+  ((l > $1)) && l=$1
+  echo $((l - 25))
+}
+step() {  # step NAME SECONDS CMD...: run CMD with a hard timeout, report its time and status
+  local name=$1 limit=$2 rem rc
+  shift 2
+  rem=$(left)
+  ((limit > rem)) && limit=$rem
+  if ((limit < 10)); then
+    echo "=== [$((SECONDS - T0)) s] $name SKIPPED: only ${rem} s left"
+    return
+  fi
+  echo "=== [$((SECONDS - T0)) s] $name (timeout ${limit} s)"
+  timeout -k 5 "$limit" "$@"
+  rc=$?
+  ((rc == 124)) && echo "=== $name: TIMED OUT after ${limit} s"
+  echo "=== [$((SECONDS - T0)) s] $name done, exit $rc"
+}
+
+PY=${PYTHON:-python3}
+if [ "${SMOKE:-0}" = 1 ]; then
+  SPEED=(--seeds 1 2 --ceiling-envs 256 --minatar-seeds 1 --updates 1 --repeats 1
+         --profile-seeds 2 --profile-repeats 1 --profile-map-batch 1)
+  SOLVE=(--compile-seeds 2 --solve-seeds 4 --precision-seeds 2)
+else
+  SPEED=(--seeds 1024 4096 --ceiling-envs 16384 131072 --minatar-seeds 1024 --updates 3
+         --repeats 3 --profile-seeds 1024 --profile-repeats 3 --profile-map-batch 64)
+  SOLVE=(--compile-seeds 1024 --solve-seeds 1024 --precision-seeds 1024)
+fi
+
+{
+  step nvidia-smi 15 bash -c "nvidia-smi > '$OUT/nvidia-smi.txt' && cat '$OUT/nvidia-smi.txt'"
+  step install 45 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+  step import 30 "$PY" -c "import jax, gymnax, pgjax; print(jax.__version__, jax.devices())"
+  step speed 160 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_speed --budget "$(budget 160)" \
+    --parts ceiling train profile "${SPEED[@]}"
+  step solve 200 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_solve --budget "$(budget 200)" \
+    --parts compile solve precision --solve-chunk 4 --precisions default float32 bfloat16 \
+    "${SOLVE[@]}"
+  echo "=== [$((SECONDS - T0)) s] all done; files in $OUT:"
+  ls -la "$OUT"
+} 2>&1 | tee "$OUT/log.txt"
