@@ -39,6 +39,7 @@ class Config(struct.PyTreeNode):
     gamma_weighting: bool = struct.field(pytree_node=False, default=False)  # γ^t score weights
     normalize_advantages: bool = struct.field(pytree_node=False, default=True)  # per batch
     lr_schedule: Schedule = struct.field(pytree_node=False, default="linear")  # Adam lr decay
+    unroll: int = struct.field(pytree_node=False, default=1)  # rollout scan unroll (GPU speed)
 
     lr: float = 1e-2  # Adam learning rate
     gamma: float = 0.99  # discount γ in [0, 1]
@@ -57,7 +58,7 @@ class Config(struct.PyTreeNode):
 
     def validate(self) -> "Config":
         """Raise ValueError with a one-line message on the first inconsistent field."""
-        for name in ("num_envs", "num_steps", "total_timesteps"):
+        for name in ("num_envs", "num_steps", "total_timesteps", "unroll"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_updates < 1:

@@ -51,7 +51,13 @@ def init_runner(key: jax.Array, env: Env, num_envs: int) -> RunnerState:
 
 
 def rollout(
-    key: jax.Array, env: Env, policy: PolicyFn, runner: RunnerState, num_steps: int
+    key: jax.Array,
+    env: Env,
+    policy: PolicyFn,
+    runner: RunnerState,
+    num_steps: int,
+    *,
+    unroll: int = 1,
 ) -> tuple[RunnerState, Transition]:
     """Act for `num_steps` steps in every environment of `runner`.
 
@@ -61,6 +67,7 @@ def rollout(
       policy: obs [B, D] -> action distribution (e.g. `functools.partial(net.apply, params)`).
       runner: carry from the previous rollout (or `init_runner`).
       num_steps: T, static.
+      unroll: steps per loop iteration of the scan (static; fewer loop trips on GPU).
 
     Returns:
       The new carry and a time-major Transition [T, B, ...].
@@ -92,4 +99,4 @@ def rollout(
         )
         return runner, transition
 
-    return jax.lax.scan(step, runner, jax.random.split(key, num_steps))
+    return jax.lax.scan(step, runner, jax.random.split(key, num_steps), unroll=unroll)

@@ -156,7 +156,9 @@ def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[Train
     """One update: rollout, returns and loss, gradient, optimizer step."""
     nets = make_networks(config)
     policy = functools.partial(nets.policy.apply, state.params["policy"])
-    runner, batch = rollout(key, nets.env, policy, state.runner, config.num_steps)
+    runner, batch = rollout(
+        key, nets.env, policy, state.runner, config.num_steps, unroll=config.unroll
+    )
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, config, nets, batch, runner.obs)
