@@ -467,6 +467,23 @@ def reinforce_grads(
     return episode_grads(theta, batch, returns, mask, baseline=b, weights=weights)
 
 
+def mutant_grads(theta: jax.Array, batch: Transition, mask: jax.Array, gamma) -> dict:
+    """Per-episode estimates with one deliberate bug each, which the checks must catch:
+    undiscounted returns, weights γ^(t+1) instead of γ^t, and the mean over steps instead of the
+    per-episode sum. Same arguments as `reinforce_grads`; returns {bug: [B, S, A]}.
+    """
+    returns = discounted_returns(batch.reward, batch.done, gamma)
+    w = gamma**batch.episode_t
+    steps = mask.sum(0)[:, None, None]
+    return {
+        "undiscounted returns": episode_grads(
+            theta, batch, discounted_returns(batch.reward, batch.done, 1.0), mask, weights=w
+        ),
+        "weights gamma^(t+1)": episode_grads(theta, batch, returns, mask, weights=w * gamma),
+        "mean over steps": episode_grads(theta, batch, returns, mask, weights=w) / steps,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Statistics of the estimates (host side, float64)
 # ---------------------------------------------------------------------------------------------

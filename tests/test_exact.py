@@ -126,20 +126,6 @@ def test_score_identities():
 # --- Monte Carlo REINFORCE against the exact gradient ----------------------------------------
 
 
-def mutant_grads(theta, batch, mask, gamma):
-    """Per-episode estimates with one deliberate bug each."""
-    returns = discounted_returns(batch.reward, batch.done, gamma)
-    w = gamma**batch.episode_t
-    steps = mask.sum(0)[:, None, None]
-    return {
-        "undiscounted returns": exact.episode_grads(
-            theta, batch, discounted_returns(batch.reward, batch.done, 1.0), mask, weights=w
-        ),
-        "weights gamma^(t+1)": exact.episode_grads(theta, batch, returns, mask, weights=w * gamma),
-        "mean over steps": exact.episode_grads(theta, batch, returns, mask, weights=w) / steps,
-    }
-
-
 @pytest.fixture(scope="module")
 def mc():
     """Statistics of N per-episode estimates for each variant, one shared batch of episodes."""
@@ -158,7 +144,7 @@ def mc():
             "i value": grads(GAMMA, baseline="value", v_table=v_table),
             "i gamma=1": grads(1.0),
             "ii gamma=1": grads(1.0, gamma_weights=False),
-            **mutant_grads(theta, batch, mask, GAMMA),
+            **exact.mutant_grads(theta, batch, mask, GAMMA),
         }
         return jax.tree.map(exact.grad_stats, g), g["i gamma=1"], g["ii gamma=1"]
 

@@ -133,20 +133,6 @@ def identity_checks(setup: Setup, num_samples: int = 1_000_000) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def mutant_grads(theta, batch, mask, gamma) -> dict:
-    """Per-episode estimates with one deliberate bug each (the test file has the same three)."""
-    returns = discounted_returns(batch.reward, batch.done, gamma)
-    w = gamma**batch.episode_t
-    steps = mask.sum(0)[:, None, None]
-    return {
-        "bug: undiscounted returns": exact.episode_grads(
-            theta, batch, discounted_returns(batch.reward, batch.done, 1.0), mask, weights=w
-        ),
-        "bug: weights γ^(t+1)": exact.episode_grads(theta, batch, returns, mask, weights=w * gamma),
-        "bug: mean over steps": exact.episode_grads(theta, batch, returns, mask, weights=w) / steps,
-    }
-
-
 def make_chunk(setup: Setup) -> Callable:
     """Jitted key -> (GradStats per variant, prefix sums [15, D] for the curve, episode counts)."""
     theta = setup.theta
@@ -167,7 +153,7 @@ def make_chunk(setup: Setup) -> Callable:
             g[variant_key(weights, GAMMA, "value")] = grads(
                 GAMMA, gamma_weights=weights == "i", baseline="value", v_table=v_table
             )
-        g.update(mutant_grads(theta, batch, mask, GAMMA))
+        g.update({f"bug: {k}": v for k, v in exact.mutant_grads(theta, batch, mask, GAMMA).items()})
         curve = {"i": g[variant_key("i", GAMMA)], "ii": g[variant_key("ii", GAMMA)],
                  "i+value": g[variant_key("i", GAMMA, "value")]}
         prefix = {k: jnp.cumsum(v.reshape(CHUNK, -1), 0)[prefix_at] for k, v in curve.items()}
@@ -335,7 +321,7 @@ def main_table(total: dict, truths: dict[float, Truth]) -> tuple[list[str], dict
         lines.append(fmt_est(label, GAMMA, "∇J_H", est))
     lines.append(fmt_est("(ii) no γ^t weights", GAMMA, "Σ_t Σ_s p_t ∇π Q_t (κ=1)",
                          exact.summarize(total[variant_key("ii", GAMMA)], t.no_weights)))
-    for bug in ("bug: undiscounted returns", "bug: weights γ^(t+1)", "bug: mean over steps"):
+    for bug in ("bug: undiscounted returns", "bug: weights gamma^(t+1)", "bug: mean over steps"):
         ests[bug] = exact.summarize(total[bug], t.grad_h)
         lines.append(fmt_est(bug + " (with γ^t)", GAMMA, "∇J_H", ests[bug]))
     for gamma in (0.99, 1.0):  # where ‖∇J_H − ∇J_∞‖ is above the noise
