@@ -52,6 +52,37 @@ class DiagGaussian(NamedTuple):
         return self.mean
 
 
+def orthogonal(scale: float = 1.0):
+    """Orthogonal initializer (Saxe et al., 2014) built from plain jnp ops.
+
+    Same distribution as `nn.initializers.orthogonal` (Haar, via Gram–Schmidt, i.e. QR with a
+    positive diagonal), but no LAPACK call: batched QR under `jax.vmap` over seeds runs as a
+    custom call that schedules work on XLA's CPU thread pool from inside it, and on a 2-core CPU
+    that deadlocked (jax 0.10.2: every worker waiting, a vmapped init never finishing).
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        big, small = max(rows, cols), min(rows, cols)
+        q = gram_schmidt(jax.random.normal(key, (big, small), jnp.float32))
+        q = q if rows >= cols else q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
+def gram_schmidt(a: jax.Array) -> jax.Array:
+    """Orthonormal columns spanning those of a [m, n], m ≥ n (Gram–Schmidt, done twice)."""
+
+    def column(j, q):
+        v = a[:, j]
+        for _ in range(2):  # a second pass restores orthogonality lost to rounding
+            v = v - q @ (q.T @ v)  # columns ≥ j of q are still 0
+        return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+    return jax.lax.fori_loop(0, a.shape[1], column, jnp.zeros_like(a))
+
+
 class MLP(nn.Module):
     """tanh MLP torso with orthogonal init and a linear head of `out` units."""
 
@@ -62,9 +93,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)))(x)
+            x = nn.Dense(width, kernel_init=orthogonal(np.sqrt(2.0)))(x)
             x = nn.tanh(x)
-        return nn.Dense(self.out, kernel_init=nn.initializers.orthogonal(self.out_scale))(x)
+        return nn.Dense(self.out, kernel_init=orthogonal(self.out_scale))(x)
 
 
 class CategoricalPolicy(nn.Module):
