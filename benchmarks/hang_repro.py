@@ -1,4 +1,12 @@
-"""Watchdog check for the reported unsafe_rbg hang. It did NOT recur, so this does not reproduce it.
+"""Watchdog check for the vmapped-program hang on CPU (jax 0.10.2).
+
+Cause, found later in gdb on a hung `scripts/reproduce.py` (16 seeds of Asterix-MinAtar): the
+vmapped init's `nn.initializers.orthogonal` lowers to batched LAPACK QR custom calls
+(lapack_sgeqrf_ffi / sorgqr); their ParallelBatchMap schedules work on XLA's CPU thread pool from
+inside a thunk running on that pool, and with 2 cores every worker ended up waiting. The key type
+was a bystander. pgjax now builds orthogonal weights with jnp Gram-Schmidt (no custom call;
+tests/test_policies.py checks the lowered program), so the cases below cannot hit it any more.
+The earlier search, which never caught it:
 
 Report: on jax/jaxlib 0.10.2 (CPU, 2 shared cores), `jax.jit(jax.vmap(roll))(states, keys)` (a
 pgjax rollout vmapped over 16 seeds) was said to hang once in `block_until_ready`. The process sat
