@@ -11,7 +11,14 @@ from pgjax import runs
 from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config
 from pgjax.envs import Env
-from pgjax.experiment import compare_metrics, evaluate_run, format_summary, load_run, train_run
+from pgjax.experiment import (
+    compare_metrics,
+    evaluate_run,
+    format_summary,
+    load_run,
+    render_episode,
+    train_run,
+)
 from pgjax.sweep import SpecError, format_sweep, sweep
 
 
@@ -89,6 +96,7 @@ def eval_command(
     episodes: int = 100,
     checkpoint: int | None = None,
     seed: int = 0,
+    gif: Path | None = None,
 ) -> None:
     """Evaluate a run's policies (greedy and sampled); print a table, write RUN_DIR/eval.json.
 
@@ -97,6 +105,7 @@ def eval_command(
       episodes: episodes per seed and mode.
       checkpoint: the update count of the checkpoint to load (default: the newest readable).
       seed: evaluation seed.
+      gif: also render one greedy episode of seed 0's policy to this GIF (gymnax visualizer).
     """
     _require_run(run_dir)
     if episodes <= 0:
@@ -112,6 +121,12 @@ def eval_command(
     for i, (g, s) in enumerate(zip(greedy, sampled, strict=True)):
         print(f"{i:>4}  {g:>10.2f}  {s:>10.2f}")
     print(f"{'mean':>4}  {result['greedy']['mean']:>10.2f}  {result['sampled']['mean']:>10.2f}")
+    if gif is not None:
+        try:
+            ret = render_episode(run_dir, gif, step=checkpoint, seed=seed)
+        except RuntimeError as e:
+            raise UsageError(str(e)) from None
+        print(f"{gif}: one greedy episode of seed 0, return {ret:.2f}")
 
 
 def plot_command(

@@ -92,3 +92,27 @@ def check_env_name(name: str) -> None:
     close = difflib.get_close_matches(name, gymnax.registered_envs, n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"unknown env {name!r}{hint} (see gymnax.registered_envs)")
+
+
+GYM_RENDERED = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
+                "MountainCarContinuous-v0")
+
+
+def save_gif(env: Env, states: list, rewards: list, path) -> None:
+    """Render a list of single-env gymnax states with gymnax's visualizer (host-only).
+
+    Raises RuntimeError when a classic-control env needs pygame (gymnasium's renderer).
+    """
+    import importlib.util
+    import os
+
+    import matplotlib
+
+    if env.name in GYM_RENDERED and importlib.util.find_spec("pygame") is None:
+        raise RuntimeError(f"a GIF of {env.name} needs pygame: pip install 'pgjax[render]'")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    matplotlib.use("Agg")
+    from gymnax.visualize import Visualizer
+
+    Visualizer(env.env, env.params, states, rewards).animate(str(path))

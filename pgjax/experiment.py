@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
@@ -13,8 +14,9 @@ from tqdm.auto import tqdm
 from pgjax import runs
 from pgjax.checkpoint import Checkpoints
 from pgjax.config import Config
+from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
-from pgjax.train import init_state, train_chunk
+from pgjax.train import init_state, make_networks, train_chunk
 
 
 def chunk_length(num_updates: int, num_chunks: int) -> int:
@@ -152,6 +154,39 @@ def evaluate_run(
         returns = np.asarray(jax.jit(jax.vmap(fn))(state.params["policy"], keys))
         result[mode] = {"per_seed_mean": returns.mean(1).tolist(), "mean": float(returns.mean())}
     return result
+
+
+def render_episode(
+    run_dir: Path, path: Path, *, step: int | None = None, seed: int = 0, run: int = 0,
+    greedy: bool = True,
+) -> float:
+    """Play one episode of seed `run`'s policy and save it as a GIF; returns its return."""
+    config, _, _, state = restore_run(run_dir, step)
+    nets = make_networks(config)
+    params = jax.tree.map(lambda x: x[run], state.params["policy"])
+
+    @jax.jit
+    def act_and_step(key, env_state, obs):
+        k_act, k_env = jax.random.split(key)
+        dist = nets.policy.apply(params, obs[None])
+        action = (dist.mode() if greedy else dist.sample(k_act))[0]
+        return nets.env.env.step(k_env, env_state, action, nets.env.params)
+
+    key, k_reset = jax.random.split(jax.random.key(seed))
+    obs, env_state = nets.env.env.reset(k_reset, nets.env.params)
+    states, rewards = [env_state], [0.0]
+    for _ in range(nets.env.max_episode_steps):
+        key, k = jax.random.split(key)
+        obs, next_state, reward, terminated, truncated, _ = act_and_step(
+            k, env_state, jnp.asarray(obs, jnp.float32).reshape(-1)
+        )
+        rewards.append(rewards[-1] + float(reward))
+        if terminated or truncated:
+            break
+        env_state = next_state
+        states.append(env_state)
+    save_gif(nets.env, states, rewards[: len(states)], path)
+    return rewards[-1]
 
 
 def compare_metrics(a: Path, b: Path) -> str | None:

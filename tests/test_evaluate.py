@@ -68,3 +68,24 @@ def test_commands_reject_a_non_run(tmp_path, capsys, command):
         main([command, str(tmp_path)])
     assert exit_info.value.code == 2
     assert "is not a pgjax run directory" in capsys.readouterr().err
+
+
+def test_eval_gif_of_a_catch_run(tmp_path, capsys):
+    out = tmp_path / "catch"
+    main(["train", "--env", "Catch-bsuite", "--num-envs", "8", "--num-steps", "18",
+          "--total-timesteps", str(8 * 18 * 2), "--seeds", "2", "--no-progress", "--out", str(out)])
+    main(["eval", str(out), "--episodes", "2", "--gif", str(tmp_path / "catch.gif")])
+    assert (tmp_path / "catch.gif").read_bytes()[:4] == b"GIF8"
+    assert "one greedy episode of seed 0" in capsys.readouterr().out
+
+
+def test_eval_gif_without_pygame_is_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    fake = lambda name, *args: None if name == "pygame" else real(name, *args)
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(run_dir), "--episodes", "2", "--gif", str(tmp_path / "x.gif")])
+    assert exit_info.value.code == 2
+    assert "needs pygame: pip install 'pgjax[render]'" in capsys.readouterr().err
