@@ -19,6 +19,7 @@ from pgjax.experiment import (
     render_episode,
     train_run,
 )
+from pgjax.loggers import LoggerUnavailable, check_available
 from pgjax.sweep import SpecError, format_sweep, sweep
 
 
@@ -55,6 +56,7 @@ def train_command(
     chunks: int = 20,
     checkpoint_every: int = 5,
     progress: bool = True,
+    log: tuple[Literal["tensorboard", "wandb"], ...] = (),
 ) -> None:
     """Train `seeds` seeds of one config and write runs/<env>-<timestamp>/.
 
@@ -68,7 +70,12 @@ def train_command(
       chunks: progress updates (each a jitted chunk of updates; results do not depend on it).
       checkpoint_every: save a checkpoint every this many chunks (and at the end).
       progress: show the progress bar.
+      log: also log to TensorBoard (RUN_DIR/tensorboard) and/or W&B (offline unless WANDB_MODE).
     """
+    try:
+        check_available(log)
+    except LoggerUnavailable as e:
+        raise UsageError(str(e)) from None
     if checkpoint_every <= 0:
         raise UsageError(f"checkpoint_every must be positive, got {checkpoint_every}")
     if resume is not None:
@@ -85,6 +92,7 @@ def train_command(
         run_dir, summary = train_run(
             config, run_dir, seeds=seeds, seed=seed, chunks=chunks,
             checkpoint_every=checkpoint_every, progress=progress, resume=resume is not None,
+            log=log,
         )
     except CheckpointError as e:
         raise UsageError(str(e)) from None

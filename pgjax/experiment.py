@@ -16,6 +16,7 @@ from pgjax.checkpoint import Checkpoints
 from pgjax.config import Config
 from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
+from pgjax.loggers import make_loggers
 from pgjax.train import init_state, make_networks, train_chunk
 
 
@@ -58,6 +59,7 @@ def train_run(
     checkpoint_every: int = 5,
     progress: bool = True,
     resume: bool = False,
+    log: tuple[str, ...] = (),
 ) -> tuple[Path, dict]:
     """Train `seeds` seeds in jitted chunks into `run_dir` (see runs.prepare_run_dir).
 
@@ -65,16 +67,20 @@ def train_run(
     `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
     with the stored config (`config` is ignored) and ends with the numbers of an uninterrupted run.
 
+    `log` names extra loggers (pgjax.loggers: "tensorboard", "wandb"); on resume the stored ones.
+
     Returns:
       (run_dir, summary), the summary as written to summary.json.
     """
     if resume:
         config, record = load_run(run_dir)
         seeds, seed, n = record["seeds"], record["seed"], record["chunk_updates"]
+        log = tuple(record.get("log", ()))
     else:
         n = chunk_length(config.num_updates, chunks)
-        record = runs.config_record(config, seeds=seeds, seed=seed, chunk_updates=n)
+        record = runs.config_record(config, seeds=seeds, seed=seed, chunk_updates=n, log=log)
         runs.write_json(run_dir / "config.json", record)
+    loggers = make_loggers(log, run_dir, record)
 
     t0 = time.perf_counter()
     shard = seed_sharding(seeds)  # every leaf of state and metrics has a leading seeds axis
@@ -102,7 +108,9 @@ def train_run(
         for c in range(start // n, config.num_updates // n):
             state, metrics = step(state)
             metrics = jax.tree.map(np.asarray, metrics)
-            csv.append(c * n, config.steps_per_update, metrics, time.perf_counter() - t1)
+            rows = csv.append(c * n, config.steps_per_update, metrics, time.perf_counter() - t1)
+            for logger in loggers:
+                logger.log(rows)
             bar.update(steps_per_chunk)
             bar.set_postfix(ret=f"{np.nanmean(metrics.episode_return[:, -1]):.1f}")
             last = c + 1 == config.num_updates // n
@@ -110,6 +118,8 @@ def train_run(
                 ckpt.save((c + 1) * n, state)
     wall = time.perf_counter() - t1
     ckpt.close()
+    for logger in loggers:
+        logger.close()
 
     returns = csv.returns()  # [seeds, updates], also rows written before a resume
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update

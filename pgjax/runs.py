@@ -120,8 +120,11 @@ class MetricsCSV:
         _atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
         _atomic_write(self.jsonl, lambda f: f.writelines(lines))
 
-    def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> None:
-        """Write the rows of one chunk; `metrics` fields are [seeds, updates] numpy arrays."""
+    def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> list:
+        """Write the rows of one chunk and return them as dicts (NaN as None).
+
+        `metrics` fields are [seeds, updates] numpy arrays.
+        """
         ret = np.asarray(metrics.episode_return, np.float64)
         rows = []
         for j in range(ret.shape[1]):
@@ -133,12 +136,14 @@ class MetricsCSV:
             rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
+        records = [
+            {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+             for k, v in zip(self.header, row, strict=True)}
+            for row in rows
+        ]
         with self.jsonl.open("a") as f:
-            for row in rows:
-                record = dict(zip(self.header, row, strict=True))
-                record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                          for k, v in record.items()}
-                f.write(json.dumps(record) + "\n")
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        return records
 
     def returns(self) -> np.ndarray:
         """Per-seed episode returns of every row written, [seeds, updates] float64."""
