@@ -81,13 +81,25 @@ def prepare_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> P
     return out
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Atomic write: a temp file in the same folder, then rename."""
+def atomic_write(path: Path, write, mode: str = "w") -> None:
+    """Write through `write(file)` to a temp file in the same folder, then rename over `path`.
+
+    A killed process leaves either the old file or the new one, never half of it.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    os.fchmod(fd, 0o644)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=str) + "\n"))
 
 
 def config_record(config, **extra) -> dict:
@@ -117,8 +129,8 @@ class MetricsCSV:
             if self.jsonl.exists():
                 lines = self.jsonl.read_text().splitlines(keepends=True)[:keep_updates]
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
-        _atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
-        _atomic_write(self.jsonl, lambda f: f.writelines(lines))
+        atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
+        atomic_write(self.jsonl, lambda f: f.writelines(lines))
 
     def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> list:
         """Write the rows of one chunk and return them as dicts (NaN as None).
@@ -148,13 +160,6 @@ class MetricsCSV:
     def returns(self) -> np.ndarray:
         """Per-seed episode returns of every row written, [seeds, updates] float64."""
         return read_returns(self.path)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def read_returns(path: Path) -> np.ndarray:

@@ -46,11 +46,10 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -490,25 +489,12 @@ def _process_index() -> int:
 # ----------------------------------------------------------------------------- files
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through `write(file)` to a temp file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.fchmod(fd, 0o644)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(path, lambda f: f.write(buf.getvalue()))
+    runs.atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
@@ -527,8 +513,9 @@ def load_record(out_dir: Path, chunk: Chunk) -> dict | None:
 def save_chunk(out_dir: Path, result: dict) -> None:
     """Metrics first, then the record: a chunk counts as done only once both are on disk."""
     index = result["record"]["chunk"]
-    _write_atomic(chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]),
-                  mode="wb")
+    runs.atomic_write(
+        chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]), mode="wb"
+    )
     runs.write_json(chunk_path(out_dir, index, ".json"), result["record"])
 
 
