@@ -79,8 +79,7 @@ def train_command(
     if checkpoint_every <= 0:
         raise UsageError(f"checkpoint_every must be positive, got {checkpoint_every}")
     if resume is not None:
-        if not runs.is_run_dir(resume):
-            raise UsageError(f"--resume {resume} is not a pgjax run directory")
+        _require_run(resume)
         run_dir = resume
     else:
         check(config, seeds)

@@ -159,15 +159,7 @@ class MetricsCSV:
 
     def returns(self) -> np.ndarray:
         """Per-seed episode returns of every row written, [seeds, updates] float64."""
-        return read_returns(self.path)
-
-
-def read_returns(path: Path) -> np.ndarray:
-    """[seeds, updates] per-seed episode returns from a metrics.csv."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    seeds = [k for k in rows[0] if k.startswith("return_seed")] if rows else []
-    return np.array([[float(r[k]) for r in rows] for k in seeds], np.float64)
+        return seed_returns(read_metrics(self.path.parent))
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -228,6 +220,11 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
 
 
+def seed_returns(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """[seeds, updates] per-seed episode returns from `read_metrics` columns."""
+    return np.stack([v for k, v in cols.items() if k.startswith("return_seed")])
+
+
 def iqm_curve(returns: np.ndarray, *, reps: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """IQM over seeds at each update and its 95% stratified-bootstrap CI (rliable).
 
@@ -265,7 +262,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, x: str = "env_steps") -> list[
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for run_dir in run_dirs:
         cols = read_metrics(run_dir)
-        returns = np.stack([v for k, v in cols.items() if k.startswith("return_seed")])
+        returns = seed_returns(cols)
         iqm, (lo, hi) = iqm_curve(returns)
         label = f"{run_dir.name} ({returns.shape[0]} seeds)"
         ax.plot(cols[x], iqm, label=label)

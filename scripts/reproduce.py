@@ -37,7 +37,7 @@ def steps_to(run_dir: Path, threshold: float | None) -> int | None:
     if threshold is None:
         return None
     cols = runs.read_metrics(run_dir)
-    returns = np.stack([v for k, v in cols.items() if k.startswith("return_seed")])
+    returns = runs.seed_returns(cols)
     for j in range(returns.shape[1]):
         finite = returns[np.isfinite(returns[:, j]), j]
         if finite.size and iqm(finite) >= threshold:
