@@ -78,7 +78,9 @@ def main():
         figure = ROOT / "experiments" / "figures" / name
         figure.parent.mkdir(exist_ok=True)
         runs.plot_runs(dirs, figure)
-    write_table(rows, ROOT / "experiments" / "results.md", args)
+    # A partial rerun (--only) must not replace the committed table with a few rows.
+    table = "results.md" if not args.only else "results-partial.md"
+    write_table(rows, ROOT / "experiments" / table, args)
 
 
 def write_table(rows, path: Path, args) -> None:
