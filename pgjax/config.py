@@ -40,6 +40,7 @@ class Config(struct.PyTreeNode):
     normalize_advantages: bool = struct.field(pytree_node=False, default=True)  # per batch
     lr_schedule: Schedule = struct.field(pytree_node=False, default="linear")  # Adam lr decay
     unroll: int = struct.field(pytree_node=False, default=1)  # rollout scan unroll (GPU speed)
+    loss_chunks: int = struct.field(pytree_node=False, default=1)  # time chunks of the gradient
 
     lr: float = 1e-2  # Adam learning rate
     gamma: float = 0.99  # discount γ in [0, 1]
@@ -58,13 +59,17 @@ class Config(struct.PyTreeNode):
 
     def validate(self) -> "Config":
         """Raise ValueError with a one-line message on the first inconsistent field."""
-        for name in ("num_envs", "num_steps", "total_timesteps", "unroll"):
+        for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_updates < 1:
             raise ValueError(
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "
                 f"(num_envs × num_steps = {self.steps_per_update})"
+            )
+        if self.num_steps % self.loss_chunks:
+            raise ValueError(
+                f"loss_chunks={self.loss_chunks} must divide num_steps={self.num_steps}"
             )
         if not 0.0 <= float(self.gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")

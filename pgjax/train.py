@@ -90,6 +90,37 @@ def returns_and_mask(
     return returns, mask
 
 
+class Targets(NamedTuple):
+    """Per-step constants of the loss (no gradient flows into them), leaves [T, B]."""
+
+    returns: jax.Array  # G_t, regression target of the value net
+    advantages: jax.Array  # G_t − b_t, normalized if configured
+    mask: jax.Array | None  # 1 where step t counts (window), None for all
+    weights: jax.Array | None  # γ^t with gamma_weighting, else None
+
+
+def loss_targets(
+    params: dict,
+    config: Config,
+    nets: Networks,
+    batch: Transition,
+    last_obs: jax.Array,
+    values: jax.Array | None,
+) -> Targets:
+    """Returns, advantages, mask and weights for the loss; `values` [T, B] with baseline="value"."""
+    returns, mask = returns_and_mask(params, config, nets, batch, last_obs)
+    if config.baseline == "value":
+        advantages = returns - jax.lax.stop_gradient(values)
+    elif config.baseline == "mean":
+        advantages = returns - masked_mean(returns, mask)
+    else:
+        advantages = returns
+    if config.normalize_advantages:
+        advantages = normalize(advantages, mask)
+    weights = config.gamma ** batch.episode_t if config.gamma_weighting else None
+    return Targets(returns, advantages, mask, weights)
+
+
 def loss_fn(
     params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
 ) -> tuple[jax.Array, dict]:
@@ -108,24 +139,85 @@ def loss_fn(
     dist = nets.policy.apply(params["policy"], batch.obs)
     log_prob = dist.log_prob(batch.action)
     entropy = jnp.mean(dist.entropy())
-    returns, mask = returns_and_mask(params, config, nets, batch, last_obs)
-
+    values = None
     if config.baseline == "value":
         values = nets.value.apply(params["value"], batch.obs)
-        advantages = returns - jax.lax.stop_gradient(values)
-        v_loss = value_loss(values, returns, mask)
-    else:
-        advantages = returns
-        if config.baseline == "mean":
-            advantages = returns - masked_mean(returns, mask)
-        v_loss = jnp.zeros(())
-    if config.normalize_advantages:
-        advantages = normalize(advantages, mask)
-    weights = config.gamma ** batch.episode_t if config.gamma_weighting else None
+    targets = loss_targets(params, config, nets, batch, last_obs, values)
+    v_loss = jnp.zeros(())
+    if config.baseline == "value":
+        v_loss = value_loss(values, targets.returns, targets.mask)
 
-    pg_loss = reinforce_loss(log_prob, advantages, mask=mask, weights=weights)
+    pg_loss = reinforce_loss(
+        log_prob, targets.advantages, mask=targets.mask, weights=targets.weights
+    )
     loss = pg_loss + config.value_coef * v_loss - config.ent_coef * entropy
     return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+
+
+def chunk_loss(
+    params: dict,
+    config: Config,
+    nets: Networks,
+    obs: jax.Array,
+    action: jax.Array,
+    coef: dict,
+    entropy_scale: jax.Array,
+) -> tuple[jax.Array, dict]:
+    """One time chunk's share of `loss_fn`, which is a sum of per-step terms.
+
+    With constants c_t = A_t w_t m_t / Σm: policy_loss = −Σ_t c_t log π(a_t|s_t),
+    value_loss = Σ_t ½ m_t / Σm (V(s_t) − G_t)², entropy = entropy_scale · Σ_t H(π(·|s_t))
+    with entropy_scale = 1 / (T·B) of the whole batch.
+    """
+    dist = nets.policy.apply(params["policy"], obs)
+    pg_loss = -jnp.sum(coef["policy"] * dist.log_prob(action))
+    entropy = jnp.sum(dist.entropy()) * entropy_scale
+    v_loss = jnp.zeros(())
+    if config.baseline == "value":
+        values = nets.value.apply(params["value"], obs)
+        v_loss = jnp.sum(coef["value"] * (values - coef["returns"]) ** 2)
+    loss = pg_loss + config.value_coef * v_loss - config.ent_coef * entropy
+    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+
+
+def loss_and_grad(
+    params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
+) -> tuple[tuple[jax.Array, dict], dict]:
+    """`jax.value_and_grad(loss_fn, has_aux=True)`, accumulated over `config.loss_chunks`.
+
+    With loss_chunks = K > 1 the targets are computed on the whole batch, then the gradient of
+    each of K time chunks [T/K, B] is taken in a `lax.scan` and summed: the activations saved
+    for the backward pass are those of one chunk, not of the whole batch. Same gradient up to
+    float rounding (summation order).
+    """
+    if config.loss_chunks == 1:
+        return jax.value_and_grad(loss_fn, has_aux=True)(params, config, nets, batch, last_obs)
+    values = None
+    if config.baseline == "value":
+        values = jax.lax.stop_gradient(nets.value.apply(params["value"], batch.obs))
+    targets = loss_targets(params, config, nets, batch, last_obs, values)
+    mask = 1.0 if targets.mask is None else targets.mask
+    weights = 1.0 if targets.weights is None else targets.weights
+    shape = batch.reward.shape
+    count = jnp.maximum(jnp.sum(jnp.broadcast_to(mask, shape)), 1.0)
+    coef = {
+        "policy": jax.lax.stop_gradient(targets.advantages * weights * mask / count),
+        "value": jnp.broadcast_to(0.5 * mask / count, shape),
+        "returns": jax.lax.stop_gradient(targets.returns),
+    }
+    k = config.loss_chunks
+    split = lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:])
+    grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)
+
+    def accumulate(total, chunk):
+        out = grad_fn(params, config, nets, *chunk, 1.0 / (shape[0] * shape[1]))
+        return jax.tree.map(jnp.add, total, out), None
+
+    scalar = jnp.zeros(())
+    aux = {"policy_loss": scalar, "value_loss": scalar, "entropy": scalar}
+    zeros = ((scalar, aux), jax.tree.map(jnp.zeros_like, params))
+    chunks = jax.tree.map(split, (batch.obs, batch.action, coef))
+    return jax.lax.scan(accumulate, zeros, chunks)[0]
 
 
 def init_state(config: Config, key: jax.Array) -> TrainState:
@@ -160,8 +252,7 @@ def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[Train
         key, nets.env, policy, state.runner, config.num_steps, unroll=config.unroll
     )
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, config, nets, batch, runner.obs)
+    (loss, aux), grads = loss_and_grad(state.params, config, nets, batch, runner.obs)
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 

@@ -72,6 +72,8 @@ def test_chunking_does_not_change_results(tmp_path):
         (["--total-timesteps", "100"], "smaller than one rollout"),
         (["--init-log-std", "-1"], "continuous actions only; CartPole-v1 is discrete"),
         (["--window", "bootstrap"], "needs baseline='value'"),
+        (["--loss-chunks", "7"], "loss_chunks=7 must divide num_steps=500"),
+        (["--loss-chunks", "0"], "loss_chunks must be positive"),
     ],
 )
 def test_bad_input_is_one_line(capsys, args, message):

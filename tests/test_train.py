@@ -6,10 +6,19 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import pgjax
-from pgjax.train import init_state, make_networks, returns_and_mask, train_chunk, train_step
+from pgjax.rollout import rollout
+from pgjax.train import (
+    init_state,
+    loss_and_grad,
+    make_networks,
+    returns_and_mask,
+    train_chunk,
+    train_step,
+)
 
 SMALL = pgjax.Config(num_envs=8, num_steps=50, total_timesteps=8 * 50 * 4)
 
@@ -53,6 +62,58 @@ def test_step_is_finite_and_changes_params(overrides):
     assert float(metrics.grad_norm) > 0
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, state.params)
     assert max(jax.tree.leaves(moved)) > 0
+
+
+def rollout_batch(config, seed=0):
+    state = init_state(config, jax.random.key(seed))
+    nets = make_networks(config)
+    policy = functools.partial(nets.policy.apply, state.params["policy"])
+    runner, batch = rollout(jax.random.key(seed + 1), nets.env, policy, state.runner,
+                            config.num_steps)
+    return state.params, nets, batch, runner.obs
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"baseline": "none", "normalize_advantages": False, "window": "truncate"},
+        {"env": "DeepSea-bsuite", "window": "episodes", "gamma_weighting": True, "ent_coef": 0.1},
+        {"baseline": "value", "window": "bootstrap", "ent_coef": 0.01},
+        {"env": "Pendulum-v1", "baseline": "value", "window": "truncate", "ent_coef": 0.01},
+    ],
+)
+def test_loss_chunks_give_the_whole_batch_gradient(overrides):
+    base = SMALL.replace(num_envs=4, num_steps=60, **overrides)
+    params, nets, batch, last_obs = rollout_batch(base)
+    (loss, aux), grads = jax.jit(loss_and_grad, static_argnums=(1, 2))(
+        params, base, nets, batch, last_obs
+    )
+    assert float(optax.tree.norm(grads)) > 0
+    for chunks in (2, 5):
+        config = base.replace(loss_chunks=chunks)
+        (c_loss, c_aux), c_grads = jax.jit(loss_and_grad, static_argnums=(1, 2))(
+            params, config, nets, batch, last_obs
+        )
+        np.testing.assert_allclose(c_loss, loss, rtol=1e-5, atol=1e-7)
+        for name in aux:
+            np.testing.assert_allclose(c_aux[name], aux[name], rtol=1e-5, atol=1e-7)
+        for g, c in zip(jax.tree.leaves(grads), jax.tree.leaves(c_grads), strict=True):
+            np.testing.assert_allclose(c, g, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_chunks_shrink_the_saved_activations():
+    def temp_bytes(config):
+        state = jax.vmap(functools.partial(init_state, config))(
+            jax.random.split(jax.random.key(0), 4)
+        )
+        step = jax.vmap(functools.partial(train_step, config))
+        keys = jax.random.split(jax.random.key(1), 4)
+        return jax.jit(step).lower(state, keys).compile().memory_analysis().temp_size_in_bytes
+
+    config = pgjax.Config(num_envs=64, num_steps=500)
+    whole, chunked = temp_bytes(config), temp_bytes(config.replace(loss_chunks=10))
+    assert chunked < whole / 3, (chunked, whole)
 
 
 def test_metrics_shapes_and_no_placeholder_before_first_episode():
