@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pgjax benchmark suite on one GPU (H100 / H200): one prepared run of at most 6 minutes.
+# pgjax benchmark suite on one GPU (H100 / H200): one prepared run of at most 9 minutes (STEPS picks parts).
 #
 # The GPU image has jax, flax, optax, chex, matplotlib, numpy, pyyaml, tqdm and rich, but not
 # gymnax or its other dependencies; `pip show gymnax` requires flax, gymnasium, jax, matplotlib and
@@ -17,21 +17,24 @@
 #
 # Run from the repository root with .whl/ beside it (the device tool: carry [".whl"]):
 #
-#   bash benchmarks/gpu_check.sh
+#   bash benchmarks/gpu_check.sh                # all steps, ~8 min
+#   STEPS=variants bash benchmarks/gpu_check.sh # only the config variants, ~3 min
 #
 # A dry run of this script on a CPU at tiny sizes (Python 3.12 with jax, flax, optax, chex):
 #   SMOKE=1 PYTHON=/path/to/python3.12 OUT=/tmp/smoke bash benchmarks/gpu_check.sh
 #
-# Writes 7 files under $OUT: nvidia-smi.txt, log.txt (everything printed), gpu_speed.json/.md and
+# Writes up to 8 files under $OUT: nvidia-smi.txt, log.txt (everything printed), gpu_speed.json/.md and
 # gpu_speed_scaling.png (env-only ceiling at 1024 and 4096 seeds × 64 envs and at 16k / 131k envs;
 # pgjax training throughput at 1024 and 4096 seeds × 64 envs on CartPole-v1 and at 1024 seeds on
 # Breakout-MinAtar; the update profile at 1024 seeds), gpu_solve.json/.md (time to IQM ≥ 475 at
 # 1024 seeds, with the chunk program's compile seconds; the default config's whole run at 1024
 # seeds under matmul precision default, bfloat16 and float32: throughput, final return, and compile
 # seconds, so the "default" row is the default config's compile time). Each step has its own
-# timeout, cut to what is left of a 350 s deadline, and each benchmark writes its JSON after every
+# timeout, cut to what is left of a 560 s deadline, and each benchmark writes its JSON after every
 # measurement and stops starting new ones 25 s before its timeout, so a slow part loses only
-# itself. Expected: nvidia-smi, install and import ~30 s, speed ≤ 160 s, solve the rest.
+# itself. The variants step (benchmarks.variants) writes variants.json: the default config, the
+# gradient in 10 time chunks, and that with unroll 8, at 1024, 4096 and 16384 seeds × 64 envs
+# (throughput, compile seconds, program temp memory; a variant that does not fit is recorded). Expected: nvidia-smi, install and import ~30 s, speed ≤ 160 s, solve the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/pgjax-gpu-check}
@@ -40,7 +43,7 @@ export PYTHONUNBUFFERED=1
 # 4096 seeds × 64 envs × 500 steps holds ~60 GB per update; let XLA use more than 75% of an H100.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 T0=$SECONDS
-DEADLINE=${DEADLINE:-350}  # seconds for the whole script
+DEADLINE=${DEADLINE:-560}  # seconds for the whole script
 
 left() { echo $((DEADLINE - (SECONDS - T0))); }
 budget() {  # soft budget for benchmarks.run: its step's timeout less 25 s
@@ -66,14 +69,19 @@ step() {  # step NAME SECONDS CMD...: run CMD with a hard timeout, report its ti
 }
 
 PY=${PYTHON:-python3}
+STEPS=${STEPS:-speed solve variants}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+VARIANTS=(--variants base loss_chunks=10 unroll=8,loss_chunks=10)
 if [ "${SMOKE:-0}" = 1 ]; then
   SPEED=(--seeds 1 2 --ceiling-envs 256 --minatar-seeds 1 --updates 1 --repeats 1
          --profile-seeds 2 --profile-repeats 1 --profile-map-batch 1)
   SOLVE=(--solve-seeds 4 --precision-seeds 2)
+  VARIANTS+=(--seeds 2 --updates 1 --repeats 1)
 else
   SPEED=(--seeds 1024 4096 --ceiling-envs 16384 131072 --minatar-seeds 1024 --updates 3
          --repeats 3 --profile-seeds 1024 --profile-repeats 3 --profile-map-batch 64)
   SOLVE=(--solve-seeds 1024 --precision-seeds 1024)
+  VARIANTS+=(--seeds 1024 4096 16384 --updates 3 --repeats 3)
 fi
 
 {
@@ -82,11 +90,13 @@ fi
     --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
   step import 30 "$PY" -c "import jax, gymnax, pgjax; print(jax.__version__, jax.devices())"
-  step speed 160 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_speed --budget "$(budget 160)" \
-    --parts ceiling train profile "${SPEED[@]}"
-  step solve 200 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_solve --budget "$(budget 200)" \
-    --parts solve precision --solve-chunk 4 --precisions default bfloat16 float32 \
-    "${SOLVE[@]}"
+  want speed && step speed 160 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_speed \
+    --budget "$(budget 160)" --parts ceiling train profile "${SPEED[@]}"
+  want solve && step solve 200 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_solve \
+    --budget "$(budget 200)" --parts solve precision --solve-chunk 4 \
+    --precisions default bfloat16 float32 "${SOLVE[@]}"
+  want variants && step variants 200 "$PY" -m benchmarks.variants --out "$OUT" \
+    "${VARIANTS[@]}"
   echo "=== [$((SECONDS - T0)) s] all done; files in $OUT:"
   ls -la "$OUT"
 } 2>&1 | tee "$OUT/log.txt"
