@@ -1,13 +1,16 @@
-"""gymnax environments behind a batched, flat-observation interface. The only gymnax import."""
+"""gymnax environments behind a batched, flat-observation interface. The only gymnax import.
+
+gymnax is imported on first use, not with pgjax: its import takes ~1.5 s (seaborn, scipy) and
+starts the JAX backend, which must stay free until the user has set up JAX (e.g.
+`jax.distributed.initialize`).
+"""
 
 import difflib
 from typing import Any, NamedTuple
 
-import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnax.environments import spaces
 
 
 class Step(NamedTuple):
@@ -25,10 +28,14 @@ class Env:
     """A gymnax environment with flattened float32 observations, vmapped over B copies.
 
     Pass a registered name, or `env` and `params` of any gymnax-compatible environment (then
-    `name` labels it). Hashable by name, so it can be closed over by jitted functions.
+    `name` labels it). Hashable, so it can be closed over by jitted functions: two Envs are equal
+    when they have the same name, the same environment class and equal params.
     """
 
     def __init__(self, name: str, env: Any = None, params: Any = None):
+        import gymnax
+        from gymnax.environments import spaces
+
         if env is None:
             check_env_name(name)
             env, params = gymnax.make(name)
@@ -50,11 +57,16 @@ class Env:
         else:
             raise ValueError(f"{name}: action space {type(space).__name__} is not supported")
 
+    def _key(self) -> tuple:
+        leaves, treedef = jax.tree.flatten(self.params)
+        values = tuple(np.asarray(x).tobytes() + str(np.asarray(x).dtype).encode() for x in leaves)
+        return self.name, type(self.env), treedef, values
+
     def __hash__(self):
-        return hash(self.name)
+        return hash(self._key())
 
     def __eq__(self, other):
-        return isinstance(other, Env) and other.name == self.name
+        return isinstance(other, Env) and other._key() == self._key()
 
     def _flat(self, obs: jax.Array) -> jax.Array:
         return jnp.asarray(obs, jnp.float32).reshape(-1)
@@ -69,7 +81,11 @@ class Env:
         return jax.vmap(one)(jax.random.split(key, num_envs))
 
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step:
-        """Step every copy with `action` [B, *action_shape]; continuous actions are clipped."""
+        """Step every copy with `action` [B, *action_shape]; continuous actions are clipped.
+
+        `key` is one PRNG key, split into B, or [B] keys already split (the same draws as
+        passing the key they were split from).
+        """
         if self.continuous:
             action = jnp.clip(action, self.action_low, self.action_high)
 
@@ -81,12 +97,14 @@ class Env:
                 self._flat(info["final_observation"]),
             )
 
-        keys = jax.random.split(key, action.shape[0])
+        keys = jax.random.split(key, action.shape[0]) if key.ndim == 0 else key
         return jax.vmap(one)(keys, state, action)
 
 
 def check_env_name(name: str) -> None:
     """Raise ValueError naming the closest registered envs when `name` is unknown."""
+    import gymnax
+
     if name in gymnax.registered_envs:
         return
     close = difflib.get_close_matches(name, gymnax.registered_envs, n=3, cutoff=0.4)

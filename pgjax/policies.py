@@ -16,8 +16,17 @@ class Categorical(NamedTuple):
 
     logits: jax.Array
 
+    def noise(self, key: jax.Array) -> jax.Array:
+        """Gumbel noise for `sample_from`, shaped like logits (needs only their shape/dtype)."""
+        return jax.random.gumbel(key, self.logits.shape, self.logits.dtype)
+
+    def sample_from(self, noise: jax.Array) -> jax.Array:
+        """argmax(logits + Gumbel noise) ~ softmax(logits): the Gumbel-max trick."""
+        return jnp.argmax(self.logits + noise, -1)
+
     def sample(self, key: jax.Array) -> jax.Array:
-        return jax.random.categorical(key, self.logits)
+        """Same draw as `jax.random.categorical(key, logits)`, bit for bit."""
+        return self.sample_from(self.noise(key))
 
     def log_prob(self, action: jax.Array) -> jax.Array:
         logp = jax.nn.log_softmax(self.logits)
@@ -38,6 +47,9 @@ class DiagGaussian(NamedTuple):
     log_std: jax.Array
 
     def sample(self, key: jax.Array) -> jax.Array:
+        # No noise/sample_from pair as Categorical has: drawn outside the rollout loop, the same
+        # noise gives a sample that differs in the last bit (XLA contracts mean + std · noise
+        # differently there), and recorded continuous-control runs must reproduce bitwise.
         return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape)
 
     def log_prob(self, action: jax.Array) -> jax.Array:

@@ -64,20 +64,33 @@ def rollout(
     Args:
       key: PRNG key.
       env: batched environment.
-      policy: obs [B, D] -> action distribution (e.g. `functools.partial(net.apply, params)`).
+      policy: obs [B, D] -> action distribution with `sample(key)` and `log_prob(action)`
+        (e.g. `functools.partial(net.apply, params)`). If it also has `noise(key)` and
+        `sample_from(noise)` (Categorical does), all the action noise is drawn before the loop.
       runner: carry from the previous rollout (or `init_runner`).
       num_steps: T, static.
       unroll: steps per loop iteration of the scan (static; fewer loop trips on GPU).
 
     Returns:
       The new carry and a time-major Transition [T, B, ...].
-    """
 
-    def step(runner: RunnerState, key: jax.Array):
-        key_act, key_env = jax.random.split(key)
+    The random draws are those of splitting `key` into T step keys, each into an action key
+    and an env key, the env key into B; they are made before the loop (fewer per-step kernels),
+    giving the same bits as drawing them step by step.
+    """
+    num_envs = runner.obs.shape[0]
+    step_keys = jax.vmap(jax.random.split)(jax.random.split(key, num_steps))  # [T, 2]
+    act_keys, env_keys = step_keys[:, 0], step_keys[:, 1]
+    env_keys = jax.vmap(lambda k: jax.random.split(k, num_envs))(env_keys)  # [T, B]
+    dist_shape = jax.eval_shape(policy, runner.obs)
+    hoisted = hasattr(dist_shape, "noise")
+    act_draws = jax.vmap(dist_shape.noise)(act_keys) if hoisted else act_keys  # [T, ...]
+
+    def step(runner: RunnerState, draws: tuple[jax.Array, jax.Array]):
+        act_draw, env_keys = draws
         dist = policy(runner.obs)
-        action = dist.sample(key_act)
-        out = env.step(key_env, runner.env_state, action)
+        action = dist.sample_from(act_draw) if hoisted else dist.sample(act_draw)
+        out = env.step(env_keys, runner.env_state, action)
         done = jnp.logical_or(out.terminated, out.truncated)
         ep_return = runner.episode_return + out.reward
         transition = Transition(
@@ -99,4 +112,4 @@ def rollout(
         )
         return runner, transition
 
-    return jax.lax.scan(step, runner, jax.random.split(key, num_steps), unroll=unroll)
+    return jax.lax.scan(step, runner, (act_draws, env_keys), unroll=unroll)

@@ -719,8 +719,9 @@ def init_distributed(coordinator_address=None, num_processes=None, process_id=No
     if jax.distributed.is_initialized():
         return
     if xla_bridge.backends_are_initialized():
-        # Importing gymnax (so pgjax) builds one array, FrozenLake's move table, which starts the
-        # single-process backend; drop it and rebuild that table on the distributed one.
+        # Importing gymnax builds one array, FrozenLake's move table, which starts the
+        # single-process backend (pgjax imports gymnax only on first use, but the caller may
+        # have); drop it and rebuild that table on the distributed one.
         from gymnax.environments.misc import frozen_lake
 
         directions = np.asarray(frozen_lake._DIRECTIONS)

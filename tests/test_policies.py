@@ -66,6 +66,16 @@ def test_diag_gaussian_log_prob_matches_scipy(per_step_std):
     np.testing.assert_array_equal(np.asarray(dist.mode()), mean)
 
 
+@pytest.mark.parametrize("shape", [(7, 2), (3, 5, 4)])
+def test_categorical_sample_is_jax_random_categorical_bit_for_bit(shape):
+    logits = jax.random.normal(jax.random.key(0), shape)
+    key = jax.random.key(1)
+    ours = Categorical(logits).sample(key)
+    np.testing.assert_array_equal(ours, jax.random.categorical(key, logits))
+    np.testing.assert_array_equal(Categorical(logits).sample_from(Categorical(logits).noise(key)),
+                                  ours)
+
+
 def test_categorical_sampling_frequencies_match_softmax():
     logits = np.array([1.0, 0.0, -1.0, 2.0], np.float32)
     probs = np.exp(np_log_softmax(logits))

@@ -1,5 +1,9 @@
 """rollout over vmapped gymnax envs: shapes, auto-reset, episode bookkeeping, clipping."""
 
+import subprocess
+import sys
+from typing import NamedTuple
+
 import chex
 import gymnax
 import jax
@@ -244,3 +248,80 @@ def test_continuous_actions_clipped_for_env_but_stored_raw(unclipped_env):
         raw_next = np.asarray(jax.vmap(step)(state, action))
         big = np.abs(action[:, 0]) > 2.5
         assert (np.abs(raw_next[big] - flat(b.final_obs)[big]).max(-1) > 1e-3).all()
+
+
+def test_env_equality_covers_class_and_params():
+    env, params = gymnax.make("CartPole-v1")
+    named = Env("CartPole-v1")
+    assert named == Env("CartPole-v1", env, params)
+    assert hash(named) == hash(Env("CartPole-v1", env, params))
+    heavier = Env("CartPole-v1", env, params.replace(gravity=20.0))
+    assert heavier != named  # same name, other params: must not share a jit cache entry
+    assert Env("CartPole-v1", Pendulum(), Pendulum().default_params) != named
+    assert {named: 1}.get(Env("CartPole-v1")) == 1
+
+
+def test_jitted_rollout_retraces_for_other_params():
+    env, params = gymnax.make("CartPole-v1")
+    policy = lambda obs: Categorical(jnp.zeros((obs.shape[0], 2)))
+
+    def run(e):
+        runner = init_runner(jax.random.key(0), e, 4)
+        fn = jax.jit(rollout, static_argnums=(1, 2, 4))
+        return fn(jax.random.key(1), e, policy, runner, 50)[1].terminated.sum()
+
+    light = run(Env("CartPole-v1", env, params))
+    heavy = run(Env("CartPole-v1", env, params.replace(gravity=100.0)))
+    assert int(heavy) > int(light)  # stronger gravity ends episodes sooner
+
+
+def test_import_pgjax_leaves_jax_and_gymnax_alone():
+    code = (
+        "import sys, pgjax; from jax._src import xla_bridge as xb; "
+        "assert not xb.backends_are_initialized(), 'backend started'; "
+        "assert 'gymnax' not in sys.modules, 'gymnax imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+class KeyOnlyCategorical(NamedTuple):
+    """A distribution with only `sample(key)`: the rollout samples it inside the loop."""
+
+    logits: jax.Array
+
+    def sample(self, key):
+        return jax.random.categorical(key, self.logits)
+
+    def log_prob(self, action):
+        return Categorical(self.logits).log_prob(action)
+
+
+def test_action_noise_drawn_outside_the_loop_gives_the_same_rollout():
+    env = Env("CartPole-v1")
+    w = jax.random.normal(jax.random.key(5), (4, 3))
+
+    def policy(obs):
+        return Categorical(obs @ w)
+
+    def key_only(obs):
+        return KeyOnlyCategorical(obs @ w)
+
+    runner = init_runner(jax.random.key(0), env, B)
+    hoisted = run(jax.random.key(1), env, policy, runner, 60)
+    in_loop = run(jax.random.key(1), env, key_only, runner, 60)
+    for a, b in zip(jax.tree.leaves(hoisted), jax.tree.leaves(in_loop), strict=True):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(set(np.asarray(hoisted[1].action).ravel().tolist())) == 3
+
+
+def test_env_step_with_split_keys_equals_one_key():
+    env = Env("CartPole-v1")
+    obs, state = env.reset(jax.random.key(0), 8)
+    action = jnp.arange(8) % 2
+    key = jax.random.key(2)
+    one = env.step(key, state, action)
+    split = env.step(jax.random.split(key, 8), state, action)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
