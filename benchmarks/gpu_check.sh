@@ -18,12 +18,12 @@
 # Run from the repository root with .whl/ beside it (the device tool: carry [".whl"]):
 #
 #   bash benchmarks/gpu_check.sh                # all steps, ~8 min
-#   STEPS=variants bash benchmarks/gpu_check.sh # only the config variants, ~3 min
+#   STEPS="variants trace" bash benchmarks/gpu_check.sh  # variants and kernel trace, ~4 min
 #
 # A dry run of this script on a CPU at tiny sizes (Python 3.12 with jax, flax, optax, chex):
 #   SMOKE=1 PYTHON=/path/to/python3.12 OUT=/tmp/smoke bash benchmarks/gpu_check.sh
 #
-# Writes up to 8 files under $OUT: nvidia-smi.txt, log.txt (everything printed), gpu_speed.json/.md and
+# Writes up to 9 files under $OUT: nvidia-smi.txt, log.txt (everything printed), gpu_speed.json/.md and
 # gpu_speed_scaling.png (env-only ceiling at 1024 and 4096 seeds × 64 envs and at 16k / 131k envs;
 # pgjax training throughput at 1024 and 4096 seeds × 64 envs on CartPole-v1 and at 1024 seeds on
 # Breakout-MinAtar; the update profile at 1024 seeds), gpu_solve.json/.md (time to IQM ≥ 475 at
@@ -34,7 +34,9 @@
 # measurement and stops starting new ones 25 s before its timeout, so a slow part loses only
 # itself. The variants step (benchmarks.variants) writes variants.json: the default config, the
 # gradient in 10 time chunks, and that with unroll 8, at 1024, 4096 and 16384 seeds × 64 envs
-# (throughput, compile seconds, program temp memory; a variant that does not fit is recorded). Expected: nvidia-smi, install and import ~30 s, speed ≤ 160 s, solve the rest.
+# (throughput, compile seconds, program temp memory; a variant that does not fit is recorded).
+# The trace step (benchmarks.trace) writes gpu_trace.json: one update at 1024 seeds under
+# jax.profiler, kernels per rollout step and the top kernels by time. Expected: nvidia-smi, install and import ~30 s, speed ≤ 160 s, solve the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/pgjax-gpu-check}
@@ -69,7 +71,7 @@ step() {  # step NAME SECONDS CMD...: run CMD with a hard timeout, report its ti
 }
 
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-speed solve variants}
+STEPS=${STEPS:-speed solve variants trace}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 VARIANTS=(--variants base loss_chunks=10 unroll=8,loss_chunks=10)
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -77,11 +79,13 @@ if [ "${SMOKE:-0}" = 1 ]; then
          --profile-seeds 2 --profile-repeats 1 --profile-map-batch 1)
   SOLVE=(--solve-seeds 4 --precision-seeds 2)
   VARIANTS+=(--seeds 2 --updates 1 --repeats 1)
+  TRACE_SEEDS=2
 else
   SPEED=(--seeds 1024 4096 --ceiling-envs 16384 131072 --minatar-seeds 1024 --updates 3
          --repeats 3 --profile-seeds 1024 --profile-repeats 3 --profile-map-batch 64)
   SOLVE=(--solve-seeds 1024 --precision-seeds 1024)
   VARIANTS+=(--seeds 1024 4096 16384 --updates 3 --repeats 3)
+  TRACE_SEEDS=1024
 fi
 
 {
@@ -97,6 +101,8 @@ fi
     --precisions default bfloat16 float32 "${SOLVE[@]}"
   want variants && step variants 200 "$PY" -m benchmarks.variants --out "$OUT" \
     "${VARIANTS[@]}"
+  want trace && step trace 90 "$PY" -m benchmarks.trace --out "$OUT" --tag gpu_trace \
+    --seeds "$TRACE_SEEDS"
   echo "=== [$((SECONDS - T0)) s] all done; files in $OUT:"
   ls -la "$OUT"
 } 2>&1 | tee "$OUT/log.txt"
