@@ -208,6 +208,35 @@ def test_interrupted_sweep_resumes_without_rerunning(reference, tmp_path):
     assert_same_runs(chunk_metrics(tmp_path), chunk_metrics(ref_out), range(6))
 
 
+KILL_SCRIPT = """
+import json, os, signal, sys
+import pgjax
+spec, out = json.loads(sys.argv[1]), sys.argv[2]
+pgjax.sweep(spec, out, on_chunk=lambda record: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def test_sigkilled_sweep_resumes_from_what_reached_disk(reference, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(SPEC), str(tmp_path)],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    chunks = tmp_path / "chunks"
+    assert sorted(p.name for p in chunks.iterdir()) == ["chunk-000000.json", "chunk-000000.npz"]
+    # What a kill inside chunk 1's save would leave: its metrics without its record, and a
+    # half-written temp file.
+    (chunks / "chunk-000001.npz").write_bytes(b"PK\x03\x04 cut short")
+    (chunks / ".chunk-000001.json.x1y2z3").write_text('{"chunk": 1, "ru')
+
+    ran = []
+    table = pgjax.sweep(SPEC, tmp_path, on_chunk=lambda r: ran.append(r["chunk"]))
+    assert ran == [1]
+    keep = [c for c in table.columns if c not in RUN_ONLY]
+    pd.testing.assert_frame_equal(table[keep], reference[1][keep])
+    assert_same_runs(chunk_metrics(tmp_path), chunk_metrics(reference[0]), range(6))
+
+
 def test_cli_sweep_prints_the_ranking_and_resumes(reference, tmp_path, capsys):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(
