@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pgjax benchmark suite on one GPU (H100 / H200): one prepared run of at most 9 minutes (STEPS picks parts).
+# pgjax benchmark suite on one GPU (H100 / H200): one prepared run of at most ~9 minutes.
 #
 # The GPU image has jax, flax, optax, chex, matplotlib, numpy, pyyaml, tqdm and rich, but not
 # gymnax or its other dependencies; `pip show gymnax` requires flax, gymnasium, jax, matplotlib and
@@ -17,26 +17,31 @@
 #
 # Run from the repository root with .whl/ beside it (the device tool: carry [".whl"]):
 #
-#   bash benchmarks/gpu_check.sh                # all steps, ~8 min
-#   STEPS="variants trace" bash benchmarks/gpu_check.sh  # variants and kernel trace, ~4 min
+#   bash benchmarks/gpu_check.sh                          # all steps, ~9 min
+#   STEPS="variants trace" bash benchmarks/gpu_check.sh   # only these steps, ~4 min
 #
 # A dry run of this script on a CPU at tiny sizes (Python 3.12 with jax, flax, optax, chex):
 #   SMOKE=1 PYTHON=/path/to/python3.12 OUT=/tmp/smoke bash benchmarks/gpu_check.sh
 #
-# Writes up to 9 files under $OUT: nvidia-smi.txt, log.txt (everything printed), gpu_speed.json/.md and
-# gpu_speed_scaling.png (env-only ceiling at 1024 and 4096 seeds × 64 envs and at 16k / 131k envs;
-# pgjax training throughput at 1024 and 4096 seeds × 64 envs on CartPole-v1 and at 1024 seeds on
-# Breakout-MinAtar; the update profile at 1024 seeds), gpu_solve.json/.md (time to IQM ≥ 475 at
-# 1024 seeds, with the chunk program's compile seconds; the default config's whole run at 1024
-# seeds under matmul precision default, bfloat16 and float32: throughput, final return, and compile
-# seconds, so the "default" row is the default config's compile time). Each step has its own
-# timeout, cut to what is left of a 560 s deadline, and each benchmark writes its JSON after every
-# measurement and stops starting new ones 25 s before its timeout, so a slow part loses only
-# itself. The variants step (benchmarks.variants) writes variants.json: the default config, the
-# gradient in 10 time chunks, and that with unroll 8, at 1024, 4096 and 16384 seeds × 64 envs
-# (throughput, compile seconds, program temp memory; a variant that does not fit is recorded).
-# The trace step (benchmarks.trace) writes gpu_trace.json: one update at 1024 seeds under
-# jax.profiler, kernels per rollout step and the top kernels by time. Expected: nvidia-smi, install and import ~30 s, speed ≤ 160 s, solve the rest.
+# Steps, in this order (STEPS names a subset; nvidia-smi, install and import always run, ~30 s):
+#   variants  benchmarks.variants -> variants.json: the default config, the gradient in 10 time
+#             chunks, and that with unroll 8, at 1024, 4096 and 16384 seeds × 64 envs
+#             (throughput, compile seconds, program temp memory; a variant that does not fit is
+#             recorded); JSON written after each seed count.
+#   trace     benchmarks.trace -> gpu_trace.json: one update at 1024 seeds under jax.profiler,
+#             kernels per rollout step and the top kernels by time.
+#   speed     benchmarks.run -> gpu_speed.json/.md, gpu_speed_scaling.png: env-only ceiling at
+#             1024 and 4096 seeds × 64 envs and at 16k / 131k envs; training throughput at 1024
+#             and 4096 seeds on CartPole-v1 and at 1024 seeds on Breakout-MinAtar; the update
+#             profile at 1024 seeds.
+#   solve     benchmarks.run -> gpu_solve.json/.md: time to IQM ≥ 475 at 1024 seeds (with the
+#             chunk program's compile seconds); the default config's whole run at 1024 seeds
+#             under matmul precision default, bfloat16 and float32 (throughput, final return,
+#             compile seconds).
+# Also nvidia-smi.txt and log.txt (everything printed). Each step has its own timeout, cut to
+# what is left of a 560 s deadline (a full run may cut solve short: split it over two calls
+# with STEPS then); benchmarks.run writes its JSON after every measurement and stops starting
+# new ones 25 s before its timeout, so a slow part loses only itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/pgjax-gpu-check}
@@ -71,7 +76,10 @@ step() {  # step NAME SECONDS CMD...: run CMD with a hard timeout, report its ti
 }
 
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-speed solve variants trace}
+STEPS=${STEPS:-variants trace speed solve}
+for s in $STEPS; do
+  case $s in variants | trace | speed | solve) ;; *) echo "unknown step '$s' in STEPS (variants trace speed solve)"; exit 2 ;; esac
+done
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 VARIANTS=(--variants base loss_chunks=10 unroll=8,loss_chunks=10)
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -94,15 +102,15 @@ fi
     --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
   step import 30 "$PY" -c "import jax, gymnax, pgjax; print(jax.__version__, jax.devices())"
+  want variants && step variants 200 "$PY" -m benchmarks.variants --out "$OUT" \
+    "${VARIANTS[@]}"
+  want trace && step trace 90 "$PY" -m benchmarks.trace --out "$OUT" --tag gpu_trace \
+    --seeds "$TRACE_SEEDS"
   want speed && step speed 160 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_speed \
     --budget "$(budget 160)" --parts ceiling train profile "${SPEED[@]}"
   want solve && step solve 200 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_solve \
     --budget "$(budget 200)" --parts solve precision --solve-chunk 4 \
     --precisions default bfloat16 float32 "${SOLVE[@]}"
-  want variants && step variants 200 "$PY" -m benchmarks.variants --out "$OUT" \
-    "${VARIANTS[@]}"
-  want trace && step trace 90 "$PY" -m benchmarks.trace --out "$OUT" --tag gpu_trace \
-    --seeds "$TRACE_SEEDS"
   echo "=== [$((SECONDS - T0)) s] all done; files in $OUT:"
   ls -la "$OUT"
 } 2>&1 | tee "$OUT/log.txt"

@@ -6,8 +6,9 @@ Each variant is the default config with `field=value` overrides ("base": none; s
 joined by commas: "unroll=8,loss_chunks=10"). For every seed count, each variant's jitted
 `train_chunk` of `--updates` updates is compiled once, then all variants run in turn
 `--repeats` times (round-robin, so load drifts hit them alike); the best time counts. Prints one
-line per variant with its ratio to the first, and writes JSON (with versions and git commit)
-after every seed count. A variant that does not fit in device memory is recorded as such.
+line per variant with its ratio to the first (none if the first failed), and writes JSON (with
+versions and git commit) after every seed count. A variant that does not fit in device memory
+is recorded as such.
 """
 
 import argparse
@@ -38,6 +39,8 @@ def parse_variant(text: str) -> dict:
             raise SystemExit(f"error: bad variant {text!r} (want field=value[,field=value])")
         default = defaults[name]
         if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"error: {name} takes true or false, got {value!r}")
             overrides[name] = value.lower() == "true"
         elif isinstance(default, tuple):
             overrides[name] = tuple(int(x) for x in value.split("-"))
@@ -88,21 +91,27 @@ def main():
             rows[name] = row
         times = {name: [] for name in compiled}
         for _ in range(args.repeats):
-            for name, (fn, state) in compiled.items():
+            for name, (fn, state) in list(compiled.items()):
                 t = time.perf_counter()
-                jax.block_until_ready(fn(state))
+                try:
+                    jax.block_until_ready(fn(state))
+                except jax.errors.JaxRuntimeError as err:
+                    rows[name]["error"] = str(err).splitlines()[0][:200]
+                    del compiled[name], times[name]
+                    continue
                 times[name].append(time.perf_counter() - t)
-        first = None
-        for name, row in rows.items():
+        first = None  # the first variant's throughput, if it ran
+        for i, (name, row) in enumerate(rows.items()):
             if name in times:
                 best = min(times[name])
                 row["seconds"] = best
                 row["steps_per_s"] = seeds * args.updates * row["steps_per_update"] / best
-                first = first or row["steps_per_s"]
-                row["ratio_to_first"] = row["steps_per_s"] / first
+                first = row["steps_per_s"] if i == 0 else first
+                row["ratio_to_first"] = row["steps_per_s"] / first if first else None
+                ratio = f"x{row['ratio_to_first']:.2f}" if first else "x  - "
+                temp = f"{row['temp_mib']:9.1f} MiB" if row["temp_mib"] is not None else "-"
                 print(f"seeds {seeds:6d} {name:28s} {row['steps_per_s'] / 1e6:10.2f}M steps/s "
-                      f"x{row['ratio_to_first']:.2f}  compile {row['compile_s']:5.1f} s  "
-                      f"temp {row['temp_mib']:9.1f} MiB", flush=True)
+                      f"{ratio}  compile {row['compile_s']:5.1f} s  temp {temp}", flush=True)
             else:
                 print(f"seeds {seeds:6d} {name:28s} failed: {row['error']}", flush=True)
             result["rows"].append(row)

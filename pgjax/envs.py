@@ -1,5 +1,7 @@
-"""gymnax environments behind a batched, flat-observation interface. The only gymnax import.
+"""gymnax environments behind a batched, flat-observation interface.
 
+The only gymnax import of the training path (exact.py builds its tabular MDP on gymnax's
+Environment class).
 gymnax is imported on first use, not with pgjax: its import takes ~1.5 s (seaborn, scipy) and
 starts the JAX backend, which must stay free until the user has set up JAX (e.g.
 `jax.distributed.initialize`).
@@ -29,7 +31,7 @@ class Env:
 
     Pass a registered name, or `env` and `params` of any gymnax-compatible environment (then
     `name` labels it). Hashable, so it can be closed over by jitted functions: two Envs are equal
-    when they have the same name, the same environment class and equal params.
+    when they have the same name, environment class, instance attributes and params.
     """
 
     def __init__(self, name: str, env: Any = None, params: Any = None):
@@ -59,8 +61,8 @@ class Env:
 
     def _key(self) -> tuple:
         leaves, treedef = jax.tree.flatten(self.params)
-        values = tuple(np.asarray(x).tobytes() + str(np.asarray(x).dtype).encode() for x in leaves)
-        return self.name, type(self.env), treedef, values
+        return (self.name, type(self.env), fingerprint(vars(self.env)), treedef,
+                tuple(fingerprint(x) for x in leaves))
 
     def __hash__(self):
         return hash(self._key())
@@ -97,8 +99,23 @@ class Env:
                 self._flat(info["final_observation"]),
             )
 
-        keys = jax.random.split(key, action.shape[0]) if key.ndim == 0 else key
+        one_key = key.ndim == (0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1)
+        keys = jax.random.split(key, action.shape[0]) if one_key else key
         return jax.vmap(one)(keys, state, action)
+
+
+def fingerprint(x: Any) -> Any:
+    """A hashable stand-in for x that compares by value (arrays by shape, dtype and bytes)."""
+    if isinstance(x, (np.ndarray, jax.Array, np.generic)):
+        x = np.asarray(x)
+        return ("array", x.shape, str(x.dtype), x.tobytes())
+    if isinstance(x, dict):
+        return ("dict", tuple(sorted((str(k), fingerprint(v)) for k, v in x.items())))
+    if isinstance(x, (list, tuple)):
+        return (type(x).__name__, tuple(fingerprint(v) for v in x))
+    if isinstance(x, (int, float, bool, str, type(None))):
+        return x
+    return repr(x)
 
 
 def check_env_name(name: str) -> None:

@@ -50,6 +50,11 @@ def init_runner(key: jax.Array, env: Env, num_envs: int) -> RunnerState:
     return RunnerState(env_state, obs, jnp.zeros((num_envs,), jnp.int32), zeros)
 
 
+def noisy_or_none(dist: Any) -> Any:
+    """`dist` if its noise can be drawn ahead (it has `noise` and `sample_from`), else None."""
+    return dist if hasattr(dist, "noise") and hasattr(dist, "sample_from") else None
+
+
 def rollout(
     key: jax.Array,
     env: Env,
@@ -66,7 +71,8 @@ def rollout(
       env: batched environment.
       policy: obs [B, D] -> action distribution with `sample(key)` and `log_prob(action)`
         (e.g. `functools.partial(net.apply, params)`). If it also has `noise(key)` and
-        `sample_from(noise)` (Categorical does), all the action noise is drawn before the loop.
+        `sample_from(noise)` (Categorical does; it must then be a pytree, e.g. a NamedTuple),
+        all the action noise is drawn before the loop.
       runner: carry from the previous rollout (or `init_runner`).
       num_steps: T, static.
       unroll: steps per loop iteration of the scan (static; fewer loop trips on GPU).
@@ -82,8 +88,8 @@ def rollout(
     step_keys = jax.vmap(jax.random.split)(jax.random.split(key, num_steps))  # [T, 2]
     act_keys, env_keys = step_keys[:, 0], step_keys[:, 1]
     env_keys = jax.vmap(lambda k: jax.random.split(k, num_envs))(env_keys)  # [T, B]
-    dist_shape = jax.eval_shape(policy, runner.obs)
-    hoisted = hasattr(dist_shape, "noise")
+    dist_shape = jax.eval_shape(lambda obs: noisy_or_none(policy(obs)), runner.obs)
+    hoisted = dist_shape is not None
     act_draws = jax.vmap(dist_shape.noise)(act_keys) if hoisted else act_keys  # [T, ...]
 
     def step(runner: RunnerState, draws: tuple[jax.Array, jax.Array]):

@@ -188,7 +188,8 @@ def loss_and_grad(
     With loss_chunks = K > 1 the targets are computed on the whole batch, then the gradient of
     each of K time chunks [T/K, B] is taken in a `lax.scan` and summed: the activations saved
     for the backward pass are those of one chunk, not of the whole batch. Same gradient up to
-    float rounding (summation order).
+    float rounding (summation order). With baseline="value" the value net also runs once over
+    the whole batch (no gradient) for the advantages, which are normalized over all of it.
     """
     if config.loss_chunks == 1:
         return jax.value_and_grad(loss_fn, has_aux=True)(params, config, nets, batch, last_obs)
@@ -200,11 +201,10 @@ def loss_and_grad(
     weights = 1.0 if targets.weights is None else targets.weights
     shape = batch.reward.shape
     count = jnp.maximum(jnp.sum(jnp.broadcast_to(mask, shape)), 1.0)
-    coef = {
-        "policy": jax.lax.stop_gradient(targets.advantages * weights * mask / count),
-        "value": jnp.broadcast_to(0.5 * mask / count, shape),
-        "returns": jax.lax.stop_gradient(targets.returns),
-    }
+    coef = {"policy": jax.lax.stop_gradient(targets.advantages * weights * mask / count)}
+    if config.baseline == "value":
+        coef["value"] = jnp.broadcast_to(0.5 * mask / count, shape)
+        coef["returns"] = jax.lax.stop_gradient(targets.returns)
     k = config.loss_chunks
     split = lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:])
     grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from typing import NamedTuple
 
 import chex
 import gymnax
@@ -13,6 +12,7 @@ import pytest
 from gymnax.environments.classic_control.cartpole import EnvState as CartPoleState
 from gymnax.environments.classic_control.pendulum import EnvState as PendulumState
 from gymnax.environments.classic_control.pendulum import Pendulum
+from gymnax.environments.minatar.breakout import MinBreakout
 
 from pgjax import Categorical, DiagGaussian, Env, RunnerState, Transition, init_runner, rollout
 
@@ -259,6 +259,10 @@ def test_env_equality_covers_class_and_params():
     assert heavier != named  # same name, other params: must not share a jit cache entry
     assert Env("CartPole-v1", Pendulum(), Pendulum().default_params) != named
     assert {named: 1}.get(Env("CartPole-v1")) == 1
+    breakout = MinBreakout().default_params
+    minimal, full = (Env("Breakout", MinBreakout(use_minimal_action_set=m), breakout)
+                     for m in (True, False))
+    assert minimal != full  # same class and params, other instance attributes
 
 
 def test_jitted_rollout_retraces_for_other_params():
@@ -284,10 +288,11 @@ def test_import_pgjax_leaves_jax_and_gymnax_alone():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-class KeyOnlyCategorical(NamedTuple):
-    """A distribution with only `sample(key)`: the rollout samples it inside the loop."""
+class KeyOnlyCategorical:
+    """A distribution with only `sample(key)`, not a pytree: sampled inside the loop."""
 
-    logits: jax.Array
+    def __init__(self, logits):
+        self.logits = logits
 
     def sample(self, key):
         return jax.random.categorical(key, self.logits)
@@ -316,12 +321,14 @@ def test_action_noise_drawn_outside_the_loop_gives_the_same_rollout():
     assert len(set(np.asarray(hoisted[1].action).ravel().tolist())) == 3
 
 
-def test_env_step_with_split_keys_equals_one_key():
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
+@pytest.mark.parametrize("num_envs", [2, 8])
+def test_env_step_with_split_keys_equals_one_key(make_key, num_envs):
     env = Env("CartPole-v1")
-    obs, state = env.reset(jax.random.key(0), 8)
-    action = jnp.arange(8) % 2
-    key = jax.random.key(2)
+    obs, state = env.reset(make_key(0), num_envs)
+    action = jnp.arange(num_envs) % 2
+    key = make_key(2)
     one = env.step(key, state, action)
-    split = env.step(jax.random.split(key, 8), state, action)
+    split = env.step(jax.random.split(key, num_envs), state, action)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -80,6 +80,7 @@ def rollout_batch(config, seed=0):
         {"baseline": "none", "normalize_advantages": False, "window": "truncate"},
         {"env": "DeepSea-bsuite", "window": "episodes", "gamma_weighting": True, "ent_coef": 0.1},
         {"baseline": "value", "window": "bootstrap", "ent_coef": 0.01},
+        {"baseline": "value", "window": "complete", "gamma_weighting": True},
         {"env": "Pendulum-v1", "baseline": "value", "window": "truncate", "ent_coef": 0.01},
     ],
 )
