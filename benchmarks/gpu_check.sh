@@ -17,19 +17,24 @@
 #
 # Run from the repository root with .whl/ beside it (the device tool: carry [".whl"]):
 #
-#   bash benchmarks/gpu_check.sh                          # all steps, ~9 min
-#   STEPS="variants trace" bash benchmarks/gpu_check.sh   # only these steps, ~4 min
+#   bash benchmarks/gpu_check.sh                          # variants, trace, xla: ~6 min
+#   STEPS="speed solve" bash benchmarks/gpu_check.sh      # the suite recorded before, ~6 min
 #
 # A dry run of this script on a CPU at tiny sizes (Python 3.12 with jax, flax, optax, chex):
 #   SMOKE=1 PYTHON=/path/to/python3.12 OUT=/tmp/smoke bash benchmarks/gpu_check.sh
 #
-# Steps, in this order (STEPS names a subset; nvidia-smi, install and import always run, ~30 s):
+# Steps, in this order (STEPS names a subset, default "variants trace xla"; nvidia-smi, install
+# and import always run, ~30 s):
 #   variants  benchmarks.variants -> variants.json: the default config, the gradient in 10 time
 #             chunks, and that with unroll 8, at 1024, 4096 and 16384 seeds × 64 envs
 #             (throughput, compile seconds, program temp memory; a variant that does not fit is
 #             recorded); JSON written after each seed count.
 #   trace     benchmarks.trace -> gpu_trace.json: one update at 1024 seeds under jax.profiler,
 #             kernels per rollout step and the top kernels by time.
+#   xla       benchmarks.variants (base, unroll 8; 1024 seeds) in three processes: no XLA flags,
+#             command buffers (CUDA graphs) that also take while loops and conditionals, and
+#             while-loop double buffering -> variants_xla_{none,cmdbuf,double}.json. The rollout
+#             is 500 sequential steps of small kernels, which is what CUDA graphs are for.
 #   speed     benchmarks.run -> gpu_speed.json/.md, gpu_speed_scaling.png: env-only ceiling at
 #             1024 and 4096 seeds × 64 envs and at 16k / 131k envs; training throughput at 1024
 #             and 4096 seeds on CartPole-v1 and at 1024 seeds on Breakout-MinAtar; the update
@@ -76,9 +81,12 @@ step() {  # step NAME SECONDS CMD...: run CMD with a hard timeout, report its ti
 }
 
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-variants trace speed solve}
+STEPS=${STEPS:-variants trace xla}
 for s in $STEPS; do
-  case $s in variants | trace | speed | solve) ;; *) echo "unknown step '$s' in STEPS (variants trace speed solve)"; exit 2 ;; esac
+  case $s in
+    variants | trace | xla | speed | solve) ;;
+    *) echo "unknown step '$s' in STEPS (variants trace xla speed solve)"; exit 2 ;;
+  esac
 done
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 VARIANTS=(--variants base loss_chunks=10 unroll=8,loss_chunks=10)
@@ -88,13 +96,20 @@ if [ "${SMOKE:-0}" = 1 ]; then
   SOLVE=(--solve-seeds 4 --precision-seeds 2)
   VARIANTS+=(--seeds 2 --updates 1 --repeats 1)
   TRACE_SEEDS=2
+  XLA_RUN=(--seeds 2 --updates 1 --repeats 1)
 else
   SPEED=(--seeds 1024 4096 --ceiling-envs 16384 131072 --minatar-seeds 1024 --updates 3
          --repeats 3 --profile-seeds 1024 --profile-repeats 3 --profile-map-batch 64)
   SOLVE=(--solve-seeds 1024 --precision-seeds 1024)
   VARIANTS+=(--seeds 1024 4096 16384 --updates 3 --repeats 3)
   TRACE_SEEDS=1024
+  XLA_RUN=(--seeds 1024 --updates 3 --repeats 3)
 fi
+declare -A XLA_SETS=(
+  [none]=""
+  [cmdbuf]="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
+  [double]="--xla_gpu_enable_while_loop_double_buffering=true"
+)
 
 {
   step nvidia-smi 15 bash -c "nvidia-smi > '$OUT/nvidia-smi.txt' && cat '$OUT/nvidia-smi.txt'"
@@ -106,6 +121,12 @@ fi
     "${VARIANTS[@]}"
   want trace && step trace 90 "$PY" -m benchmarks.trace --out "$OUT" --tag gpu_trace \
     --seeds "$TRACE_SEEDS"
+  if want xla; then
+    for name in none cmdbuf double; do
+      XLA_FLAGS="${XLA_SETS[$name]}" step "xla-$name" 75 "$PY" -m benchmarks.variants \
+        --out "$OUT" --tag "variants_xla_$name" --variants base unroll=8 "${XLA_RUN[@]}"
+    done
+  fi
   want speed && step speed 160 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_speed \
     --budget "$(budget 160)" --parts ceiling train profile "${SPEED[@]}"
   want solve && step solve 200 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_solve \

@@ -14,6 +14,7 @@ is recorded as such.
 import argparse
 import dataclasses
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -72,8 +73,10 @@ def main():
     parser.add_argument("--tag", default="variants")
     args = parser.parse_args()
     variants = {name: parse_variant(name) for name in args.variants}
-    result = {"updates": args.updates, "repeats": args.repeats, "rows": [], **runs.provenance()}
-    print("device", jax.devices()[0], "jax", jax.__version__, flush=True)
+    result = {"updates": args.updates, "repeats": args.repeats, "rows": [],
+              "xla_flags": os.environ.get("XLA_FLAGS", ""), **runs.provenance()}
+    print("device", jax.devices()[0], "jax", jax.__version__, "XLA_FLAGS", result["xla_flags"],
+          flush=True)
 
     for seeds in args.seeds:
         compiled, rows = {}, {}
