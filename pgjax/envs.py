@@ -1,10 +1,9 @@
 """gymnax environments behind a batched, flat-observation interface.
 
 The only gymnax import of the training path (exact.py builds its tabular MDP on gymnax's
-Environment class).
-gymnax is imported on first use, not with pgjax: its import takes ~1.5 s (seaborn, scipy) and
-starts the JAX backend, which must stay free until the user has set up JAX (e.g.
-`jax.distributed.initialize`).
+Environment class). gymnax is imported on first use, not with pgjax: its import takes ~1.5 s
+(seaborn, scipy) and starts the JAX backend, which must stay free until the user has set up
+JAX (e.g. `jax.distributed.initialize`).
 """
 
 import difflib

@@ -161,7 +161,7 @@ def chunk_loss(
     obs: jax.Array,
     action: jax.Array,
     coef: dict,
-    entropy_scale: jax.Array,
+    entropy_scale: float,
 ) -> tuple[jax.Array, dict]:
     """One time chunk's share of `loss_fn`, which is a sum of per-step terms.
 
