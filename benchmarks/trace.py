@@ -61,6 +61,7 @@ def main():
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--tag", default="trace")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     config = pgjax.Config(**parse_variant(args.variant)).validate()
     keys = jax.random.split(jax.random.key(0), args.seeds)
     state = jax.jit(jax.vmap(functools.partial(init_state, config)))(keys)

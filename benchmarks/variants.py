@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 
 import pgjax
+from benchmarks.run import compile_timed, error_text
 from pgjax import runs
 from pgjax.train import init_state, train_chunk
 
@@ -55,12 +56,10 @@ def compile_variant(config: pgjax.Config, seeds: int, updates: int):
     keys = jax.random.split(jax.random.key(0), seeds)
     state = jax.jit(jax.vmap(functools.partial(init_state, config)))(keys)
     chunk = jax.vmap(lambda s: train_chunk(config, s, updates))
-    t = time.perf_counter()
-    fn = jax.jit(chunk).lower(state).compile()
-    compile_s = time.perf_counter() - t
+    fn, lower_s, compile_s = compile_timed(jax.jit(chunk), state)
     memory = fn.memory_analysis()
     temp_mib = memory.temp_size_in_bytes / 2**20 if memory is not None else None
-    return fn, state, compile_s, temp_mib
+    return fn, state, lower_s + compile_s, temp_mib
 
 
 def main():
@@ -72,6 +71,7 @@ def main():
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--tag", default="variants")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     variants = {name: parse_variant(name) for name in args.variants}
     result = {"updates": args.updates, "repeats": args.repeats, "rows": [],
               "xla_flags": os.environ.get("XLA_FLAGS", ""), **runs.provenance()}
@@ -90,7 +90,7 @@ def main():
                 jax.block_until_ready(fn(state))  # warm-up
                 compiled[name] = (fn, state)
             except jax.errors.JaxRuntimeError as err:  # out of device memory
-                row["error"] = str(err).splitlines()[0][:200]
+                row["error"] = error_text(err)
             rows[name] = row
         times = {name: [] for name in compiled}
         for _ in range(args.repeats):
@@ -99,7 +99,7 @@ def main():
                 try:
                     jax.block_until_ready(fn(state))
                 except jax.errors.JaxRuntimeError as err:
-                    rows[name]["error"] = str(err).splitlines()[0][:200]
+                    rows[name]["error"] = error_text(err)
                     del compiled[name], times[name]
                     continue
                 times[name].append(time.perf_counter() - t)
