@@ -1,22 +1,20 @@
 """`pgjax` command line: train, eval, plot and reproduce runs."""
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import tyro
 
-from pgjax import runs
+from pgjax import plots, runs
 from pgjax.checkpoint import CheckpointError
+from pgjax.components import build
 from pgjax.config import Config
-from pgjax.envs import Env
 from pgjax.experiment import (
-    compare_metrics,
     evaluate_run,
     format_summary,
-    load_run,
     render_episode,
+    reproduce_run,
     train_run,
 )
 from pgjax.loggers import LoggerUnavailable, check_available
@@ -25,25 +23,6 @@ from pgjax.sweep import SpecError, format_sweep, sweep
 
 class UsageError(ValueError):
     """Bad user input: reported as one line, exit status 2."""
-
-
-def check(config: Config, seeds: int) -> Env:
-    """Validate everything before any work starts; returns the env."""
-    try:
-        config.validate()
-        env = Env(config.env)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if seeds <= 0:
-        raise UsageError(f"seeds must be positive, got {seeds}")
-    if not env.continuous and config.init_log_std != Config.init_log_std:
-        raise UsageError(f"init_log_std applies to continuous actions only; {env.name} is discrete")
-    if config.window == "episodes" and config.num_steps < env.max_episode_steps:
-        raise UsageError(
-            f"window='episodes' needs num_steps ≥ the episode limit of {env.name} "
-            f"({env.max_episode_steps}), got {config.num_steps}"
-        )
-    return env
 
 
 def train_command(
@@ -76,14 +55,16 @@ def train_command(
         check_available(log)
     except LoggerUnavailable as e:
         raise UsageError(str(e)) from None
-    if checkpoint_every <= 0:
-        raise UsageError(f"checkpoint_every must be positive, got {checkpoint_every}")
+    for name, value in (("seeds", seeds), ("chunks", chunks),
+                        ("checkpoint_every", checkpoint_every)):
+        if value <= 0:
+            raise UsageError(f"{name} must be positive, got {value}")
     if resume is not None:
         _require_run(resume)
         run_dir = resume
     else:
-        check(config, seeds)
         try:
+            build(config)
             run_dir = runs.prepare_run_dir(out, config.env, overwrite=overwrite)
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -93,7 +74,7 @@ def train_command(
             checkpoint_every=checkpoint_every, progress=progress, resume=resume is not None,
             log=log,
         )
-    except CheckpointError as e:
+    except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
     print(format_summary(summary, run_dir))
 
@@ -119,7 +100,7 @@ def eval_command(
         raise UsageError(f"episodes must be positive, got {episodes}")
     try:
         result = evaluate_run(run_dir, episodes=episodes, step=checkpoint, seed=seed)
-    except CheckpointError as e:
+    except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
     runs.write_json(run_dir / "eval.json", result)
     greedy, sampled = result["greedy"]["per_seed_mean"], result["sampled"]["per_seed_mean"]
@@ -150,7 +131,7 @@ def plot_command(
     """
     for run_dir in run_dirs:
         _require_run(run_dir)
-    for path in runs.plot_runs(run_dirs, out, x=x):
+    for path in plots.plot_runs(run_dirs, out, x=x):
         print(path)
 
 
@@ -162,24 +143,16 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
       progress: show the progress bar.
     """
     _require_run(run_dir)
-    config, record = load_run(run_dir)
-    now = runs.provenance()
-    with tempfile.TemporaryDirectory() as tmp:
-        train_run(
-            config, Path(tmp), seeds=record["seeds"], seed=record["seed"],
-            chunks=config.num_updates // record["chunk_updates"], progress=progress,
-        )
-        difference = compare_metrics(run_dir, Path(tmp))
-    changed = {
-        k: (v, now["versions"].get(k)) for k, v in record["versions"].items()
-        if now["versions"].get(k) != v
-    }
-    for name, (then, current) in changed.items():
+    try:
+        result = reproduce_run(run_dir, progress=progress)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for name, (then, current) in result["versions"].items():
         print(f"version differs: {name} {then} -> {current}")
-    if difference is None:
+    if result["difference"] is None:
         print(f"reproduced: metrics of {run_dir} match bitwise (wall time aside)")
         return
-    print(f"NOT reproduced: {difference}")
+    print(f"NOT reproduced: {result['difference']}")
     sys.exit(1)
 
 

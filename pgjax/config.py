@@ -1,19 +1,36 @@
-"""The one frozen training config: numeric hyperparameters are pytree leaves, shapes are static."""
+"""The one frozen training config: numeric hyperparameters are pytree leaves, shapes are static.
 
-from typing import Literal
+`Config` is the serializable record of a run (config.json, sweep specs, TOML experiment files);
+`to_dict` / `from_dict` are its one encoding. Components (env, networks, estimator) are objects,
+built from a config's strings in `pgjax.components.build` unless the caller passes their own.
+"""
+
+import dataclasses
+import difflib
+import math
+from typing import Any, Literal
 
 from flax import struct
 
 Baseline = Literal["none", "mean", "value"]
 Window = Literal["episodes", "complete", "truncate", "bootstrap"]
 Schedule = Literal["constant", "linear"]
+Network = Literal["mlp", "cnn"]
+
+CHOICES = {
+    "baseline": ("none", "mean", "value"),
+    "window": ("episodes", "complete", "truncate", "bootstrap"),
+    "lr_schedule": ("constant", "linear"),
+    "network": ("mlp", "cnn"),
+}
 
 
 class Config(struct.PyTreeNode):
     """REINFORCE hyperparameters.
 
-    Leaves (lr, gamma, ent_coef, max_grad_norm, value_coef) may be traced, so a grid of configs
-    vmaps into one program; the static fields fix shapes and loop lengths and split programs.
+    Leaves (lr, gamma, ent_coef, max_grad_norm, value_coef, init_log_std) may be traced, so a
+    grid of configs vmaps into one program; the static fields fix shapes and loop lengths and
+    split programs.
 
     Window choices for episodes cut by the fixed rollout window of T = num_steps steps:
       episodes: only episodes that start at window step s ≤ T − H (H the env's time limit), all
@@ -34,6 +51,7 @@ class Config(struct.PyTreeNode):
     num_steps: int = struct.field(pytree_node=False, default=500)  # rollout window T per update
     total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)  # env steps per seed
     hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # MLP widths
+    network: Network = struct.field(pytree_node=False, default="mlp")  # torso: mlp or cnn
     baseline: Baseline = struct.field(pytree_node=False, default="mean")  # subtracted from G_t
     window: Window = struct.field(pytree_node=False, default="complete")  # episodes cut by window
     gamma_weighting: bool = struct.field(pytree_node=False, default=False)  # γ^t score weights
@@ -58,7 +76,12 @@ class Config(struct.PyTreeNode):
         return self.total_timesteps // self.steps_per_update
 
     def validate(self) -> "Config":
-        """Raise ValueError with a one-line message on the first inconsistent field."""
+        """Raise ValueError with a one-line message on the first inconsistent field.
+
+        Only the config's own rules; those that need the env or the components (the episode
+        limit, action space, observation shape, the estimator's own rules) are checked by
+        `pgjax.components.build`.
+        """
         for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -71,6 +94,9 @@ class Config(struct.PyTreeNode):
             raise ValueError(
                 f"loss_chunks={self.loss_chunks} must divide num_steps={self.num_steps}"
             )
+        for name in LEAVES:
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
         if not 0.0 <= float(self.gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not float(self.lr) > 0.0:
@@ -82,14 +108,63 @@ class Config(struct.PyTreeNode):
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not self.hidden or min(self.hidden) <= 0:
             raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
-        if self.window == "bootstrap" and self.baseline != "value":
-            raise ValueError("window='bootstrap' needs baseline='value' (a learned V to bootstrap)")
-        checks = {
-            "baseline": ("none", "mean", "value"),
-            "window": ("episodes", "complete", "truncate", "bootstrap"),
-            "lr_schedule": ("constant", "linear"),
-        }
-        for name, allowed in checks.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         return self
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+LEAVES = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("pytree_node", True))
+STATIC = tuple(name for name in FIELDS if name not in LEAVES)
+
+
+def closest(name: str, options) -> str:
+    """'; did you mean X?' for the closest of `options`, or ''."""
+    close = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def check_value(name: str, value: Any, where: str = "") -> Any:
+    """Type-check one field's JSON/YAML/TOML value; returns it normalized (hidden as a tuple).
+
+    Raises ValueError naming the field (prefixed by `where`) and the expected type.
+    """
+    if name not in FIELDS:
+        raise ValueError(f"{where}unknown config field {name!r}{closest(name, FIELDS)}")
+    default = getattr(Config(), name)
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = is_int(value), "an integer"
+    elif isinstance(default, float):
+        ok, kind = is_int(value) or isinstance(value, float), "a number"
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list | tuple) and all(is_int(v) for v in value)
+        kind = "a list of integers"
+        value = tuple(value) if ok else value
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise ValueError(f"{where}{name} must be {kind}, got {value!r}")
+    return value
+
+
+def to_dict(config: Config) -> dict:
+    """Every field as plain JSON values (hidden as a list)."""
+    fields = {name: getattr(config, name) for name in FIELDS}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+
+
+def from_dict(fields: dict, where: str = "") -> Config:
+    """The Config of `to_dict` output (or a TOML/YAML mapping of some fields), type-checked.
+
+    Fields that are missing take their defaults: a config.json written before a field existed
+    reads as the behaviour of that time (e.g. no `network` field: the MLP).
+
+    Raises:
+      ValueError: one line naming the first unknown or mistyped field.
+    """
+    return Config(**{k: check_value(k, v, where) for k, v in fields.items()})

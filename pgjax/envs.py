@@ -1,4 +1,4 @@
-"""gymnax environments behind a batched, flat-observation interface.
+"""gymnax environments behind a batched interface that keeps the observation's shape.
 
 The only gymnax import of the training path (exact.py builds its tabular MDP on gymnax's
 Environment class). gymnax is imported on first use, not with pgjax: its import takes ~1.5 s
@@ -17,19 +17,21 @@ import numpy as np
 class Step(NamedTuple):
     """One batched env step (gymnax ≥ 1.0 semantics), leaves [B, ...]."""
 
-    obs: jax.Array  # [B, D] float32, after auto-reset
+    obs: jax.Array  # [B, *obs_shape] float32, after auto-reset
     state: Any  # gymnax env state, leaves [B, ...]
     reward: jax.Array  # [B] float32
     terminated: jax.Array  # [B] bool, natural end: zero future value
     truncated: jax.Array  # [B] bool, time limit (and not terminated)
-    final_obs: jax.Array  # [B, D] float32, info["final_observation"]: obs before the reset
+    final_obs: jax.Array  # [B, *obs_shape] float32, info["final_observation"]: obs before reset
 
 
 class Env:
-    """A gymnax environment with flattened float32 observations, vmapped over B copies.
+    """A gymnax environment with float32 observations of shape `obs_shape`, vmapped over B copies.
 
     Pass a registered name, or `env` and `params` of any gymnax-compatible environment (then
-    `name` labels it). Hashable, so it can be closed over by jitted functions: two Envs are equal
+    `name` labels it; `params` defaults to `env.default_params`). Observations keep their shape
+    (MinAtar: [10, 10, C]); flattening is the network's job. The action space must be
+    `Discrete` or `Box`. Hashable, so it can be closed over by jitted functions: two Envs are equal
     when they have the same name, environment class, instance attributes and params.
     """
 
@@ -40,11 +42,14 @@ class Env:
         if env is None:
             check_env_name(name)
             env, params = gymnax.make(name)
+        elif params is None:
+            params = env.default_params
         self.name = name
         self.env, self.params = env, params
         space = self.env.action_space(self.params)
         obs_space = self.env.observation_space(self.params)
-        self.obs_dim = int(np.prod(obs_space.shape))
+        self.obs_shape = tuple(int(n) for n in obs_space.shape)
+        self.obs_dim = int(np.prod(self.obs_shape))  # size of a flattened observation
         self.max_episode_steps = int(self.params.max_steps_in_episode)
         self.continuous = isinstance(space, spaces.Box)
         if self.continuous:
@@ -56,7 +61,9 @@ class Env:
             self.action_shape = ()
             self.num_actions = int(space.n)
         else:
-            raise ValueError(f"{name}: action space {type(space).__name__} is not supported")
+            raise ValueError(
+                f"{name}: action space {type(space).__name__} is not supported (Discrete or Box)"
+            )
 
     def _key(self) -> tuple:
         leaves, treedef = jax.tree.flatten(self.params)
@@ -69,15 +76,15 @@ class Env:
     def __eq__(self, other):
         return isinstance(other, Env) and other._key() == self._key()
 
-    def _flat(self, obs: jax.Array) -> jax.Array:
-        return jnp.asarray(obs, jnp.float32).reshape(-1)
+    def _obs(self, obs: jax.Array) -> jax.Array:
+        return jnp.asarray(obs, jnp.float32).reshape(self.obs_shape)
 
     def reset(self, key: jax.Array, num_envs: int) -> tuple[jax.Array, Any]:
-        """Reset `num_envs` copies: returns obs [B, D] float32 and the batched state."""
+        """Reset `num_envs` copies: returns obs [B, *obs_shape] float32 and the batched state."""
 
         def one(k):
             obs, state = self.env.reset(k, self.params)
-            return self._flat(obs), state
+            return self._obs(obs), state
 
         return jax.vmap(one)(jax.random.split(key, num_envs))
 
@@ -94,8 +101,8 @@ class Env:
             obs, s, r, term, trunc, info = self.env.step(k, s, a, self.params)
             trunc = jnp.logical_and(trunc, jnp.logical_not(term))
             return Step(
-                self._flat(obs), s, jnp.asarray(r, jnp.float32), term, trunc,
-                self._flat(info["final_observation"]),
+                self._obs(obs), s, jnp.asarray(r, jnp.float32), term, trunc,
+                self._obs(info["final_observation"]),
             )
 
         one_key = key.ndim == (0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1)

@@ -5,17 +5,16 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pgjax.config import Config
-from pgjax.train import make_networks
+from pgjax.components import Components
 
 
 def evaluate(
-    config: Config, policy_params, key: jax.Array, num_episodes: int, *, greedy: bool
+    parts: Components, policy_params, key: jax.Array, num_episodes: int, *, greedy: bool
 ) -> jax.Array:
     """Undiscounted return of the first episode of `num_episodes` parallel envs.
 
     Args:
-      config: the run's config (env, network sizes).
+      parts: the run's components (env and policy are used).
       policy_params: parameters of the policy network.
       key: PRNG key.
       num_episodes: parallel envs, one episode each (static).
@@ -24,10 +23,8 @@ def evaluate(
     Returns:
       [num_episodes] float32 returns. Episodes are cut at the env's own time limit.
     """
-    nets = make_networks(config)
-    env = nets.env
-    max_steps = int(env.params.max_steps_in_episode)
-    policy = functools.partial(nets.policy.apply, policy_params)
+    env = parts.env
+    policy = functools.partial(parts.policy.apply, policy_params)
     key, k_reset = jax.random.split(key)
     obs, state = env.reset(k_reset, num_episodes)
 
@@ -42,5 +39,5 @@ def evaluate(
         return (out.obs, out.state, ret, running), None
 
     init = (obs, state, jnp.zeros(num_episodes), jnp.ones(num_episodes, bool))
-    (_, _, ret, _), _ = jax.lax.scan(step, init, jax.random.split(key, max_steps))
+    (_, _, ret, _), _ = jax.lax.scan(step, init, jax.random.split(key, env.max_episode_steps))
     return ret

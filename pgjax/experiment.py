@@ -1,4 +1,10 @@
-"""A training run on the host: jitted chunks, progress, checkpoints, resume, run directory."""
+"""A training run on the host: run directory, jitted chunks, checkpoints, resume, evaluation.
+
+Every function takes the run's components as keywords (env=, policy=, value=, estimator=, see
+`pgjax.components.build`); those omitted come from the config's fields. A run trained with
+components of the caller's own records which ones, and resuming, evaluating or reproducing it
+asks for them again.
+"""
 
 import functools
 import json
@@ -6,18 +12,20 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from pgjax import runs
+from pgjax import plots, runs, stats
 from pgjax.checkpoint import Checkpoints
-from pgjax.config import Config
+from pgjax.components import Components, ComponentError, build
+from pgjax.config import Config, from_dict
 from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
 from pgjax.loggers import make_loggers
-from pgjax.train import init_state, make_networks, train_chunk
+from pgjax.train import init_state, seed_keys, train_chunk
+
+COMPONENTS = ("env", "policy", "value", "estimator")
 
 
 def chunk_length(num_updates: int, num_chunks: int) -> int:
@@ -34,19 +42,81 @@ def seed_sharding(seeds: int) -> NamedSharding | None:
     return None
 
 
-def seed_keys(seed: int, seeds: int) -> jax.Array:
-    """Key of seed i = jax.random.split(jax.random.key(seed), seeds)[i], sharded over devices."""
-    keys = jax.random.split(jax.random.key(seed), seeds)
+def sharded_seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Array:
+    """`train.seed_keys`, placed on the seeds sharding (`seed_sharding`) when there is one."""
+    keys = seed_keys(seed, seeds, stream=stream)
     sharding = seed_sharding(seeds)
     return keys if sharding is None else jax.device_put(keys, sharding)
 
 
 def load_run(run_dir: Path) -> tuple[Config, dict]:
-    """The Config and the record stored in RUN_DIR/config.json."""
-    record = json.loads((run_dir / "config.json").read_text())
-    fields = dict(record["config"])
-    fields["hidden"] = tuple(fields["hidden"])
-    return Config(**fields), record
+    """The Config and the record stored in RUN_DIR/config.json.
+
+    Raises:
+      ValueError: config.json is missing, not JSON, or holds an unknown or mistyped field.
+    """
+    try:
+        record = json.loads((run_dir / "config.json").read_text())
+        return from_dict(record["config"], where="config.json: "), record
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
+            from None
+
+
+def describe(parts: Components, given: dict) -> dict:
+    """What config.json records of the components: their kinds and which the caller gave."""
+    return {
+        "given": sorted(name for name in COMPONENTS if given.get(name) is not None),
+        "env": parts.env.name,
+        "policy": type(parts.policy).__name__,
+        "value": None if parts.value is None else type(parts.value).__name__,
+        "estimator": repr(parts.estimator),
+    }
+
+
+def run_components(config: Config, record: dict, given: dict) -> Components:
+    """The components of a recorded run: the caller's, which must include those it was given."""
+    recorded = record.get("components", {"given": []})
+    missing = [name for name in recorded["given"] if given.get(name) is None]
+    if missing:
+        raise ComponentError(
+            f"this run was trained with its own {', '.join(missing)} "
+            f"({', '.join(f'{m}: {recorded[m]}' for m in missing)}); pass "
+            f"{', '.join(m + '=' for m in missing)} to use it"
+        )
+    parts = build(config, **given)
+    if parts.env.name != recorded.get("env", config.env):
+        raise ComponentError(
+            f"this run was trained on env {recorded.get('env', config.env)!r}, "
+            f"not {parts.env.name!r}"
+        )
+    return parts
+
+
+def new_record(config, parts, given, *, seeds, seed, chunks, log) -> tuple[Config, dict]:
+    """The config (env named after the run's env) and config.json of a new run."""
+    config = config.replace(env=parts.env.name)
+    n = chunk_length(config.num_updates, chunks)
+    record = runs.config_record(
+        config, seeds=seeds, seed=seed, chunk_updates=n, log=list(log),
+        components=describe(parts, given),
+    )
+    return config, record
+
+
+def compile_programs(config: Config, parts: Components, seeds: int, seed: int, n: int):
+    """(initial state [seeds, ...], the compiled `n`-update step, compile seconds)."""
+    t0 = time.perf_counter()
+    shard = seed_sharding(seeds)  # every leaf of state and metrics has a leading seeds axis
+    init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)),
+                   out_shardings=shard)
+    state = init(sharded_seed_keys(seed, seeds))
+    step = jax.jit(
+        jax.vmap(functools.partial(train_chunk, config, num_updates=n, parts=parts)),
+        in_shardings=shard, out_shardings=shard, donate_argnums=0,
+    )
+    step = step.lower(state).compile()
+    return state, step, time.perf_counter() - t0
 
 
 def train_run(
@@ -60,6 +130,7 @@ def train_run(
     progress: bool = True,
     resume: bool = False,
     log: tuple[str, ...] = (),
+    **components,
 ) -> tuple[Path, dict]:
     """Train `seeds` seeds in jitted chunks into `run_dir` (see runs.prepare_run_dir).
 
@@ -67,37 +138,58 @@ def train_run(
     `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
     with the stored config (`config` is ignored) and ends with the numbers of an uninterrupted run.
 
-    `log` names extra loggers (pgjax.loggers: "tensorboard", "wandb"); on resume the stored ones.
+    Args:
+      config: hyperparameters (ignored on resume).
+      run_dir: the run directory.
+      seeds, seed: seed i's key is `train.seed_keys(seed, seeds)[i]`.
+      chunks: progress updates, each one jitted call of several updates.
+      checkpoint_every: chunks between checkpoints.
+      progress: show a progress bar.
+      resume: continue the run in `run_dir`.
+      log: extra loggers (pgjax.loggers: "tensorboard", "wandb"); on resume the stored ones.
+      **components: env=, policy=, value=, estimator= (`pgjax.components.build`); a run
+        trained with the caller's own components needs them again to resume.
 
     Returns:
       (run_dir, summary), the summary as written to summary.json.
     """
     if resume:
         config, record = load_run(run_dir)
-        seeds, seed, n = record["seeds"], record["seed"], record["chunk_updates"]
-        log = tuple(record.get("log", ()))
+        parts = run_components(config, record, components)
+        seeds, seed, log = record["seeds"], record["seed"], tuple(record.get("log", ()))
     else:
-        n = chunk_length(config.num_updates, chunks)
-        record = runs.config_record(config, seeds=seeds, seed=seed, chunk_updates=n, log=log)
+        parts = build(config, **components)
+        config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
+                                    chunks=chunks, log=log)
         runs.write_json(run_dir / "config.json", record)
+    n = record["chunk_updates"]
     loggers = make_loggers(log, run_dir, record)
-
-    t0 = time.perf_counter()
-    shard = seed_sharding(seeds)  # every leaf of state and metrics has a leading seeds axis
-    init = jax.jit(jax.vmap(functools.partial(init_state, config)), out_shardings=shard)
-    state = init(seed_keys(seed, seeds))
-    step = jax.jit(
-        jax.vmap(functools.partial(train_chunk, config, num_updates=n)),
-        in_shardings=shard, out_shardings=shard, donate_argnums=0,
-    )
-    step = step.lower(state).compile()
-    compile_seconds = time.perf_counter() - t0
+    state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
 
     ckpt = Checkpoints(run_dir)
     start = 0
     if resume and ckpt.steps():
         start, state = ckpt.restore(state)
     csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
+    t1 = time.perf_counter()
+    train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds, start=start, n=n,
+               checkpoint_every=checkpoint_every, progress=progress)
+    wall = time.perf_counter() - t1
+    ckpt.close()
+    for logger in loggers:
+        logger.close()
+    summary = summarize(config, csv, seeds=seeds, start=start if resume else None, wall=wall,
+                        compile_seconds=compile_seconds)
+    runs.write_json(run_dir / "summary.json", summary)
+    returns = csv.returns()
+    env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
+    plots.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
+    return run_dir, summary
+
+
+def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, checkpoint_every,
+               progress) -> None:
+    """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints."""
     steps_per_chunk = seeds * n * config.steps_per_update
     t1 = time.perf_counter()
     with tqdm(
@@ -112,55 +204,55 @@ def train_run(
             for logger in loggers:
                 logger.log(rows)
             bar.update(steps_per_chunk)
-            bar.set_postfix(ret=f"{np.nanmean(metrics.episode_return[:, -1]):.1f}")
+            bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
             last = c + 1 == config.num_updates // n
             if last or (c + 1) % checkpoint_every == 0:
                 ckpt.save((c + 1) * n, state)
-    wall = time.perf_counter() - t1
-    ckpt.close()
-    for logger in loggers:
-        logger.close()
 
+
+def summarize(config, csv, *, seeds, start, wall, compile_seconds) -> dict:
+    """summary.json: final return statistics over seeds, throughput and timings."""
     returns = csv.returns()  # [seeds, updates], also rows written before a resume
-    env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
-    summary = {
+    trained = config.num_updates - (start or 0)
+    return {
         "env": config.env,
         "seeds": seeds,
-        "env_steps_per_seed": int(env_steps[-1]),
-        "final_return": runs.score_summary(returns[:, -1]),
-        "env_steps_per_second": seeds * (config.num_updates - start) * config.steps_per_update
-        / wall,
+        "env_steps_per_seed": int(returns.shape[1] * config.steps_per_update),
+        "final_return": stats.score_summary(returns[:, -1]),
+        "env_steps_per_second": seeds * trained * config.steps_per_update / wall,
         "wall_seconds": wall,
         "compile_seconds": compile_seconds,
-        "resumed_from_update": start if resume else None,
+        "resumed_from_update": start,
     }
-    runs.write_json(run_dir / "summary.json", summary)
-    runs.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
-    return run_dir, summary
 
 
-def restore_run(run_dir: Path, step: int | None = None):
-    """(config, record, update, state) of a run's checkpoint (newest readable by default)."""
+def restore_run(run_dir: Path, step: int | None = None, **components):
+    """(config, record, components, update, state) of a run's checkpoint (newest readable)."""
     config, record = load_run(run_dir)
-    init = jax.jit(jax.vmap(functools.partial(init_state, config)))
-    like = init(seed_keys(record["seed"], record["seeds"]))
+    parts = run_components(config, record, components)
+    init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)))
+    like = init(sharded_seed_keys(record["seed"], record["seeds"]))
     ckpt = Checkpoints(run_dir)
     try:
         update, state = ckpt.restore(like, step)
     finally:
         ckpt.close()
-    return config, record, update, state
+    return config, record, parts, update, state
 
 
 def evaluate_run(
-    run_dir: Path, *, episodes: int = 100, step: int | None = None, seed: int = 0
+    run_dir: Path, *, episodes: int = 100, step: int | None = None, seed: int = 0, **components
 ) -> dict:
-    """Greedy and sampled returns of every seed's policy over `episodes` episodes."""
-    config, record, update, state = restore_run(run_dir, step)
-    keys = jax.random.split(jax.random.key(seed), record["seeds"])
+    """Greedy and sampled returns of every seed's policy over `episodes` episodes.
+
+    Seed i is evaluated with `train.seed_keys(seed, seeds, stream="eval")[i]`, a key stream
+    that shares no key with training.
+    """
+    _, record, parts, update, state = restore_run(run_dir, step, **components)
+    keys = seed_keys(seed, record["seeds"], stream="eval")
     result = {"checkpoint_update": update, "episodes": episodes, "eval_seed": seed}
     for mode in ("greedy", "sampled"):
-        fn = functools.partial(evaluate, config, num_episodes=episodes, greedy=mode == "greedy")
+        fn = functools.partial(evaluate, parts, num_episodes=episodes, greedy=mode == "greedy")
         returns = np.asarray(jax.jit(jax.vmap(fn))(state.params["policy"], keys))
         result[mode] = {"per_seed_mean": returns.mean(1).tolist(), "mean": float(returns.mean())}
     return result
@@ -168,35 +260,56 @@ def evaluate_run(
 
 def render_episode(
     run_dir: Path, path: Path, *, step: int | None = None, seed: int = 0, run: int = 0,
-    greedy: bool = True,
+    greedy: bool = True, **components,
 ) -> float:
     """Play one episode of seed `run`'s policy and save it as a GIF; returns its return."""
-    config, _, _, state = restore_run(run_dir, step)
-    nets = make_networks(config)
+    _, _, parts, _, state = restore_run(run_dir, step, **components)
+    env = parts.env
     params = jax.tree.map(lambda x: x[run], state.params["policy"])
 
     @jax.jit
     def act_and_step(key, env_state, obs):
         k_act, k_env = jax.random.split(key)
-        dist = nets.policy.apply(params, obs[None])
-        action = (dist.mode() if greedy else dist.sample(k_act))[0]
-        return nets.env.env.step(k_env, env_state, action, nets.env.params)
+        dist = parts.policy.apply(params, obs)
+        return env.step(k_env, env_state, dist.mode() if greedy else dist.sample(k_act))
 
-    key, k_reset = jax.random.split(jax.random.key(seed))
-    obs, env_state = nets.env.env.reset(k_reset, nets.env.params)
-    states, rewards = [env_state], [0.0]
-    for _ in range(nets.env.max_episode_steps):
+    key, k_reset = jax.random.split(seed_keys(seed, 1, stream="eval")[0])
+    obs, env_state = env.reset(k_reset, 1)
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    states, rewards = [first(env_state)], [0.0]
+    for _ in range(env.max_episode_steps):
         key, k = jax.random.split(key)
-        obs, next_state, reward, terminated, truncated, _ = act_and_step(
-            k, env_state, jnp.asarray(obs, jnp.float32).reshape(-1)
-        )
-        rewards.append(rewards[-1] + float(reward))
-        if terminated or truncated:
+        out = act_and_step(k, env_state, obs)
+        rewards.append(rewards[-1] + float(out.reward[0]))
+        if out.terminated[0] or out.truncated[0]:
             break
-        env_state = next_state
-        states.append(env_state)
-    save_gif(nets.env, states, rewards[: len(states)], path)
+        obs, env_state = out.obs, out.state
+        states.append(first(env_state))
+    save_gif(env, states, rewards[: len(states)], path)
     return rewards[-1]
+
+
+def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict:
+    """Rerun a run from its config.json in a temporary directory and compare the metrics.
+
+    Returns:
+      {"difference": None when metrics.csv matches bitwise (wall time aside), else the first
+      difference; "versions": {package: (recorded, now)} for the versions that changed}.
+    """
+    import tempfile
+
+    config, record = load_run(run_dir)
+    parts = run_components(config, record, components)
+    given = {name: getattr(parts, name) for name in record.get("components", {}).get("given", [])}
+    with tempfile.TemporaryDirectory() as tmp:
+        train_run(
+            config, Path(tmp), seeds=record["seeds"], seed=record["seed"],
+            chunks=config.num_updates // record["chunk_updates"], progress=progress, **given,
+        )
+        difference = compare_metrics(run_dir, Path(tmp))
+    now = runs.provenance()["versions"]
+    changed = {k: (v, now.get(k)) for k, v in record["versions"].items() if now.get(k) != v}
+    return {"difference": difference, "versions": changed}
 
 
 def compare_metrics(a: Path, b: Path) -> str | None:
@@ -231,4 +344,3 @@ def format_summary(summary: dict, run_dir: Path) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-

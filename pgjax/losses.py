@@ -1,8 +1,22 @@
 """Score-function (REINFORCE) loss, value loss and advantage helpers. Losses are minimized."""
 
+from typing import NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
+
+
+class Targets(NamedTuple):
+    """Per-step constants of the loss, made by an estimator; no gradient flows into them.
+
+    Leaves [T, *batch].
+    """
+
+    returns: jax.Array  # regression target of the value net (unused without one)
+    advantages: jax.Array  # multiplies ∇ log π(a_t|s_t): G_t − b_t, normalized or not
+    mask: jax.Array | None  # 1 where step t counts, 0 elsewhere; None: every step counts
+    weights: jax.Array | None  # per-step weights w_t (e.g. γ^t); None: all 1
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -19,6 +33,7 @@ def reinforce_loss(
     baseline: jax.Array | float | None = None,
     mask: jax.Array | None = None,
     weights: jax.Array | None = None,
+    count: jax.Array | float | None = None,
 ) -> jax.Array:
     """Negated score-function surrogate: −mean(w_t · log π(a_t|s_t) · sg(G_t − b_t)).
 
@@ -34,6 +49,9 @@ def reinforce_loss(
       mask: [T, *batch] float in {0, 1}; the mean is over masked-in steps (keyword-only).
       weights: [T, *batch] float w_t, e.g. γ^t for the exact discounted-objective gradient
         (keyword-only). Omitting γ^t, as most implementations do, biases the gradient for γ < 1.
+      count: N of the whole batch when these inputs are one time slice of it (keyword-only):
+        the result is then −Σ_t c_t log π(a_t|s_t) with constants c_t = w_t m_t A_t / N, this
+        slice's share of the whole batch's loss.
 
     Returns:
       Scalar loss.
@@ -41,16 +59,75 @@ def reinforce_loss(
     chex.assert_equal_shape([log_probs, returns])
     advantages = returns if baseline is None else returns - baseline
     advantages = jax.lax.stop_gradient(advantages)
+    if count is not None:
+        coef = advantages if weights is None else advantages * weights
+        coef = coef if mask is None else coef * mask
+        return -jnp.sum(jax.lax.stop_gradient(coef / count) * log_probs)
     score = log_probs * advantages
     if weights is not None:
         score = score * jax.lax.stop_gradient(weights)
     return -masked_mean(score, mask)
 
 
-def value_loss(values: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Squared error ½ · mean((V(s_t) − sg(G_t))²), [T, *batch] inputs, scalar output."""
+def value_loss(
+    values: jax.Array,
+    targets: jax.Array,
+    mask: jax.Array | None = None,
+    *,
+    count: jax.Array | float | None = None,
+) -> jax.Array:
+    """Squared error ½ · mean((V(s_t) − sg(G_t))²), [T, *batch] inputs, scalar output.
+
+    With `count` (keyword-only), the inputs are one time slice of a batch whose mean is over
+    `count` steps: Σ_t (½ m_t / count) (V(s_t) − G_t)², this slice's share.
+    """
     chex.assert_equal_shape([values, targets])
-    return 0.5 * masked_mean((values - jax.lax.stop_gradient(targets)) ** 2, mask)
+    error = (values - jax.lax.stop_gradient(targets)) ** 2
+    if count is not None:
+        coef = 0.5 * (jnp.ones_like(error) if mask is None else mask) / count
+        return jnp.sum(coef * error)
+    return 0.5 * masked_mean(error, mask)
+
+
+def policy_gradient_loss(
+    log_prob: jax.Array,
+    entropy: jax.Array,
+    values: jax.Array | None,
+    targets: Targets,
+    *,
+    value_coef: jax.Array | float,
+    ent_coef: jax.Array | float,
+    counts: tuple[jax.Array, int] | None = None,
+) -> tuple[jax.Array, dict]:
+    """The training loss: policy_loss + value_coef · value_loss − ent_coef · entropy.
+
+    policy_loss = `reinforce_loss` on the estimator's advantages, mask and weights;
+    value_loss = `value_loss` of V(s_t) against the targets' returns over the same mask (0
+    without a value net); entropy = the mean policy entropy over every step (masked or not).
+
+    Args:
+      log_prob: [T, *batch] log π(a_t|s_t), differentiable.
+      entropy: [T, *batch] entropy of π(·|s_t), differentiable.
+      values: [T, *batch] V(s_t), differentiable, or None without a value net.
+      targets: the estimator's per-step constants.
+      value_coef, ent_coef: the weights above (keyword-only).
+      counts: (masked-in steps, all steps) of the whole batch when `log_prob` is one time slice
+        of it: the slice's terms are divided by the batch's counts, so the losses of the slices
+        add up to the whole batch's (keyword-only).
+
+    Returns:
+      (loss, {"policy_loss", "value_loss", "entropy"}).
+    """
+    mask_count, size = (None, None) if counts is None else counts
+    pg_loss = reinforce_loss(
+        log_prob, targets.advantages, mask=targets.mask, weights=targets.weights, count=mask_count
+    )
+    entropy = jnp.mean(entropy) if size is None else jnp.sum(entropy) * (1.0 / size)
+    v_loss = jnp.zeros(())
+    if values is not None:
+        v_loss = value_loss(values, targets.returns, targets.mask, count=mask_count)
+    loss = pg_loss + value_coef * v_loss - ent_coef * entropy
+    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
 
 
 def normalize(x: jax.Array, mask: jax.Array | None = None, rtol: float = 1e-5) -> jax.Array:

@@ -1,4 +1,15 @@
-"""flax.linen MLP policies (categorical, diagonal Gaussian) and the value network."""
+"""Action distributions, policy and value networks (flax.linen).
+
+The policy contract the trainer relies on: a flax module whose `__call__(obs)` maps observations
+[..., *obs_shape] to a distribution with `sample(key) -> action [..., *action_shape]`,
+`log_prob(action) -> [...]` and `entropy() -> [...]` (and `mode()` for greedy evaluation).
+`Categorical` and `DiagGaussian` are the built-in distributions; a distribution that also has
+`noise(key)` and `sample_from(noise)` and is a pytree gets its noise drawn before the rollout loop.
+A value network maps observations [..., *obs_shape] to V(s) [...].
+
+The built-in networks take a `torso` (obs [..., *obs_shape] -> features [..., F]): `Flatten`
+(default) for vectors, `ConvTorso` for image-like observations such as MinAtar's [10, 10, C].
+"""
 
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -95,8 +106,44 @@ def gram_schmidt(a: jax.Array) -> jax.Array:
     return jax.lax.fori_loop(0, a.shape[1], column, jnp.zeros_like(a))
 
 
+class Flatten(nn.Module):
+    """obs [..., *obs_shape] -> [..., prod(obs_shape)], for `obs_ndim` = len(obs_shape)."""
+
+    obs_ndim: int = 1
+
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        if self.obs_ndim == 1:
+            return obs
+        return obs.reshape(*obs.shape[: obs.ndim - self.obs_ndim], -1)
+
+
+class ConvTorso(nn.Module):
+    """ReLU convolutions over obs [..., H, W, C], flattened to [..., F].
+
+    The MinAtar network of Young & Tian (2019) is one 3×3 convolution of 16 channels, stride 1,
+    followed by a dense layer: `ConvTorso((16,))` then the policy's `hidden` MLP.
+    """
+
+    channels: Sequence[int] = (16,)
+    kernel: int = 3
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        batch = obs.shape[:-3]
+        x = obs.reshape(-1, *obs.shape[-3:])
+        for width in self.channels:
+            x = nn.Conv(width, (self.kernel, self.kernel), padding="SAME",
+                        kernel_init=orthogonal(np.sqrt(2.0)))(x)
+            x = nn.relu(x)
+        return x.reshape(*batch, -1)
+
+
+def torso_or_flatten(torso: nn.Module | None) -> nn.Module:
+    return Flatten() if torso is None else torso
+
+
 class MLP(nn.Module):
-    """tanh MLP torso with orthogonal init and a linear head of `out` units."""
+    """tanh MLP with orthogonal init and a linear head of `out` units; x [..., D]."""
 
     hidden: Sequence[int]
     out: int
@@ -111,26 +158,30 @@ class MLP(nn.Module):
 
 
 class CategoricalPolicy(nn.Module):
-    """obs [..., D] -> Categorical over `num_actions`."""
+    """obs [..., *obs_shape] -> Categorical over `num_actions` (torso, then a tanh MLP)."""
 
     hidden: Sequence[int]
     num_actions: int
+    torso: nn.Module | None = None  # None: Flatten(1), observations are vectors [..., D]
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> Categorical:
-        return Categorical(MLP(self.hidden, self.num_actions, out_scale=0.01)(obs))
+        x = torso_or_flatten(self.torso)(obs)
+        return Categorical(MLP(self.hidden, self.num_actions, out_scale=0.01)(x))
 
 
 class GaussianPolicy(nn.Module):
-    """obs [..., D] -> DiagGaussian with a state-independent learned log_std."""
+    """obs [..., *obs_shape] -> DiagGaussian with a state-independent learned log_std."""
 
     hidden: Sequence[int]
     action_dim: int
     init_log_std: float = 0.0
+    torso: nn.Module | None = None  # None: Flatten(1)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> DiagGaussian:
-        mean = MLP(self.hidden, self.action_dim, out_scale=0.01)(obs)
+        x = torso_or_flatten(self.torso)(obs)
+        mean = MLP(self.hidden, self.action_dim, out_scale=0.01)(x)
         log_std = self.param(
             "log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,)
         )
@@ -138,10 +189,12 @@ class GaussianPolicy(nn.Module):
 
 
 class ValueNet(nn.Module):
-    """obs [..., D] -> V(s) [...]."""
+    """obs [..., *obs_shape] -> V(s) [...]."""
 
     hidden: Sequence[int]
+    torso: nn.Module | None = None  # None: Flatten(1)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        return MLP(self.hidden, 1)(obs)[..., 0]
+        x = torso_or_flatten(self.torso)(obs)
+        return MLP(self.hidden, 1)(x)[..., 0]

@@ -1,25 +1,23 @@
-"""The REINFORCE train step and the training loop: pure functions of (config, key)."""
+"""The REINFORCE train step and the training loop: pure functions of (config, key, components)."""
 
 import functools
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from pgjax.components import Components, build
 from pgjax.config import Config
-from pgjax.envs import Env
-from pgjax.losses import masked_mean, normalize, reinforce_loss, value_loss
-from pgjax.policies import CategoricalPolicy, GaussianPolicy, ValueNet
-from pgjax.returns import complete_episode_mask, discounted_returns, episode_start_mask
+from pgjax.estimators import EstimatorInputs
+from pgjax.losses import Targets, policy_gradient_loss
 from pgjax.rollout import RunnerState, Transition, init_runner, rollout
 
 
 class TrainState(NamedTuple):
     """Everything a run carries between updates (add a leading axis per vmapped seed)."""
 
-    params: dict  # {"policy": ..., "value": ...}; "value" only with baseline="value"
+    params: dict  # {"policy": ..., "value": ...}; "value" only with a value net
     opt_state: Any  # optax state of clip-by-global-norm + Adam
     runner: RunnerState  # env states, observations and running episode statistics
     key: jax.Array  # PRNG key for the next update
@@ -39,20 +37,19 @@ class Metrics(NamedTuple):
     grad_norm: jax.Array  # global norm before clipping
 
 
-class Networks(NamedTuple):
-    env: Env
-    policy: nn.Module
-    value: nn.Module | None
+def seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Array:
+    """[seeds] PRNG keys of a run: seed i's key for `stream`.
 
-
-def make_networks(config: Config) -> Networks:
-    env = Env(config.env)
-    if env.continuous:
-        policy = GaussianPolicy(config.hidden, env.num_actions, config.init_log_std)
-    else:
-        policy = CategoricalPolicy(config.hidden, env.num_actions)
-    value = ValueNet(config.hidden) if config.baseline == "value" else None
-    return Networks(env, policy, value)
+    "train": jax.random.split(jax.random.key(seed), seeds)[i], what `pgjax train --seed S
+    --seeds N` and sweeps give seed i. "eval": the same split of a key folded with a constant,
+    a stream that shares no key with training.
+    """
+    key = jax.random.key(seed)
+    if stream == "eval":
+        key = jax.random.fold_in(key, 0x6576616C)  # "eval"
+    elif stream != "train":
+        raise ValueError(f"unknown key stream {stream!r}")
+    return jax.random.split(key, seeds)
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -63,196 +60,141 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
 
 
-def returns_and_mask(
-    params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
-) -> tuple[jax.Array, jax.Array | None]:
-    """Returns-to-go G_t [T, B] (held constant) and the step mask for `config.window`.
-
-    With window="bootstrap" the cut episodes are completed with the learned value: V(last_obs)
-    after the window and V(final_obs) at time-limit truncation; termination adds nothing.
-    """
-    if config.window == "bootstrap":
-        v = lambda obs: jax.lax.stop_gradient(nets.value.apply(params["value"], obs))
-        returns = discounted_returns(
-            batch.reward, batch.done, config.gamma, v(last_obs),
-            truncated=batch.truncated, truncation_values=v(batch.final_obs),
-        )
-    else:
-        returns = discounted_returns(batch.reward, batch.done, config.gamma)
-    mask = None
-    if config.window == "complete":
-        mask = complete_episode_mask(batch.done)
-    elif config.window == "episodes":
-        last_start = config.num_steps - nets.env.max_episode_steps
-        if last_start < 0:
-            raise ValueError(f"window='episodes' needs num_steps ≥ {nets.env.max_episode_steps}")
-        mask = episode_start_mask(batch.episode_t, last_start)
-    return returns, mask
-
-
-class Targets(NamedTuple):
-    """Per-step constants of the loss (no gradient flows into them), leaves [T, B]."""
-
-    returns: jax.Array  # G_t, regression target of the value net
-    advantages: jax.Array  # G_t − b_t, normalized if configured
-    mask: jax.Array | None  # 1 where step t counts (window), None for all
-    weights: jax.Array | None  # γ^t with gamma_weighting, else None
-
-
-def loss_targets(
+def estimate(
     params: dict,
     config: Config,
-    nets: Networks,
+    parts: Components,
     batch: Transition,
     last_obs: jax.Array,
     values: jax.Array | None,
 ) -> Targets:
-    """Returns, advantages, mask and weights for the loss; `values` [T, B] with baseline="value"."""
-    returns, mask = returns_and_mask(params, config, nets, batch, last_obs)
-    if config.baseline == "value":
-        advantages = returns - jax.lax.stop_gradient(values)
-    elif config.baseline == "mean":
-        advantages = returns - masked_mean(returns, mask)
-    else:
-        advantages = returns
-    if config.normalize_advantages:
-        advantages = normalize(advantages, mask)
-    weights = config.gamma ** batch.episode_t if config.gamma_weighting else None
-    return Targets(returns, advantages, mask, weights)
+    """The estimator's targets for `batch`; `values` [T, B] V(s_t) with a value net."""
+    value_fn = None
+    if parts.value is not None:
+        value_fn = lambda obs: jax.lax.stop_gradient(parts.value.apply(params["value"], obs))
+        values = jax.lax.stop_gradient(values)
+    inputs = EstimatorInputs(
+        batch, last_obs, config.gamma, values, value_fn, parts.env.max_episode_steps
+    )
+    return parts.estimator(inputs)
 
 
 def loss_fn(
-    params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
+    params: dict, config: Config, parts: Components, batch: Transition, last_obs: jax.Array
 ) -> tuple[jax.Array, dict]:
-    """REINFORCE loss with the configured window, baseline, weights and bonuses.
+    """The training loss of one batch: the estimator's targets, then `policy_gradient_loss`.
 
     Args:
       params: {"policy": ..., "value": ...}.
-      config: hyperparameters.
-      nets: the env and the networks.
+      config: hyperparameters (gamma, value_coef, ent_coef are read here).
+      parts: env, networks and estimator.
       batch: time-major rollout [T, B, ...].
-      last_obs: [B, D] observation after the window, bootstrapped from with window="bootstrap".
+      last_obs: [B, *obs_shape] observation after the window (bootstrapping estimators use it).
 
     Returns:
       (loss, metrics): loss = policy_loss + value_coef · value_loss − ent_coef · entropy.
     """
-    dist = nets.policy.apply(params["policy"], batch.obs)
-    log_prob = dist.log_prob(batch.action)
-    entropy = jnp.mean(dist.entropy())
+    dist = parts.policy.apply(params["policy"], batch.obs)
     values = None
-    if config.baseline == "value":
-        values = nets.value.apply(params["value"], batch.obs)
-    targets = loss_targets(params, config, nets, batch, last_obs, values)
-    v_loss = jnp.zeros(())
-    if config.baseline == "value":
-        v_loss = value_loss(values, targets.returns, targets.mask)
-
-    pg_loss = reinforce_loss(
-        log_prob, targets.advantages, mask=targets.mask, weights=targets.weights
+    if parts.value is not None:
+        values = parts.value.apply(params["value"], batch.obs)
+    targets = estimate(params, config, parts, batch, last_obs, values)
+    return policy_gradient_loss(
+        dist.log_prob(batch.action), dist.entropy(), values, targets,
+        value_coef=config.value_coef, ent_coef=config.ent_coef,
     )
-    loss = pg_loss + config.value_coef * v_loss - config.ent_coef * entropy
-    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
 
 
-def chunk_loss(
+def slice_loss(
     params: dict,
     config: Config,
-    nets: Networks,
+    parts: Components,
     obs: jax.Array,
     action: jax.Array,
-    coef: dict,
-    entropy_scale: float,
+    targets: Targets,
+    counts: tuple[jax.Array, int],
 ) -> tuple[jax.Array, dict]:
-    """One time chunk's share of `loss_fn`, which is a sum of per-step terms.
-
-    With constants c_t = A_t w_t m_t / Σm: policy_loss = −Σ_t c_t log π(a_t|s_t),
-    value_loss = Σ_t ½ m_t / Σm (V(s_t) − G_t)², entropy = entropy_scale · Σ_t H(π(·|s_t))
-    with entropy_scale = 1 / (T·B) of the whole batch.
-    """
-    dist = nets.policy.apply(params["policy"], obs)
-    pg_loss = -jnp.sum(coef["policy"] * dist.log_prob(action))
-    entropy = jnp.sum(dist.entropy()) * entropy_scale
-    v_loss = jnp.zeros(())
-    if config.baseline == "value":
-        values = nets.value.apply(params["value"], obs)
-        v_loss = jnp.sum(coef["value"] * (values - coef["returns"]) ** 2)
-    loss = pg_loss + config.value_coef * v_loss - config.ent_coef * entropy
-    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+    """One time slice's share of `loss_fn`, with targets made on the whole batch."""
+    dist = parts.policy.apply(params["policy"], obs)
+    values = None if parts.value is None else parts.value.apply(params["value"], obs)
+    return policy_gradient_loss(
+        dist.log_prob(action), dist.entropy(), values, targets,
+        value_coef=config.value_coef, ent_coef=config.ent_coef, counts=counts,
+    )
 
 
 def loss_and_grad(
-    params: dict, config: Config, nets: Networks, batch: Transition, last_obs: jax.Array
+    params: dict, config: Config, parts: Components, batch: Transition, last_obs: jax.Array
 ) -> tuple[tuple[jax.Array, dict], dict]:
     """`jax.value_and_grad(loss_fn, has_aux=True)`, accumulated over `config.loss_chunks`.
 
-    With loss_chunks = K > 1 the targets are computed on the whole batch, then the gradient of
-    each of K time chunks [T/K, B] is taken in a `lax.scan` and summed: the activations saved
-    for the backward pass are those of one chunk, not of the whole batch. Same gradient up to
-    float rounding (summation order). With baseline="value" the value net also runs once over
-    the whole batch (no gradient) for the advantages, which are normalized over all of it.
+    With loss_chunks = K > 1 the targets are made on the whole batch (the value net runs once
+    over it without gradient), then the gradient of each of K time slices [T/K, B] is taken in a
+    `lax.scan` and summed: the activations saved for the backward pass are those of one slice,
+    not of the whole batch. Same loss and gradient up to float rounding (summation order).
     """
     if config.loss_chunks == 1:
-        return jax.value_and_grad(loss_fn, has_aux=True)(params, config, nets, batch, last_obs)
+        return jax.value_and_grad(loss_fn, has_aux=True)(params, config, parts, batch, last_obs)
     values = None
-    if config.baseline == "value":
-        values = jax.lax.stop_gradient(nets.value.apply(params["value"], batch.obs))
-    targets = loss_targets(params, config, nets, batch, last_obs, values)
-    mask = 1.0 if targets.mask is None else targets.mask
-    weights = 1.0 if targets.weights is None else targets.weights
+    if parts.value is not None:
+        values = parts.value.apply(params["value"], batch.obs)
+    targets = estimate(params, config, parts, batch, last_obs, values)
     shape = batch.reward.shape
-    count = jnp.maximum(jnp.sum(jnp.broadcast_to(mask, shape)), 1.0)
-    coef = {"policy": jax.lax.stop_gradient(targets.advantages * weights * mask / count)}
-    if config.baseline == "value":
-        coef["value"] = jnp.broadcast_to(0.5 * mask / count, shape)
-        coef["returns"] = jax.lax.stop_gradient(targets.returns)
+    mask = jnp.ones(shape) if targets.mask is None else targets.mask
+    counts = (jnp.maximum(jnp.sum(mask), 1.0), shape[0] * shape[1])
+    targets = jax.tree.map(lambda x: jnp.broadcast_to(x, shape), targets)
     k = config.loss_chunks
     split = lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:])
-    grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)
+    grad_fn = jax.value_and_grad(slice_loss, has_aux=True)
 
-    def accumulate(total, chunk):
-        out = grad_fn(params, config, nets, *chunk, 1.0 / (shape[0] * shape[1]))
+    def accumulate(total, piece):
+        obs, action, targets = piece
+        out = grad_fn(params, config, parts, obs, action, targets, counts)
         return jax.tree.map(jnp.add, total, out), None
 
     scalar = jnp.zeros(())
     aux = {"policy_loss": scalar, "value_loss": scalar, "entropy": scalar}
     zeros = ((scalar, aux), jax.tree.map(jnp.zeros_like, params))
-    chunks = jax.tree.map(split, (batch.obs, batch.action, coef))
-    return jax.lax.scan(accumulate, zeros, chunks)[0]
+    pieces = jax.tree.map(split, (batch.obs, batch.action, targets))
+    return jax.lax.scan(accumulate, zeros, pieces)[0]
 
 
-def init_state(config: Config, key: jax.Array) -> TrainState:
+def init_state(config: Config, key: jax.Array, parts: Components | None = None) -> TrainState:
     """Fresh parameters, optimizer state and environments for one seed.
 
-    Raises ValueError for rbg / unsafe_rbg keys: under vmap they draw every seed's bits from
-    the first key (jax#19085), so seeds would not be independent or reproducible alone.
+    `parts` default to `build(config)`. Raises ValueError for rbg / unsafe_rbg keys: under vmap
+    they draw every seed's bits from the first key (jax#19085), so seeds would not be
+    independent or reproducible alone.
     """
     if str(jax.random.key_impl(key)) in ("rbg", "unsafe_rbg"):
         raise ValueError("pgjax needs threefry2x32 keys; rbg keys are not independent under vmap")
-    nets = make_networks(config)
+    parts = build(config, validate=False) if parts is None else parts
     key, k_env, k_policy, k_value = jax.random.split(key, 4)
-    dummy = jnp.zeros((1, nets.env.obs_dim), jnp.float32)
-    params = {"policy": nets.policy.init(k_policy, dummy)}
-    if nets.value is not None:
-        params["value"] = nets.value.init(k_value, dummy)
+    dummy = jnp.zeros((1, *parts.env.obs_shape), jnp.float32)
+    params = {"policy": parts.policy.init(k_policy, dummy)}
+    if parts.value is not None:
+        params["value"] = parts.value.init(k_value, dummy)
     return TrainState(
         params=params,
         opt_state=make_optimizer(config).init(params),
-        runner=init_runner(k_env, nets.env, config.num_envs),
+        runner=init_runner(k_env, parts.env, config.num_envs),
         key=key,
         update=jnp.zeros((), jnp.int32),
         last_return=jnp.full((), jnp.nan, jnp.float32),
     )
 
 
-def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[TrainState, Metrics]:
+def train_step(
+    config: Config, state: TrainState, key: jax.Array, parts: Components | None = None
+) -> tuple[TrainState, Metrics]:
     """One update: rollout, returns and loss, gradient, optimizer step."""
-    nets = make_networks(config)
-    policy = functools.partial(nets.policy.apply, state.params["policy"])
+    parts = build(config, validate=False) if parts is None else parts
+    policy = functools.partial(parts.policy.apply, state.params["policy"])
     runner, batch = rollout(
-        key, nets.env, policy, state.runner, config.num_steps, unroll=config.unroll
+        key, parts.env, policy, state.runner, config.num_steps, unroll=config.unroll
     )
 
-    (loss, aux), grads = loss_and_grad(state.params, config, nets, batch, runner.obs)
+    (loss, aux), grads = loss_and_grad(state.params, config, parts, batch, runner.obs)
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
@@ -265,23 +207,42 @@ def train_step(config: Config, state: TrainState, key: jax.Array) -> tuple[Train
 
 
 def train_chunk(
-    config: Config, state: TrainState, num_updates: int
+    config: Config, state: TrainState, num_updates: int, parts: Components | None = None
 ) -> tuple[TrainState, Metrics]:
     """`num_updates` train steps in one `lax.scan`; metrics [num_updates]. Chunks compose."""
+    parts = build(config, validate=False) if parts is None else parts
 
     def body(state: TrainState, _):
         key, step_key = jax.random.split(state.key)
-        return train_step(config, state._replace(key=key), step_key)
+        return train_step(config, state._replace(key=key), step_key, parts)
 
     return jax.lax.scan(body, state, None, length=num_updates)
 
 
-def train(config: Config, key: jax.Array) -> tuple[TrainState, Metrics]:
-    """A whole run for one seed: init, then `config.num_updates` updates. Pure and jittable."""
-    return train_chunk(config, init_state(config, key), config.num_updates)
+def train(
+    config: Config, key: jax.Array, parts: Components | None = None
+) -> tuple[TrainState, Metrics]:
+    """A whole run for one seed: init, then `config.num_updates` updates. Pure and jittable.
+
+    `parts` default to `build(config)`, made inside the trace so that a vmapped config's leaves
+    (e.g. init_log_std) reach the networks.
+    """
+    parts = build(config, validate=False) if parts is None else parts
+    return train_chunk(config, init_state(config, key, parts), config.num_updates, parts)
 
 
-def make_train(config: Config):
-    """Returns `train(key) -> (TrainState, Metrics)`, so `jax.jit(jax.vmap(train))(keys)` works."""
-    config.validate()
-    return functools.partial(train, config)
+def make_train(config: Config, **components):
+    """`train(key) -> (TrainState, Metrics)` for `config` and the given components.
+
+    Args:
+      config: hyperparameters; validated here.
+      **components: env=, policy=, value=, estimator= (see `pgjax.components.build`); those
+        omitted are made from the config's fields.
+
+    Returns:
+      A pure function of one PRNG key, so `jax.jit(jax.vmap(train))(keys)` trains many seeds.
+
+    Raises:
+      ValueError: one line, for a config or component that does not fit, before any compile.
+    """
+    return functools.partial(train, config, parts=build(config, **components))

@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory):
 def test_evaluate_counts_one_whole_episode():
     config = pgjax.Config()
     params = pgjax.init_state(config, jax.random.key(0)).params["policy"]
-    ret = np.asarray(evaluate(config, params, jax.random.key(1), 16, greedy=False))
+    ret = np.asarray(evaluate(pgjax.build(config), params, jax.random.key(1), 16, greedy=False))
     assert ret.shape == (16,) and (ret >= 8).all() and (ret <= 500).all()
     # CartPole pays 1 per step: a random policy's first episodes average ~22 steps.
     assert 10 < ret.mean() < 60

@@ -10,15 +10,9 @@ import optax
 import pytest
 
 import pgjax
+from pgjax.estimators import returns_and_mask
 from pgjax.rollout import rollout
-from pgjax.train import (
-    init_state,
-    loss_and_grad,
-    make_networks,
-    returns_and_mask,
-    train_chunk,
-    train_step,
-)
+from pgjax.train import init_state, loss_and_grad, train_chunk, train_step
 
 SMALL = pgjax.Config(num_envs=8, num_steps=50, total_timesteps=8 * 50 * 4)
 
@@ -66,11 +60,11 @@ def test_step_is_finite_and_changes_params(overrides):
 
 def rollout_batch(config, seed=0):
     state = init_state(config, jax.random.key(seed))
-    nets = make_networks(config)
-    policy = functools.partial(nets.policy.apply, state.params["policy"])
-    runner, batch = rollout(jax.random.key(seed + 1), nets.env, policy, state.runner,
+    parts = pgjax.build(config)
+    policy = functools.partial(parts.policy.apply, state.params["policy"])
+    runner, batch = rollout(jax.random.key(seed + 1), parts.env, policy, state.runner,
                             config.num_steps)
-    return state.params, nets, batch, runner.obs
+    return state.params, parts, batch, runner.obs
 
 
 @pytest.mark.parametrize(
@@ -86,15 +80,15 @@ def rollout_batch(config, seed=0):
 )
 def test_loss_chunks_give_the_whole_batch_gradient(overrides):
     base = SMALL.replace(num_envs=4, num_steps=60, **overrides)
-    params, nets, batch, last_obs = rollout_batch(base)
+    params, parts, batch, last_obs = rollout_batch(base)
     (loss, aux), grads = jax.jit(loss_and_grad, static_argnums=(1, 2))(
-        params, base, nets, batch, last_obs
+        params, base, parts, batch, last_obs
     )
     assert float(optax.tree.norm(grads)) > 0
     for chunks in (2, 5):
         config = base.replace(loss_chunks=chunks)
         (c_loss, c_aux), c_grads = jax.jit(loss_and_grad, static_argnums=(1, 2))(
-            params, config, nets, batch, last_obs
+            params, config, parts, batch, last_obs
         )
         np.testing.assert_allclose(c_loss, loss, rtol=1e-5, atol=1e-7)
         for name in aux:
@@ -174,9 +168,9 @@ def test_vmap_over_config_leaves_matches_single_runs():
 
 def test_bootstrap_reads_final_observation_at_truncation():
     config = SMALL.replace(baseline="value", window="bootstrap", gamma=0.9)
-    nets = make_networks(config)
+    parts = pgjax.build(config)
     params = init_state(config, jax.random.key(0)).params
-    T, B, D = 4, 2, nets.env.obs_dim
+    T, B, D = 4, 2, parts.env.obs_dim
     obs = jax.random.normal(jax.random.key(1), (T, B, D))
     final_obs = jax.random.normal(jax.random.key(2), (T, B, D))
     truncated = jnp.zeros((T, B), bool).at[1, 0].set(True)
@@ -188,24 +182,29 @@ def test_bootstrap_reads_final_observation_at_truncation():
         episode_return=jnp.zeros((T, B)),
     )
     last_obs = jax.random.normal(jax.random.key(3), (B, D))
-    g, mask = returns_and_mask(params, config, nets, batch, last_obs)
-    v = lambda o: float(nets.value.apply(params["value"], o))
+    value_fn = functools.partial(parts.value.apply, params["value"])
+    returns = lambda batch: returns_and_mask(
+        batch, 0.9, window="bootstrap", max_episode_steps=500, value_fn=value_fn,
+        last_obs=last_obs,
+    )
+    g, mask = returns(batch)
+    v = lambda o: float(value_fn(o))
     assert mask is None
     np.testing.assert_allclose(g[1, 0], 1 + 0.9 * v(final_obs[1, 0]), rtol=1e-5)
     np.testing.assert_allclose(g[2, 1], 1.0, rtol=1e-6)  # termination: no future value
     np.testing.assert_allclose(g[3, 0], 1 + 0.9 * v(last_obs[0]), rtol=1e-5)
     # final_obs where the episode did not end is never read
     moved = batch._replace(final_obs=final_obs.at[0, 0].set(100.0))
-    np.testing.assert_array_equal(g, returns_and_mask(params, config, nets, moved, last_obs)[0])
+    np.testing.assert_array_equal(g, returns(moved)[0])
 
 
 def test_complete_window_masks_unfinished_tail():
     config = SMALL
-    nets = make_networks(config)
+    parts = pgjax.build(config)
     state = init_state(config, jax.random.key(0))
-    policy = functools.partial(nets.policy.apply, state.params["policy"])
-    _, batch = pgjax.rollout(jax.random.key(1), nets.env, policy, state.runner, 50)
-    _, mask = returns_and_mask(state.params, config, nets, batch, None)
+    policy = functools.partial(parts.policy.apply, state.params["policy"])
+    _, batch = pgjax.rollout(jax.random.key(1), parts.env, policy, state.runner, 50)
+    _, mask = returns_and_mask(batch, 0.99, window="complete", max_episode_steps=500)
     done = np.asarray(batch.done)
     for b in range(done.shape[1]):
         ends = np.flatnonzero(done[:, b])

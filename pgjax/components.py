@@ -1,0 +1,175 @@
+"""The objects a trainer is built from, and the one place a config's strings become them.
+
+`build(config, env=..., policy=..., value=..., estimator=...)` returns `Components`; whatever is
+not passed is made from the config's fields (env id, network, hidden sizes, baseline, window,
+...), and the whole is validated before anything compiles. `make_train`, the CLI, sweeps,
+`reproduce` and every host runner go through it.
+"""
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pgjax.config import Config
+from pgjax.envs import Env
+from pgjax.estimators import Estimator, ReturnToGo
+from pgjax.policies import CategoricalPolicy, ConvTorso, Flatten, GaussianPolicy, ValueNet
+
+
+class Components(NamedTuple):
+    """What a training run is made of (all static: closed over by the jitted program)."""
+
+    env: Env  # batched gymnax environment
+    policy: nn.Module  # obs [..., *obs_shape] -> distribution (sample, log_prob, entropy)
+    value: nn.Module | None  # obs [..., *obs_shape] -> V [...]; None unless the estimator uses V
+    estimator: Estimator  # batch -> losses.Targets
+
+
+class ComponentError(ValueError):
+    """A component that does not fit the others or the config (one-line message)."""
+
+
+def as_env(env: Any) -> Env:
+    """A `pgjax.Env` from an Env, a gymnax Environment (default params) or (Environment, params)."""
+    if isinstance(env, Env):
+        return env
+    if isinstance(env, tuple) and len(env) == 2:
+        return Env(type(env[0]).__name__, env=env[0], params=env[1])
+    if hasattr(env, "step") and hasattr(env, "reset") and hasattr(env, "default_params"):
+        return Env(type(env).__name__, env=env)
+    raise ComponentError(
+        f"env must be a pgjax.Env, a gymnax Environment or (Environment, params), "
+        f"got {type(env).__name__}"
+    )
+
+
+def torso(config: Config, env: Env) -> nn.Module | None:
+    """The feature extractor of `config.network` for this env's observations."""
+    if config.network == "cnn":
+        if len(env.obs_shape) != 3:
+            raise ComponentError(
+                f"network='cnn' needs image observations [H, W, C]; {env.name} has "
+                f"observations of shape {env.obs_shape}"
+            )
+        return ConvTorso()
+    return None if len(env.obs_shape) == 1 else Flatten(len(env.obs_shape))
+
+
+def build(
+    config: Config,
+    *,
+    env: Any = None,
+    policy: nn.Module | None = None,
+    value: nn.Module | None = None,
+    estimator: Estimator | None = None,
+    validate: bool = True,
+) -> Components:
+    """Components of a run: those given, the rest made from the config's fields.
+
+    Args:
+      config: the run's config; its strings decide every component not given.
+      env: a `pgjax.Env`, a gymnax Environment, or (Environment, params); default
+        `Env(config.env)`.
+      policy: a flax module, obs -> distribution; default an MLP (or CNN with
+        network="cnn") with a categorical or diagonal Gaussian head for the env's action space.
+      value: a flax module, obs -> V(s); default `ValueNet` when the estimator uses a value.
+      estimator: default `ReturnToGo(config.baseline, config.window, ...)`.
+      validate: check the config and the components together (`check`); off inside a traced
+        function, where the config's leaves are tracers.
+
+    Raises:
+      ValueError: one line naming the first problem (with validate).
+    """
+    if validate:
+        config.validate()
+    defaults = tuple(name for name, given in
+                     (("env", env), ("policy", policy), ("value", value)) if given is None)
+    env = Env(config.env) if env is None else as_env(env)
+    if estimator is None:
+        estimator = ReturnToGo(
+            config.baseline, config.window, config.gamma_weighting, config.normalize_advantages
+        )
+    if policy is None:
+        features = torso(config, env)
+        if env.continuous:
+            policy = GaussianPolicy(config.hidden, env.num_actions, config.init_log_std, features)
+        else:
+            policy = CategoricalPolicy(config.hidden, env.num_actions, features)
+    if value is None and estimator.uses_value:
+        value = ValueNet(config.hidden, torso(config, env))
+    components = Components(env, policy, value, estimator)
+    if validate:
+        check(config, components, defaults=defaults)
+    return components
+
+
+def check(config: Config, components: Components, *, defaults: tuple[str, ...] = ()) -> None:
+    """Validate a config's env-dependent rules and the components before anything compiles.
+
+    Abstract evaluation (`jax.eval_shape`, no compile) runs the policy and value nets on one
+    observation of the env's shape: a network that cannot take it, a policy output without
+    `sample`/`log_prob`/`entropy`, or a log_prob or value of the wrong shape fails here.
+
+    Args:
+      config: the run's config (already `Config.validate`d).
+      components: from `build`.
+      defaults: names of the components `build` made from the config (not user-given), so
+        config-only rules (init_log_std for discrete actions) apply to them alone.
+
+    Raises:
+      ValueError: one line naming the first problem.
+    """
+    env, policy, value, estimator = components
+    if "policy" in defaults and not env.continuous and config.init_log_std != Config.init_log_std:
+        raise ComponentError(
+            f"init_log_std applies to continuous actions only; {env.name} is discrete"
+        )
+    if "policy" in defaults or "value" in defaults:
+        torso(config, env)
+    if hasattr(estimator, "check"):
+        estimator.check(env, config)
+    if estimator.uses_value and value is None:
+        raise ComponentError(f"{type(estimator).__name__} uses a value net; pass value=")
+    if value is not None and not estimator.uses_value:
+        raise ComponentError(
+            f"a value net was given but {type(estimator).__name__} does not use one"
+        )
+    obs = jax.ShapeDtypeStruct((1, *env.obs_shape), jnp.float32)
+    key = jax.random.key(0)
+    dist = _abstract(lambda o: policy.apply(policy.init(key, o), o), obs, "policy", env)
+    for method in ("sample", "log_prob", "entropy"):
+        if not callable(getattr(dist, method, None)):
+            raise ComponentError(
+                f"the policy returned {type(dist).__name__}, which has no {method}(); a policy "
+                f"maps observations to a distribution (see pgjax.policies)"
+            )
+    action = jnp.zeros((1, *env.action_shape), jnp.float32 if env.continuous else jnp.int32)
+    log_prob = _abstract(
+        lambda o: policy.apply(policy.init(key, o), o).log_prob(action), obs, "policy", env
+    )
+    if getattr(log_prob, "shape", None) != (1,):
+        raise ComponentError(
+            f"the policy's log_prob of a batch of 1 action has shape "
+            f"{getattr(log_prob, 'shape', None)}, expected (1,)"
+        )
+    if value is not None:
+        v = _abstract(lambda o: value.apply(value.init(key, o), o), obs, "value net", env)
+        if getattr(v, "shape", None) != (1,):
+            raise ComponentError(
+                f"the value net maps a batch of 1 observation to shape "
+                f"{getattr(v, 'shape', None)}, expected (1,)"
+            )
+
+
+def _abstract(fn, obs: jax.ShapeDtypeStruct, what: str, env: Env):
+    """`jax.eval_shape(fn, obs)`, any failure reported as one line."""
+    try:
+        return jax.eval_shape(fn, obs)
+    except Exception as e:  # flax/JAX raise many types for a shape that does not fit
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ComponentError(
+            f"the {what} cannot take {env.name} observations of shape {env.obs_shape} "
+            f"(batched [1, ...]): {reason}"
+        ) from None

@@ -1,0 +1,60 @@
+"""Learning-curve figures (matplotlib, Agg backend); host-only."""
+
+from pathlib import Path
+
+import numpy as np
+
+from pgjax import runs, stats
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:
+    """Mean episode return over seeds with a 95% t-interval band; returns [seeds, updates]."""
+    from scipy import stats as scipy_stats
+
+    plt = pyplot()
+    n = np.isfinite(returns).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(returns, 0) if n.any() else np.full(returns.shape[1], np.nan)
+        sem = np.nanstd(returns, 0, ddof=1) / np.sqrt(n)
+        half = scipy_stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sem
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(env_steps, mean, label=f"mean over {returns.shape[0]} seeds")
+    ax.fill_between(env_steps, mean - half, mean + half, alpha=0.3, label="95% CI")
+    ax.set_xlabel("env steps per seed")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_runs(run_dirs: list[Path], out: Path, *, x: str = "env_steps") -> list[Path]:
+    """Learning curves of several runs on one figure (IQM over seeds, 95% CI); PNG and SVG."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run_dir in run_dirs:
+        cols = runs.read_metrics(run_dir)
+        returns = runs.seed_returns(cols)
+        iqm, (lo, hi) = stats.iqm_intervals(returns, reps=500)
+        label = f"{run_dir.name} ({returns.shape[0]} seeds)"
+        ax.plot(cols[x], iqm, label=label)
+        ax.fill_between(cols[x], lo, hi, alpha=0.25)
+    ax.set_xlabel({"env_steps": "env steps per seed", "wall_seconds": "wall seconds"}[x])
+    ax.set_ylabel("episode return (IQM, 95% CI)")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,72 @@
+"""Statistics over seeds, host-only: interquartile mean (IQM) and bootstrap confidence intervals.
+
+The one home of these numbers for run summaries, sweep tables, curves and the results table.
+IQM is rliable's (a 25% trimmed mean, Agarwal et al., 2021); CIs are 95% percentile intervals
+of a stratified bootstrap with a fixed random state, so the same scores give the same interval.
+"""
+
+import warnings
+
+import numpy as np
+
+REPS = 2000
+
+
+def nanmean(x) -> float:
+    """Mean of the finite entries; NaN when there are none."""
+    x = np.asarray(x, np.float64)
+    finite = np.isfinite(x)
+    return float(np.mean(x[finite])) if finite.any() else float("nan")
+
+
+def iqm(x, axis: int = 0) -> np.ndarray | float:
+    """Interquartile mean along `axis` (scipy trim_mean 25%, as rliable's aggregate_iqm)."""
+    from scipy import stats as scipy_stats
+
+    out = scipy_stats.trim_mean(np.asarray(x, np.float64), 0.25, axis=axis)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def iqm_intervals(scores: np.ndarray, *, reps: int = REPS) -> tuple[np.ndarray, np.ndarray]:
+    """IQM over seeds of each column, with a 95% bootstrap CI (rliable), in one call.
+
+    Args:
+      scores: [seeds, columns] float (columns: configs, or updates of a curve). Each column is
+        a stratum, so its seeds are resampled among themselves. A column with NaN seeds is
+        estimated from its finite seeds alone; one with none is NaN.
+      reps: bootstrap resamples.
+
+    Returns:
+      (iqm [columns], ci95 [2, columns]).
+    """
+    scores = np.asarray(scores, np.float64)
+    point, ci = np.full(scores.shape[1], np.nan), np.full((2, scores.shape[1]), np.nan)
+    whole = np.isfinite(scores).all(0)
+    if whole.any():
+        point[whole], ci[:, whole] = _bootstrap(scores[:, whole], reps)
+    for j in np.flatnonzero(~whole):
+        finite = scores[np.isfinite(scores[:, j]), j]
+        if finite.size:
+            p, c = _bootstrap(finite[:, None], reps)
+            point[j], ci[:, j] = p[0], c[:, 0]
+    return point, ci
+
+
+def _bootstrap(scores: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray]:
+    from rliable import library as rly
+
+    with warnings.catch_warnings():  # arch deprecates RandomState; rliable still passes it
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"x": scores}, lambda x: iqm(x, axis=0), reps=reps,
+            random_state=np.random.RandomState(0),
+        )
+    return np.asarray(point["x"]), np.asarray(interval["x"])
+
+
+def score_summary(per_seed, *, reps: int = REPS) -> dict:
+    """{"per_seed", "mean", "iqm", "ci95"} of one score per seed (NaN seeds left out)."""
+    per_seed = np.asarray(per_seed, np.float64)
+    point, ci = iqm_intervals(per_seed[:, None], reps=reps)
+    return {"per_seed": [float(x) for x in per_seed], "mean": nanmean(per_seed),
+            "iqm": float(point[0]), "ci95": [float(ci[0, 0]), float(ci[1, 0])]}
