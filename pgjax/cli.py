@@ -8,7 +8,6 @@ import tyro
 
 from pgjax import plots, runs
 from pgjax.checkpoint import CheckpointError
-from pgjax.components import build
 from pgjax.config import Config
 from pgjax.experiment import (
     evaluate_run,
@@ -61,18 +60,11 @@ def train_command(
             raise UsageError(f"{name} must be positive, got {value}")
     if resume is not None:
         _require_run(resume)
-        run_dir = resume
-    else:
-        try:
-            build(config)
-            run_dir = runs.prepare_run_dir(out, config.env, overwrite=overwrite)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
     try:
         run_dir, summary = train_run(
-            config, run_dir, seeds=seeds, seed=seed, chunks=chunks,
+            config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
             checkpoint_every=checkpoint_every, progress=progress, resume=resume is not None,
-            log=log,
+            overwrite=overwrite, log=log,
         )
     except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import Checkpoints
-from pgjax.components import Components, ComponentError, build
+from pgjax.components import ComponentError, Components, build
 from pgjax.config import Config, from_dict
 from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
@@ -120,8 +120,8 @@ def compile_programs(config: Config, parts: Components, seeds: int, seed: int, n
 
 
 def train_run(
-    config: Config,
-    run_dir: Path,
+    config: Config | None,
+    run_dir: "str | Path | None",
     *,
     seeds: int = 16,
     seed: int = 0,
@@ -129,10 +129,11 @@ def train_run(
     checkpoint_every: int = 5,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     log: tuple[str, ...] = (),
     **components,
 ) -> tuple[Path, dict]:
-    """Train `seeds` seeds in jitted chunks into `run_dir` (see runs.prepare_run_dir).
+    """Train `seeds` seeds in jitted chunks into `run_dir`.
 
     Checkpoints the whole vmapped TrainState every `checkpoint_every` chunks and at the end. With
     `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
@@ -140,12 +141,14 @@ def train_run(
 
     Args:
       config: hyperparameters (ignored on resume).
-      run_dir: the run directory.
+      run_dir: the run directory: new or empty (None: runs/<env>-<timestamp>), or holding a run
+        to resume, or to replace with `overwrite` (`runs.prepare_run_dir`).
       seeds, seed: seed i's key is `train.seed_keys(seed, seeds)[i]`.
       chunks: progress updates, each one jitted call of several updates.
       checkpoint_every: chunks between checkpoints.
       progress: show a progress bar.
       resume: continue the run in `run_dir`.
+      overwrite: replace the run that `run_dir` holds.
       log: extra loggers (pgjax.loggers: "tensorboard", "wandb"); on resume the stored ones.
       **components: env=, policy=, value=, estimator= (`pgjax.components.build`); a run
         trained with the caller's own components needs them again to resume.
@@ -154,11 +157,16 @@ def train_run(
       (run_dir, summary), the summary as written to summary.json.
     """
     if resume:
+        run_dir = Path(run_dir)
         config, record = load_run(run_dir)
         parts = run_components(config, record, components)
         seeds, seed, log = record["seeds"], record["seed"], tuple(record.get("log", ()))
     else:
+        if seeds <= 0:
+            raise ValueError(f"seeds must be positive, got {seeds}")
         parts = build(config, **components)
+        run_dir = runs.prepare_run_dir(run_dir and Path(run_dir), parts.env.name,
+                                       overwrite=overwrite)
         config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
                                     chunks=chunks, log=log)
         runs.write_json(run_dir / "config.json", record)

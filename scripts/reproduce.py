@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pgjax import runs
-from pgjax.config import Config
+from pgjax import plots, runs, stats
+from pgjax.config import Config, from_dict
 from pgjax.experiment import format_summary, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,9 +27,7 @@ BASELINES = ("none", "value")
 def load(path: Path) -> tuple[Config, dict]:
     spec = tomllib.loads(path.read_text())
     reference = spec.pop("reference", {})
-    if "hidden" in spec:
-        spec["hidden"] = tuple(spec["hidden"])
-    return Config(**spec).validate(), reference
+    return from_dict(spec, where=f"{path.name}: ").validate(), reference
 
 
 def steps_to(run_dir: Path, threshold: float | None) -> int | None:
@@ -40,15 +38,9 @@ def steps_to(run_dir: Path, threshold: float | None) -> int | None:
     returns = runs.seed_returns(cols)
     for j in range(returns.shape[1]):
         finite = returns[np.isfinite(returns[:, j]), j]
-        if finite.size and iqm(finite) >= threshold:
+        if finite.size and stats.iqm(finite) >= threshold:
             return int(cols["env_steps"][j])
     return None
-
-
-def iqm(x: np.ndarray) -> float:
-    from rliable import metrics
-
-    return float(metrics.aggregate_iqm(x[:, None]))
 
 
 def main():
@@ -67,9 +59,8 @@ def main():
             dirs.append(run_dir)
             if not (run_dir / "summary.json").exists():
                 t = time.perf_counter()
-                run_dir = runs.prepare_run_dir(run_dir, config.env, overwrite=True)
                 train_run(config.replace(baseline=baseline), run_dir, seeds=args.seeds,
-                          progress=False)
+                          progress=False, overwrite=True)
                 print(f"[{name} {baseline}] {time.perf_counter() - t:.0f} s", flush=True)
             summary = json.loads((run_dir / "summary.json").read_text())
             print(format_summary(summary, run_dir), flush=True)
@@ -77,7 +68,7 @@ def main():
                          steps_to(run_dir, reference.get("threshold"))))
         figure = ROOT / "experiments" / "figures" / name
         figure.parent.mkdir(exist_ok=True)
-        runs.plot_runs(dirs, figure)
+        plots.plot_runs(dirs, figure)
     # A partial rerun (--only) must not replace the committed table with a few rows.
     table = "results.md" if not args.only else "results-partial.md"
     write_table(rows, ROOT / "experiments" / table, args)

@@ -1,0 +1,235 @@
+"""Components in: a user's env, policy, value net and estimator through the whole pipeline."""
+
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from gymnax.environments import spaces
+from user_components import BiasedPolicy, LogitsOnly, ShortCorridor
+
+import pgjax
+from pgjax.cli import main
+from pgjax.train import init_state, loss_and_grad, train_step
+
+CORRIDOR = pgjax.Env("corridor", env=ShortCorridor())
+OPTIMUM_P_RIGHT = 2 - np.sqrt(2)  # Sutton & Barto Example 13.1: p* = 0.586, J(p*) = −11.6
+
+
+def corridor_value(p):
+    """Expected undiscounted return from the start state under P(right) = p (linear solve)."""
+    a = np.array([[p, -p, 0], [-p, 1, -(1 - p)], [0, -(1 - p), 1]])
+    return np.linalg.solve(a, -np.ones(3))[0]
+
+
+def test_corridor_closed_form():
+    assert corridor_value(0.5) == pytest.approx(-12.0)
+    ps = np.linspace(0.05, 0.95, 901)
+    best = ps[np.argmax([corridor_value(p) for p in ps])]
+    assert abs(best - OPTIMUM_P_RIGHT) < 2e-3
+    assert corridor_value(best) == pytest.approx(-11.66, abs=0.01)
+
+
+def test_make_train_with_own_env_and_policy_reaches_the_book_optimum():
+    config = pgjax.Config(num_envs=16, num_steps=200, total_timesteps=640_000, gamma=1.0, lr=0.05)
+    train = pgjax.make_train(config, env=CORRIDOR, policy=BiasedPolicy())
+    state, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 4))
+    logits = np.asarray(state.params["policy"]["params"]["logits"])
+    p_right = np.exp(logits[:, 1]) / np.exp(logits).sum(1)
+    ret = np.asarray(metrics.episode_return)
+    assert ret[:, :5].mean() < -30  # starts at P(right) = 0.1: J = −42
+    assert np.all(np.abs(p_right - OPTIMUM_P_RIGHT) < 0.08), p_right
+    assert ret[:, -10:].mean() > -12.5, ret[:, -10:].mean(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanBaseline:
+    """A user's estimator written from the public kernels: the built-in default, spelled out."""
+
+    uses_value = False
+    sign: float = 1.0
+
+    def __call__(self, inputs: pgjax.EstimatorInputs) -> pgjax.Targets:
+        batch = inputs.batch
+        g = pgjax.discounted_returns(batch.reward, batch.done, inputs.gamma)
+        mask = pgjax.complete_episode_mask(batch.done)
+        advantages = pgjax.normalize(g - pgjax.masked_mean(g, mask), mask)
+        return pgjax.Targets(g, self.sign * advantages, mask, None)
+
+
+def batch_of(config, parts):
+    state = init_state(config, jax.random.key(0), parts)
+    policy = functools.partial(parts.policy.apply, state.params["policy"])
+    runner, batch = pgjax.rollout(jax.random.key(1), parts.env, policy, state.runner,
+                                  config.num_steps)
+    return state.params, batch, runner.obs
+
+
+@pytest.mark.parametrize("loss_chunks", [1, 4])
+def test_user_estimator_gives_the_builtin_mean_baseline_gradient(loss_chunks):
+    config = pgjax.Config(num_envs=8, num_steps=100, loss_chunks=loss_chunks)
+    builtin = pgjax.build(config)
+    params, batch, last_obs = batch_of(config, builtin)
+    grad = jax.jit(loss_and_grad, static_argnums=(1, 2))
+    (_, aux), expected = grad(params, config, builtin, batch, last_obs)
+    mine = pgjax.build(config, estimator=MeanBaseline())
+    (_, my_aux), got = grad(params, config, mine, batch, last_obs)
+    chex.assert_trees_all_close(got, expected, rtol=1e-6, atol=1e-8)
+    assert float(optax.tree.norm(expected)) > 0
+    # The estimator is used on every path: flipped advantages flip the policy gradient.
+    flipped = pgjax.build(config, estimator=MeanBaseline(sign=-1.0))
+    _, neg = grad(params, config, flipped, batch, last_obs)
+    chex.assert_trees_all_close(neg, jax.tree.map(jnp.negative, expected), rtol=1e-5, atol=1e-7)
+
+
+class ShapeCheckingCNN(nn.Module):
+    """A user's convolutional policy that insists on MinAtar frames [..., 10, 10, C]."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs):
+        assert obs.shape[-3:-1] == (10, 10), obs.shape
+        x = pgjax.ConvTorso()(obs)
+        return pgjax.Categorical(nn.Dense(self.num_actions)(x))
+
+
+def test_cnn_policies_receive_unflattened_minatar_frames():
+    config = pgjax.Config(env="Breakout-MinAtar", num_envs=4, num_steps=20, network="cnn",
+                          baseline="value")
+    parts = pgjax.build(config)
+    assert parts.env.obs_shape == (10, 10, 4)
+    assert isinstance(parts.policy.torso, pgjax.ConvTorso)
+    state = init_state(config, jax.random.key(0), parts)
+    kernel = state.params["policy"]["params"]["torso"]["Conv_0"]["kernel"]
+    assert kernel.shape == (3, 3, 4, 16)
+    assert state.params["value"]["params"]["torso"]["Conv_0"]["kernel"].shape == (3, 3, 4, 16)
+    new, metrics = jax.jit(functools.partial(train_step, config, parts=parts))(
+        state, jax.random.key(1))
+    chex.assert_tree_all_finite(new.params)
+    assert float(metrics.grad_norm) > 0
+
+    mine = pgjax.build(config.replace(baseline="mean"), policy=ShapeCheckingCNN(3))
+    state, metrics = jax.jit(pgjax.train, static_argnums=2)(
+        config.replace(baseline="mean", total_timesteps=160), jax.random.key(0), mine)
+    chex.assert_shape(state.runner.obs, (4, 10, 10, 4))
+    assert np.isfinite(np.asarray(metrics.loss)).all()
+
+
+def test_mlp_flattens_minatar_frames_with_the_same_parameters_as_before():
+    parts = pgjax.build(pgjax.Config(env="Breakout-MinAtar"))
+    params = parts.policy.init(jax.random.key(0), jnp.zeros((1, 10, 10, 4)))
+    assert params["params"]["MLP_0"]["Dense_0"]["kernel"].shape == (400, 32)
+
+
+class UnsupportedActions(ShortCorridor):
+    def action_space(self, params=None):
+        return spaces.Dict({"a": spaces.Discrete(2)})
+
+
+class TwoValues(nn.Module):
+    @nn.compact
+    def __call__(self, obs):
+        return nn.Dense(2)(obs)
+
+
+@pytest.mark.parametrize(
+    "config, components, message",
+    [
+        (pgjax.Config(), {"policy": LogitsOnly()}, "has no sample()"),
+        (pgjax.Config(), {"policy": pgjax.CategoricalPolicy((8,), 2, pgjax.ConvTorso())},
+         "cannot take CartPole-v1 observations of shape (4,)"),
+        (pgjax.Config(network="cnn"), {}, "network='cnn' needs image observations"),
+        (pgjax.Config(), {"env": UnsupportedActions()}, "action space Dict is not supported"),
+        (pgjax.Config(), {"env": 3}, "env must be a pgjax.Env"),
+        (pgjax.Config(), {"value": pgjax.ValueNet((8,))}, "does not use one"),
+        (pgjax.Config(baseline="value"), {"value": TwoValues()}, "expected (1,)"),
+        (pgjax.Config(init_log_std=-1.0), {}, "continuous actions only"),
+        (pgjax.Config(window="bootstrap"), {}, "needs baseline='value'"),
+        (pgjax.Config(window="episodes", num_steps=100), {}, "episode limit of CartPole-v1"),
+        (pgjax.Config(lr=float("inf")), {}, "lr must be finite"),
+    ],
+)
+def test_bad_components_fail_before_compile_with_one_line(config, components, message):
+    with pytest.raises(ValueError) as info:
+        pgjax.make_train(config, **components)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_cli_rejects_cnn_on_vector_observations(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--network", "cnn", "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "network='cnn' needs image observations" in capsys.readouterr().err
+
+
+TESTS = Path(__file__).resolve().parent
+RUN = """
+import sys; sys.path.insert(0, {tests!r})
+import pgjax
+from user_components import BiasedPolicy, ShortCorridor
+pgjax.train_run(pgjax.Config(num_envs=16, num_steps=200, total_timesteps=16 * 200 * 30,
+                             gamma=1.0, lr=0.05),
+                {out!r}, seeds=2, chunks=30, checkpoint_every=1, progress=False,
+                env=pgjax.Env("corridor", env=ShortCorridor()), policy=BiasedPolicy())
+"""
+
+
+def rows(run_dir):
+    return [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
+            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, capsys):
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen([sys.executable, "-c", RUN.format(tests=str(TESTS), out=str(killed))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((killed / "checkpoints").glob("[0-9]*/commit_success.txt")):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+    record = json.loads((killed / "config.json").read_text())
+    assert record["config"]["env"] == "corridor"
+    assert record["components"]["given"] == ["env", "policy"]
+
+    # Resuming, evaluating or reproducing asks for the run's own components again.
+    for argv in (["train", "--resume", str(killed)], ["eval", str(killed)],
+                 ["reproduce", str(killed)]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "trained with its own env, policy" in err and "\n" not in err, err
+
+    env, policy = pgjax.Env("corridor", env=ShortCorridor()), BiasedPolicy()
+    _, resumed = pgjax.train_run(None, killed, resume=True, progress=False, env=env,
+                                 policy=policy)
+    config = pgjax.Config(num_envs=16, num_steps=200, total_timesteps=16 * 200 * 30, gamma=1.0,
+                          lr=0.05)
+    _, full = pgjax.train_run(config, whole, seeds=2, chunks=30, progress=False, env=env,
+                              policy=policy)
+    assert 0 < resumed["resumed_from_update"] < 30
+    assert rows(killed) == rows(whole) and len(rows(whole)) == 30
+    assert resumed["final_return"] == full["final_return"]
+    assert full["env"] == "corridor"
+
+    result = pgjax.evaluate_run(whole, episodes=64, env=env, policy=policy)
+    assert len(result["sampled"]["per_seed_mean"]) == 2
+    assert result["sampled"]["mean"] > -30  # P(right) 0.1 at the start scores −42
+    assert pgjax.reproduce_run(whole, progress=False, env=env, policy=policy)["difference"] \
+        is None
+    with pytest.raises(ValueError, match="trained on env 'corridor', not 'CartPole-v1'"):
+        pgjax.evaluate_run(whole, env=pgjax.Env("CartPole-v1"), policy=policy)
