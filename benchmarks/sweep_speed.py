@@ -17,17 +17,18 @@ benchmarks/results/sweep_speed[-<backend>].json with versions and the git commit
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
-import pgjax  # noqa: F401  (registers pgjax.sweep in sys.modules)
+import pgjax
 from pgjax import runs
-
-sweeps = sys.modules["pgjax.sweep"]  # the module, not the pgjax.sweep function
+from pgjax.sweep_run import Programs, run_chunk
+from pgjax.sweep_spec import make_plan, parse_spec
+from pgjax.train import seed_keys
 
 LRS = [3e-3, 1e-2, 3e-2, 1e-1]
 ENT_COEFS = [0.0, 1e-3, 1e-2, 3e-2]
@@ -43,12 +44,13 @@ def spec(total_timesteps: int, seeds: int, chunk_runs: int | None = None) -> dic
 
 def time_chunks(spec_dict: dict, limit: int) -> dict:
     """Run the first `limit` chunks of a plan through the sweep's own program; extrapolate."""
-    plan = sweeps.make_plan(sweeps.parse_spec(spec_dict))
+    plan = make_plan(parse_spec(spec_dict))
     devices = tuple(jax.local_devices())
-    key_data = sweeps.seed_key_data(plan.spec.seed, plan.spec.seeds)
+    key_data = np.asarray(jax.random.key_data(seed_keys(plan.spec.seed, plan.spec.seeds)))
+    programs = Programs()
     walls, compile_s = [], 0.0
     for chunk in plan.chunks[:limit]:
-        record = sweeps.run_chunk(plan, chunk, key_data, devices)["record"]
+        record = run_chunk(plan, chunk, key_data, devices, programs=programs)["record"]
         walls.append(record["wall_seconds"])
         compile_s = record["compile_seconds"]
     per_chunk = sum(walls) / len(walls)
@@ -70,7 +72,7 @@ def main():
     parser.add_argument("--per-config", type=int, default=2, help="configs timed one by one")
     args = parser.parse_args()
     grid = spec(args.total_timesteps, args.seeds)
-    plan = sweeps.make_plan(sweeps.parse_spec(grid))
+    plan = make_plan(parse_spec(grid))
     num_runs = len(plan.runs)
     steps_per_run = plan.configs[0].num_updates * plan.configs[0].steps_per_update
     total_steps = num_runs * steps_per_run

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
-import jax.numpy as jnp
 
 from pgjax.losses import Targets, masked_mean, normalize
 from pgjax.returns import complete_episode_mask, discounted_returns, episode_start_mask

@@ -49,12 +49,13 @@ def sharded_seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Ar
     return keys if sharding is None else jax.device_put(keys, sharding)
 
 
-def load_run(run_dir: Path) -> tuple[Config, dict]:
+def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     """The Config and the record stored in RUN_DIR/config.json.
 
     Raises:
       ValueError: config.json is missing, not JSON, or holds an unknown or mistyped field.
     """
+    run_dir = Path(run_dir)
     try:
         record = json.loads((run_dir / "config.json").read_text())
         return from_dict(record["config"], where="config.json: "), record
@@ -238,6 +239,7 @@ def restore_run(run_dir: Path, step: int | None = None, **components):
     """(config, record, components, update, state) of a run's checkpoint (newest readable)."""
     config, record = load_run(run_dir)
     parts = run_components(config, record, components)
+    run_dir = Path(run_dir)
     init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)))
     like = init(sharded_seed_keys(record["seed"], record["seeds"]))
     ckpt = Checkpoints(run_dir)
@@ -306,6 +308,7 @@ def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict
     """
     import tempfile
 
+    run_dir = Path(run_dir)
     config, record = load_run(run_dir)
     parts = run_components(config, record, components)
     given = {name: getattr(parts, name) for name in record.get("components", {}).get("given", [])}

@@ -115,8 +115,9 @@ def test_existing_run_needs_overwrite(tmp_path, capsys):
 
 def test_seeds_sharded_over_devices_give_the_same_numbers(tmp_path):
     code = (
-        "import jax, sys; from pgjax.cli import main; from pgjax.experiment import sharded_seed_keys; "
-        "assert len(sharded_seed_keys(0, 2).sharding.device_set) == jax.device_count(); "
+        "import jax, sys; from pgjax.cli import main; "
+        "from pgjax.experiment import sharded_seed_keys as keys; "
+        "assert len(keys(0, 2).sharding.device_set) == jax.device_count(); "
         "main(sys.argv[1:])"
     )
     for devices in (1, 2):

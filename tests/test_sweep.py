@@ -1,8 +1,9 @@
-"""`pgjax sweep`: plans, batch-mate independence, divergence, resume, sharding, processes, errors.
+"""`pgjax sweep`: plans, batch-mate independence, divergence, resume, sharding, processes, errors,
+user components, distributed start-up.
 
-Every sweep here shares one tiny CartPole program (batch of 4 runs, 3 updates), so in-process
-sweeps compile it once; the 4-device and the 2-process sweeps run as subprocesses started at the
-top of the module, in parallel with the in-process tests.
+The CartPole sweeps here share one tiny program shape (batch of 4 runs, 3 updates); the sweep
+of a user's env compiles its own. The 4-device and the 2-process sweeps run as subprocesses
+started at the top of the module, in parallel with the in-process tests.
 """
 
 import json
@@ -16,11 +17,13 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from user_components import EnvParams, LogitsOnly, ShortCorridor
 
 import pgjax
 from pgjax.cli import main
-from pgjax.experiment import seed_keys
-from pgjax.sweep import SpecError, make_plan, parse_spec, seed_key_data
+from pgjax.sweep import SpecError, make_plan, parse_spec
+from pgjax.sweep_run import components_key
+from pgjax.train import seed_keys, train
 
 TINY = {"num_envs": 4, "num_steps": 20, "total_timesteps": 240, "hidden": [8], "seeds": 2,
         "chunk_runs": 4}
@@ -108,10 +111,17 @@ def assert_same_runs(a: dict, b: dict, keys) -> None:
             np.testing.assert_array_equal(x, b[key][name], err_msg=f"{key} {name}")
 
 
-def test_seed_keys_are_those_of_pgjax_train():
-    np.testing.assert_array_equal(
-        seed_key_data(3, 5), np.asarray(jax.random.key_data(seed_keys(3, 5)))
-    )
+def test_a_sweep_run_is_the_run_of_pgjax_train(reference):
+    """Seed i of a sweep trains with `seed_keys(seed, seeds)[i]`: the sweep's lr=0.03 runs match
+    `train` called directly on that config and key (to rounding: other batch, constant leaves)."""
+    out, table = reference
+    row = table[(table.lr == 0.03) & (table.seed_index == 1)].iloc[0]
+    config = pgjax.Config(num_envs=4, num_steps=20, total_timesteps=240, hidden=(8,), lr=0.03)
+    _, metrics = jax.jit(train)(config, seed_keys(0, 2)[1])
+    swept = chunk_metrics(out)[row.run]
+    np.testing.assert_array_equal(swept["episodes"], metrics.episodes)
+    for name in FLOAT_METRICS:
+        np.testing.assert_allclose(swept[name], getattr(metrics, name), rtol=1e-5, atol=1e-6)
 
 
 def test_plan_splits_static_fields_and_crosses_grid_with_samples():
@@ -344,3 +354,87 @@ def test_missing_spec_and_foreign_out_dir(reference, tmp_path, capsys):
         pgjax.sweep(SPEC, tmp_path)
     with pytest.raises(SpecError, match="holds a different sweep .spec differs in seeds"):
         pgjax.sweep({**SPEC, "seeds": 3}, reference[0])
+
+
+def corridor() -> pgjax.Env:
+    return pgjax.Env("corridor", env=ShortCorridor(), params=EnvParams())
+
+
+CORRIDOR = {**TINY, "grid": {"lr": [0.01, 0.03]}}  # 2 configs × 2 seeds: one chunk of 4 runs
+
+
+def test_sweep_of_an_unregistered_env_component(tmp_path):
+    table = pgjax.sweep(CORRIDOR, tmp_path, env=corridor())
+    assert len(table) == 4 and list(table["lr"]) == [0.01, 0.01, 0.03, 0.03]
+    assert (table["env"] == "corridor").all()
+    # every step costs −1 and episodes (≥ 3 steps) finish within the 20-step window
+    assert np.isfinite(table["final_return"]).all() and (table["final_return"] <= -3).all()
+    assert not table["diverged"].any()
+    assert (pd.read_csv(tmp_path / "results.csv")["env"] == "corridor").all()
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["components"] == {"given": ["env"], "env": "corridor"}
+    # the same spec without the component is another sweep: refused, nothing run
+    with pytest.raises(SpecError, match="other components .env=corridor, not none given"):
+        pgjax.sweep(CORRIDOR, tmp_path)
+    again = []
+    pgjax.sweep(CORRIDOR, tmp_path, env=corridor(), on_chunk=again.append)
+    assert again == []  # resumed: nothing left to run
+
+
+@pytest.mark.parametrize(
+    "spec, components, message",
+    [
+        (SPEC, {"policy": LogitsOnly()}, "the policy returned .* which has no sample"),
+        ({**SPEC, "env": "CartPole-v1"}, {"env": "corridor"},
+         "env must be a pgjax.Env, a gymnax Environment"),
+        ({**SPEC, "env": "CartPole-v1"}, {"env": corridor()},
+         "the spec names env 'CartPole-v1' but the env component is 'corridor'"),
+        ({**SPEC, "grid": {"env": ["CartPole-v1"]}}, {"env": corridor()},
+         "grid: env cannot vary"),
+        (SPEC, {"value": pgjax.ValueNet((8,))}, "a value net was given but ReturnToGo"),
+    ],
+)
+def test_bad_component_fails_before_any_work(tmp_path, spec, components, message):
+    with pytest.raises(SpecError, match=message) as info:
+        pgjax.sweep(spec, tmp_path / "out", **components)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_compile_cache_keys_components_by_value_else_identity():
+    assert components_key({"env": corridor()}) == components_key({"env": corridor()})
+    assert components_key({"env": corridor()}) != components_key({})
+    assert components_key({"env": corridor()}) != components_key(
+        {"env": pgjax.Env("corridor", env=ShortCorridor(), params=EnvParams(50))}
+    )
+    unhashable = {"policy": [1, 2]}  # e.g. an object holding a list
+    assert components_key(unhashable) == (("policy", ("id", id(unhashable["policy"]))),)
+
+
+DISTRIBUTED_SCRIPT = """
+import sys
+import gymnax  # builds FrozenLake's move table: the single-process backend has started
+import jax
+from gymnax.environments.misc import frozen_lake
+from pgjax.distributed import init_distributed
+init_distributed(f"127.0.0.1:{sys.argv[1]}", num_processes=1, process_id=0)
+assert jax.distributed.is_initialized() and jax.process_count() == 1
+(device,) = frozen_lake._DIRECTIONS.devices()
+assert device in jax.local_devices(), "the move table is still on the dropped backend"
+env, params = gymnax.make("FrozenLake-misc")
+obs, state = env.reset(jax.random.key(0), params)
+obs, state, reward, terminated, truncated, info = env.step(jax.random.key(1), state, 2, params)
+print("stepped to", int(state.position))
+"""
+
+
+def test_init_distributed_after_gymnax_rebuilds_frozen_lake():
+    """The backend-already-started branch of `init_distributed`: the backend is dropped, the
+    distributed one starts, FrozenLake's move table is rebuilt on it (without the rebuild it
+    stays on a device of the dropped backend) and FrozenLake steps."""
+    proc = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED_SCRIPT, str(free_port())],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stepped" in proc.stdout

@@ -1,0 +1,131 @@
+"""A sweep's files: sweep.json, the chunks' metrics and records, CSV tables. Host-only.
+
+    out_dir/sweep.json                  marker, normalized spec, components given, provenance
+    out_dir/chunks/chunk-NNNNNN.npz     per-run metrics [runs, updates] of one chunk
+    out_dir/chunks/chunk-NNNNNN.json    the chunk's table rows; its presence marks the chunk done
+
+Every file is written atomically (`runs.atomic_write`): a killed process leaves whole files only.
+"""
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pgjax import runs
+from pgjax.components import as_env
+from pgjax.sweep_spec import Chunk, Spec, SpecError
+
+MARKER = "pgjax_sweep"
+
+
+def describe_components(components: dict[str, Any]) -> dict:
+    """What sweep.json records of the components given: their names and kinds.
+
+    {"given": sorted names, then per given name: the env's name, the policy's and value net's
+    class names, the estimator's repr}; {"given": []} for a sweep built from the spec alone.
+    """
+    out: dict[str, Any] = {"given": sorted(components)}
+    for name, x in components.items():
+        if name == "env":
+            out[name] = as_env(x).name
+        elif name == "estimator":
+            out[name] = repr(x)
+        else:
+            out[name] = type(x).__name__
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """One CSV row per dict (the first row's keys are the header), written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    runs.atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
+    return out_dir / "chunks" / f"chunk-{index:06d}{suffix}"
+
+
+def load_record(out_dir: Path, chunk: Chunk) -> dict | None:
+    """The chunk's record if it is done (its .json holds the same runs), else None."""
+    try:
+        record = json.loads(chunk_path(out_dir, chunk.index, ".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("runs") == list(chunk.runs) else None
+
+
+def save_chunk(out_dir: Path, result: dict) -> None:
+    """Metrics first, then the record: a chunk counts as done only once both are on disk."""
+    index = result["record"]["chunk"]
+    runs.atomic_write(
+        chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]), mode="wb"
+    )
+    runs.write_json(chunk_path(out_dir, index, ".json"), result["record"])
+
+
+def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -> None:
+    """Create out_dir, or accept one that holds this same sweep; refuse anything else.
+
+    Args:
+      out_dir: the sweep directory.
+      spec: the sweep's spec.
+      components: `describe_components` of the components given (default: none given). A
+        directory holding the same spec run with other components is refused.
+
+    Raises:
+      SpecError: out_dir is a file, holds other files, or holds a different sweep.
+    """
+    components = {"given": []} if components is None else components
+    record_path = out_dir / "sweep.json"
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise SpecError(f"--out {out_dir} exists and is not a directory")
+        if record_path.exists():
+            _check_same_sweep(out_dir, _read_json(record_path), spec, components)
+            (out_dir / "chunks").mkdir(exist_ok=True)
+            return
+        ours = {"chunks", "sweep.json"}
+        if any(p.name not in ours and not p.name.startswith(".sweep.json.")
+               for p in out_dir.iterdir()):
+            raise SpecError(f"--out {out_dir} exists and is not a pgjax sweep directory")
+    (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
+    runs.write_json(record_path, {MARKER: 1, "spec": spec.to_json(), "components": components,
+                                  **runs.provenance()})
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        held = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict) -> None:
+    if held.get(MARKER) != 1:
+        raise SpecError(f"--out {out_dir} holds a sweep.json that is not a pgjax sweep")
+    ours = spec.to_json()
+    if held.get("spec") != ours:
+        diff = [k for k in ours if held.get("spec", {}).get(k) != ours[k]]
+        raise SpecError(
+            f"--out {out_dir} holds a different sweep (spec differs in "
+            f"{', '.join(diff) or 'its fields'}); use another --out to start a new one"
+        )
+    then = held.get("components", {"given": []})  # sweeps written before components: none
+    if then != components:
+        raise SpecError(
+            f"--out {out_dir} holds this spec run with other components ({_given(then)}, not "
+            f"{_given(components)}); use another --out to start a new one"
+        )
+
+
+def _given(components: dict) -> str:
+    names = components.get("given", [])
+    return ", ".join(f"{n}={components.get(n)}" for n in names) or "none given"

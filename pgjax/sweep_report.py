@@ -1,0 +1,158 @@
+"""A sweep's results: the merged table, the ranking by IQM with bootstrap CIs, its figure and
+text. Host-only; statistics come from `pgjax.stats`.
+
+    out_dir/results.csv     one row per run
+    out_dir/summary.csv     one row per config, ranked by the IQM of the final return
+    out_dir/summary.json    the ranking, sizes and timings
+    out_dir/summary.png     final-return IQM with 95% CIs per config; IQM curves of the best 5
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pgjax import plots, runs, stats
+from pgjax.sweep_files import chunk_path, write_csv
+from pgjax.sweep_spec import Plan, Spec, describe
+
+
+def summarize(rows: list[dict], spec: Spec, *, reps: int = stats.REPS) -> list[dict]:
+    """One row per config, ranked by the IQM of the final return (best first).
+
+    IQM (rliable's interquartile mean, a 25% trimmed mean) and 95% percentile CIs over seeds
+    from a stratified bootstrap (`stats.iqm_intervals`, `reps` resamples, fixed random state).
+    Runs that diverged keep their measured returns (NaN where no episode finished) and are
+    counted.
+    """
+    by_config: dict[int, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: (r["config"], r["seed_index"])):
+        by_config.setdefault(row["config"], []).append(row)
+    ids = sorted(by_config)
+    scores = {
+        name: np.array([[r[name] for r in by_config[c]] for c in ids]).T  # [seeds, configs]
+        for name in ("final_return", "auc")
+    }
+    f_iqm, f_ci = stats.iqm_intervals(scores["final_return"], reps=reps)
+    a_iqm, a_ci = stats.iqm_intervals(scores["auc"], reps=reps)
+    out = []
+    for j, config_id in enumerate(ids):
+        group = by_config[config_id]
+        out.append({
+            "config": config_id,
+            **{name: group[0][name] for name in spec.varying},
+            "seeds": len(group),
+            "diverged": sum(bool(r["diverged"]) for r in group),
+            "final_iqm": float(f_iqm[j]),
+            "final_ci95_low": float(f_ci[0, j]),
+            "final_ci95_high": float(f_ci[1, j]),
+            "final_mean": stats.nanmean(scores["final_return"][:, j]),
+            "auc_iqm": float(a_iqm[j]),
+            "auc_ci95_low": float(a_ci[0, j]),
+            "auc_ci95_high": float(a_ci[1, j]),
+        })
+    out.sort(key=lambda r: (math.isnan(r["final_iqm"]), -np.nan_to_num(r["final_iqm"]),
+                            r["config"]))
+    return [{"rank": i + 1, **r} for i, r in enumerate(out)]
+
+
+def config_label(row: dict, spec: Spec) -> str:
+    """The varying fields of a summary row, or 'config N' when nothing varies."""
+    label = describe({name: row[name] for name in spec.varying})
+    return label or f"config {row['config']}"
+
+
+def plot_summary(path: Path, summary: list[dict], spec: Spec, curves: dict, *, top: int = 20):
+    """Left: final-return IQM with 95% CI per config (best first). Right: IQM curves, best 5."""
+    plt = plots.pyplot()
+    shown = summary[:top]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, max(3.5, 0.35 * len(shown) + 1.5)))
+    y = np.arange(len(shown))[::-1]
+    iqm = np.array([r["final_iqm"] for r in shown])
+    lo = iqm - np.array([r["final_ci95_low"] for r in shown])
+    hi = np.array([r["final_ci95_high"] for r in shown]) - iqm
+    ax.errorbar(iqm, y, xerr=[lo, hi], fmt="o", capsize=3)
+    ax.set_yticks(y, [config_label(r, spec) for r in shown], fontsize=8)
+    ax.set_xlabel("final return, IQM over seeds (95% CI)")
+    ax.set_title(f"{len(summary)} configs × {spec.seeds} seeds" +
+                 (f" (best {top})" if len(summary) > top else ""))
+    for r in summary[:5]:
+        steps, returns = curves[r["config"]]
+        q = [stats.iqm(col[np.isfinite(col)]) if np.isfinite(col).any() else np.nan
+             for col in returns.T]
+        ax2.plot(steps, q, label=config_label(r, spec))
+    ax2.set_xlabel("env steps per run")
+    ax2.set_ylabel("episode return, IQM over seeds")
+    ax2.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves(out_dir: Path, plan: Plan) -> dict:
+    """config id -> (env steps [U], returns [seeds, U]) from the chunks' metrics."""
+    per_run = {}
+    for chunk in plan.chunks:
+        with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
+            for i, run in enumerate(data["run"]):
+                per_run[int(run)] = data["episode_return"][i]
+    out = {}
+    for c, config in enumerate(plan.configs):
+        ret = np.stack([per_run[r] for r, (cid, _) in enumerate(plan.runs) if cid == c])
+        steps = np.arange(1, ret.shape[1] + 1) * config.steps_per_update
+        out[c] = (steps, ret)
+    return out
+
+
+def merge(out_dir: Path, plan: Plan, records: dict, *, write: bool = True) -> list[dict]:
+    """The results rows of every chunk's record, by run id; with `write`, the files above."""
+    rows = [row for c in sorted(records) for row in records[c]["rows"]]
+    rows.sort(key=lambda r: r["run"])
+    if not write:
+        return rows
+    write_csv(out_dir / "results.csv", rows)
+    summary = summarize(rows, plan.spec)
+    write_csv(out_dir / "summary.csv", summary)
+    runs.write_json(out_dir / "summary.json", {
+        "configs": len(plan.configs),
+        "runs": len(plan.runs),
+        "chunks": len(plan.chunks),
+        "wall_seconds": sum(r["wall_seconds"] for r in records.values()),
+        "compile_seconds_per_process": compile_seconds(records),
+        "ranking": summary,
+    })
+    plot_summary(out_dir / "summary.png", summary, plan.spec, curves(out_dir, plan))
+    return rows
+
+
+def compile_seconds(records: dict) -> dict:
+    """process -> seconds spent compiling, each compiled program counted once."""
+    out: dict[str, float] = {}
+    seen = set()
+    for r in records.values():
+        key = (r["process"], r["batch"], r["devices"], r["compile_seconds"])
+        if key not in seen:
+            seen.add(key)
+            out[str(r["process"])] = out.get(str(r["process"]), 0.0) + r["compile_seconds"]
+    return out
+
+
+def format_sweep(out_dir: Path, *, top: int = 10) -> str:
+    """The best configs from summary.csv as an aligned text table."""
+    with (Path(out_dir) / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    meta = json.loads((Path(out_dir) / "sweep.json").read_text())["spec"]
+    varying = list(meta["grid"]) + [k for k in meta["random"] if k not in meta["grid"]]
+    head = ["rank", *varying, "final IQM [95% CI]", "AUC IQM", "diverged"]
+    table = [head]
+    for r in rows[:top]:
+        ci = f"{float(r['final_iqm']):.1f} [{float(r['final_ci95_low']):.1f}, " \
+             f"{float(r['final_ci95_high']):.1f}]"
+        table.append([r["rank"], *(r[k] for k in varying), ci, f"{float(r['auc_iqm']):.1f}",
+                      f"{r['diverged']}/{r['seeds']}"])
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+    lines = ["  ".join(f"{str(v):<{w}}" for v, w in zip(row, widths, strict=True)) for row in table]
+    lines.append(f"{len(rows)} configs; results in {out_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,331 @@
+"""Sweep specs and plans: parse and validate a spec, draw its random section, plan runs and chunks.
+
+Host-only and deterministic: every process of a sweep makes the same plan from the same spec.
+Field rules come from `pgjax.config` (`check_value`, `closest`, FIELDS / LEAVES / STATIC) and
+from `pgjax.components.build`; their ValueErrors are reported here as one-line `SpecError`s.
+"""
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from pgjax.components import build
+from pgjax.config import FIELDS, STATIC, Config, check_value, closest
+from pgjax.envs import check_env_name
+
+SPEC_KEYS = ("grid", "random", "seeds", "seed", "chunk_runs")
+DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
+
+
+class SpecError(ValueError):
+    """A bad sweep spec, component or output directory: reported as one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A validated sweep spec. Values are plain Python (hidden as a tuple)."""
+
+    base: dict  # config fields shared by every run
+    grid: dict  # field -> list of values (cartesian product)
+    random: dict  # field -> {distribution: args}
+    num_samples: int  # random draws (1 when there is no random section)
+    seeds: int
+    seed: int
+    chunk_runs: int | None  # most runs per compiled batch; None: a whole group
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @property
+    def varying(self) -> tuple[str, ...]:
+        """Fields that differ between configs, in spec order."""
+        return tuple(self.grid) + tuple(f for f in self.random if f not in self.grid)
+
+
+class Chunk(NamedTuple):
+    index: int  # global chunk number
+    group: int  # index of its static group
+    runs: tuple[int, ...]  # global run ids, consecutive
+
+
+class Plan(NamedTuple):
+    """Everything the spec determines: configs, runs and chunks (identical in every process)."""
+
+    spec: Spec
+    configs: list[Config]  # config id -> Config with Python values
+    runs: list[tuple[int, int]]  # run id -> (config id, seed index)
+    groups: list[Config]  # static group -> its first config (the static fields)
+    group_batch: list[int]  # static group -> runs per chunk before device padding
+    chunks: list[Chunk]
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _field(name: str, value: Any, where: str) -> Any:
+    """`config.check_value` (unknown or mistyped field) as a SpecError."""
+    try:
+        return check_value(name, value, where)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+
+
+def _parse_random(section: Any) -> tuple[dict, int]:
+    """The random section as {field: {distribution: [floats]}} and its num_samples."""
+    if not isinstance(section, dict):
+        raise SpecError(f"random must map fields to distributions, got {section!r}")
+    section = dict(section)
+    num_samples = section.pop("num_samples", None)
+    if not section:
+        raise SpecError("random is empty: give at least one field to sample")
+    if not _is_count(num_samples) or num_samples < 1:
+        raise SpecError(f"random: num_samples must be a positive integer, got {num_samples!r}")
+    return {name: _distribution(name, dist) for name, dist in section.items()}, num_samples
+
+
+def _distribution(name: str, dist: Any) -> dict:
+    """One random field's {kind: [floats]}, checked."""
+    if name not in FIELDS:
+        raise SpecError(f"random: unknown config field {name!r}{closest(name, FIELDS)}")
+    if name in STATIC:
+        raise SpecError(
+            f"random: {name} is a static (shape) field and cannot be sampled in the traced "
+            f"random section; list its values under grid: (each value compiles a program)"
+        )
+    if not (isinstance(dist, dict) and len(dist) == 1):
+        raise SpecError(
+            f"random: {name} must be one of {{log_uniform: [low, high]}}, "
+            f"{{uniform: [low, high]}}, {{choice: [values]}}; got {dist!r}"
+        )
+    (kind, args), = dist.items()
+    if kind not in DISTRIBUTIONS:
+        raise SpecError(
+            f"random: {name}: unknown distribution {kind!r}{closest(kind, DISTRIBUTIONS)} "
+            f"(one of {', '.join(DISTRIBUTIONS)})"
+        )
+    if not isinstance(args, list) or not args or not all(_is_number(a) for a in args):
+        raise SpecError(f"random: {name}: {kind} needs a list of numbers, got {args!r}")
+    if kind != "choice":
+        if len(args) != 2 or not args[0] <= args[1]:
+            raise SpecError(f"random: {name}: {kind} needs [low, high] with low ≤ high, "
+                            f"got {args!r}")
+        if kind == "log_uniform" and args[0] <= 0:
+            raise SpecError(f"random: {name}: log_uniform needs low > 0, got {args!r}")
+    return {kind: [float(a) for a in args]}
+
+
+def _parse_grid(section: Any) -> dict:
+    """The grid section as {field: [normalized values]}."""
+    if not isinstance(section, dict) or not section:
+        raise SpecError(f"grid is empty: give field: [values], got {section!r}")
+    grid = {}
+    for name, values in section.items():
+        if name not in FIELDS:
+            raise SpecError(f"grid: unknown config field {name!r}{closest(name, FIELDS)}")
+        if not isinstance(values, list):
+            raise SpecError(f"grid: {name} must be a list of values, got {values!r}")
+        if not values:
+            raise SpecError(f"grid: {name} is an empty list")
+        grid[name] = [_field(name, v, "grid: ") for v in values]
+    return grid
+
+
+def _positive_int(spec: dict, key: str, default):
+    value = spec.get(key, default)
+    if value is None and default is None:
+        return None
+    if not _is_count(value) or value <= 0:
+        raise SpecError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _loader():
+    """yaml.SafeLoader that also reads 1e-3 as a float (YAML 1.1 wants 1.0e-3)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def _read(path: "str | os.PathLike") -> Any:
+    """A YAML spec file's contents."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=_loader())
+    except OSError as e:
+        raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise SpecError(f"spec {path} is not valid YAML{at}") from None
+
+
+def parse_spec(spec: "str | os.PathLike | dict") -> Spec:
+    """Read (YAML path) and validate a spec's structure and types; no JAX work.
+
+    Raises:
+      SpecError: one line naming the first problem.
+    """
+    if not isinstance(spec, dict):
+        spec = _read(spec)
+    if not isinstance(spec, dict):
+        raise SpecError(f"a spec must be a mapping of fields, got {type(spec).__name__}")
+    for key in spec:
+        if key not in FIELDS and key not in SPEC_KEYS:
+            raise SpecError(f"unknown field {key!r} in spec{closest(str(key), FIELDS + SPEC_KEYS)}")
+    base = {k: _field(k, v, "") for k, v in spec.items() if k in FIELDS}
+    grid = _parse_grid(spec["grid"]) if "grid" in spec else {}
+    random, num_samples = _parse_random(spec["random"]) if "random" in spec else ({}, 1)
+    for name in list(grid) + list(random):
+        if name in base:
+            raise SpecError(f"{name} is set both as a base field and in grid/random; keep one")
+    for name in set(grid) & set(random):
+        raise SpecError(f"{name} is in both grid and random; keep one")
+
+    seed = spec.get("seed", 0)
+    if not _is_count(seed) or seed < 0:
+        raise SpecError(f"seed must be a non-negative integer, got {seed!r}")
+    return Spec(
+        base=base,
+        grid=grid,
+        random=random,
+        num_samples=num_samples,
+        seeds=_positive_int(spec, "seeds", 1),
+        seed=seed,
+        chunk_runs=_positive_int(spec, "chunk_runs", None),
+    )
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def sample(spec: Spec) -> list[dict]:
+    """num_samples draws of the random fields (numpy, seeded by spec.seed; 6 significant digits)."""
+    if not spec.random:
+        return [{}]
+    rng = np.random.default_rng(spec.seed)
+    draws = []
+    for _ in range(spec.num_samples):
+        draw = {}
+        for name, dist in spec.random.items():
+            (kind, args), = dist.items()
+            if kind == "log_uniform":
+                x = math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
+            elif kind == "uniform":
+                x = rng.uniform(args[0], args[1])
+            else:
+                x = args[int(rng.integers(len(args)))]
+            draw[name] = float(f"{float(x):.6g}")
+        draws.append(draw)
+    return draws
+
+
+def describe(fields: dict) -> str:
+    """'lr=0.01, hidden=[32, 32]': config fields as one label."""
+    return ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in fields.items())
+
+
+def static_key(config: Config) -> tuple:
+    """The static fields of a config: runs that share them share a compiled program."""
+    return tuple(getattr(config, name) for name in STATIC)
+
+
+def make_plan(spec: Spec, *, env: str | None = None) -> Plan:
+    """Configs (grid × random samples), runs (config × seed) and chunks, all validated.
+
+    Args:
+      spec: from `parse_spec`.
+      env: the name of an env component given to the sweep: every config's `env` field is set
+        to it, and it need not be a registered gymnax id.
+
+    Raises:
+      SpecError: an invalid config (gamma outside [0, 1], unknown env, ...), naming its fields.
+    """
+    configs = _configs(spec, env)
+    groups, group_of = [], {}
+    for config in configs:
+        key = static_key(config)
+        if key not in group_of:
+            group_of[key] = len(groups)
+            groups.append(config)
+    runs, chunks, group_batch = [], [], []
+    for g, first in enumerate(groups):
+        ids = [c for c, config in enumerate(configs) if static_key(config) == static_key(first)]
+        group_runs = [len(runs) + i for i in range(len(ids) * spec.seeds)]
+        runs += [(c, s) for c in ids for s in range(spec.seeds)]
+        size = min(spec.chunk_runs or len(group_runs), len(group_runs))
+        group_batch.append(size)
+        for start in range(0, len(group_runs), size):
+            chunks.append(Chunk(len(chunks), g, tuple(group_runs[start:start + size])))
+    return Plan(spec, configs, runs, groups, group_batch, chunks)
+
+
+def _configs(spec: Spec, env: str | None) -> list[Config]:
+    """Every grid point × random draw as a validated Config."""
+    if env is not None and "env" in spec.grid:
+        raise SpecError(f"grid: env cannot vary when an env component ({env!r}) is given")
+    if env is not None and spec.base.get("env", env) != env:
+        raise SpecError(
+            f"the spec names env {spec.base['env']!r} but the env component is {env!r}; "
+            f"remove env from the spec"
+        )
+    points = [dict(zip(spec.grid, values, strict=True))
+              for values in itertools.product(*spec.grid.values())]
+    configs = []
+    for point in points:
+        for draw in sample(spec):
+            fields = {**spec.base, **point, **draw, **({} if env is None else {"env": env})}
+            try:
+                config = Config(**fields).validate()
+                if env is None:
+                    check_env_name(config.env)
+            except ValueError as e:
+                at = f" (config {describe({**point, **draw})})" if point or draw else ""
+                raise SpecError(f"{e}{at}") from None
+            configs.append(config)
+    return configs
+
+
+def check_plan(plan: Plan, components: dict) -> None:
+    """`pgjax.components.build` of every distinct case, before any work (touches JAX, no compile).
+
+    The checks that need the env and the networks (episode limit, action space, observation
+    shape, the policy's and value net's outputs, the estimator's rules), once per distinct
+    (static fields, init_log_std).
+
+    Raises:
+      SpecError: the first config or component that does not fit.
+    """
+    seen = set()
+    for config in plan.configs:
+        key = (static_key(config), config.init_log_std)
+        if key not in seen:
+            seen.add(key)
+            try:
+                build(config, **components)
+            except ValueError as e:
+                raise SpecError(str(e)) from None
