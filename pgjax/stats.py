@@ -2,7 +2,7 @@
 
 The one home of these numbers for run summaries, sweep tables, curves and the results table.
 IQM is rliable's (a 25% trimmed mean, Agarwal et al., 2021); CIs are 95% percentile intervals
-of a stratified bootstrap with a fixed random state, so the same scores give the same interval.
+of a stratified bootstrap with fixed resamples, so the same scores give the same interval.
 """
 
 import warnings
@@ -53,14 +53,24 @@ def iqm_intervals(scores: np.ndarray, *, reps: int = REPS) -> tuple[np.ndarray, 
 
 
 def _bootstrap(scores: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray]:
+    """rliable's stratified bootstrap with fixed resamples.
+
+    rliable 1.2 draws its resample indices from numpy's global RNG (`np.random.choice`) and
+    ignores `random_state`, so the global RNG is seeded for the call and restored after it.
+    """
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # arch deprecates RandomState; rliable still passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            {"x": scores}, lambda x: iqm(x, axis=0), reps=reps,
-            random_state=np.random.RandomState(0),
-        )
+    global_state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with warnings.catch_warnings():  # arch deprecates RandomState; rliable still passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = rly.get_interval_estimates(
+                {"x": scores}, lambda x: iqm(x, axis=0), reps=reps,
+                random_state=np.random.RandomState(0),
+            )
+    finally:
+        np.random.set_state(global_state)
     return np.asarray(point["x"]), np.asarray(interval["x"])
 
 
