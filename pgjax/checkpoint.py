@@ -1,6 +1,8 @@
 """Checkpoints of the full (vmapped) training state with orbax; host-only."""
 
+import logging
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -8,7 +10,7 @@ import orbax.checkpoint as ocp
 
 
 class CheckpointError(RuntimeError):
-    """No readable checkpoint."""
+    """No readable checkpoint, or no checkpoint of the step asked for."""
 
 
 def _is_key(x) -> bool:
@@ -29,34 +31,112 @@ def from_saveable(tree, like):
     )
 
 
-class Checkpoints:
-    """Atomic, numbered checkpoints (step = updates done) under RUN_DIR/checkpoints."""
+def drop_orbax_records(record: logging.LogRecord) -> bool:
+    """Logging filter: False for records that orbax code emits (through absl's logger)."""
+    return "orbax" not in record.pathname
 
-    def __init__(self, run_dir: Path, max_to_keep: int = 3):
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self.manager = ocp.CheckpointManager((run_dir / "checkpoints").absolute(), options=options)
+
+def quiet_orbax() -> None:
+    """Keep orbax's noise off stderr: `Checkpoints` reports every failure itself, in one line.
+
+    Its log records (tracebacks of damaged files or failed writes, also from its background
+    threads) are filtered out, and so are the "Event loop is closed" errors its writer threads
+    raise into `sys.unraisablehook` after a failed save.
+    """
+    for name in ("absl", "orbax", "asyncio"):
+        logger = logging.getLogger(name)
+        if drop_orbax_records not in logger.filters:
+            logger.addFilter(drop_orbax_records)
+    if getattr(sys.unraisablehook, "__name__", "") != "drop_closed_loop":
+        sys.unraisablehook = _dropping_closed_loop(sys.unraisablehook)
+
+
+def _dropping_closed_loop(hook):
+    def drop_closed_loop(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            hook(unraisable)
+
+    return drop_closed_loop
+
+
+class Checkpoints:
+    """Atomic, numbered checkpoints (step = updates done) under RUN_DIR/checkpoints.
+
+    With `create=False` (reading a run) a missing folder is a CheckpointError, not a new folder.
+    """
+
+    def __init__(self, run_dir: Path, max_to_keep: int = 3, *, create: bool = True):
+        self.root = (Path(run_dir) / "checkpoints").absolute()
+        if not create and not self.root.is_dir():
+            raise CheckpointError(f"{run_dir} has no checkpoints")
+        self.max_to_keep = max_to_keep
+        quiet_orbax()
+        self.manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True)
+        return ocp.CheckpointManager(self.root, options=options)
 
     def save(self, update: int, state) -> None:
-        self.manager.save(update, args=ocp.args.StandardSave(to_saveable(state)), force=True)
-        self.manager.wait_until_finished()
+        """Save and wait; a failed write (e.g. a full disk) is one CheckpointError line."""
+        try:
+            self.manager.save(update, args=ocp.args.StandardSave(to_saveable(state)), force=True)
+            self.manager.wait_until_finished()
+        except Exception as e:  # orbax wraps OS errors in ValueError / RuntimeError
+            text = str(e)
+            reason = "no space left on device" if "No space left on device" in text else \
+                (text.strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CheckpointError(
+                f"saving checkpoint {update} in {self.root} failed: {reason}; the run resumes "
+                f"from its last checkpoint with pgjax train --resume {self.root.parent}"
+            ) from None
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore(self, like, step: int | None = None):
-        """(update, state) from `step`, or the newest readable one; damaged ones are skipped."""
+    def restore(self, like, step: int | None = None, *, set_aside: bool = False):
+        """(update, state) from `step`, or the newest readable one.
+
+        Damaged checkpoints are reported in one line each and skipped (they are the newer ones:
+        steps are tried newest first). With `set_aside` (resume), once one is restored, the
+        damaged ones are renamed to `damaged-<step>` beside the others (kept, never overwritten),
+        so the resumed run can save those steps again.
+
+        Raises:
+          CheckpointError: `step` is not a checkpoint of this run, or none is readable.
+        """
+        steps = self.steps()
+        if step is not None and step not in steps:
+            listed = ", ".join(map(str, steps)) or "none"
+            raise CheckpointError(f"no checkpoint {step}; available: {listed}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, to_saveable(like))
-        steps = [step] if step is not None else self.steps()[::-1]
-        for s in steps:
+        damaged = []
+        for s in [step] if step is not None else steps[::-1]:
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # orbax raises many types for damaged files
-                reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-                print(f"pgjax: checkpoint {s} is damaged ({reason}); trying an older one",
-                      file=sys.stderr)
+                reason = str(e).strip().splitlines()[0][:120] if str(e).strip() \
+                    else type(e).__name__
+                print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
+                damaged.append(s)
                 continue
+            if set_aside:
+                self._set_aside(damaged)
             return s, from_saveable(restored, like)
-        raise CheckpointError(f"no readable checkpoint in {self.manager.directory}")
+        raise CheckpointError(f"no readable checkpoint in {self.root}")
+
+    def _set_aside(self, damaged: list[int]) -> None:
+        if not damaged:
+            return
+        self.manager.close()
+        for s in damaged:
+            target = self.root / f"damaged-{s}"
+            if target.exists():
+                target = self.root / f"damaged-{s}-{time.strftime('%Y%m%d-%H%M%S')}"
+            (self.root / str(s)).rename(target)
+            print(f"pgjax: checkpoint {s} moved to {target}", file=sys.stderr)
+        self.manager = self._open()
 
     def close(self) -> None:
         self.manager.close()

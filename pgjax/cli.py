@@ -1,5 +1,6 @@
 """`pgjax` command line: train, eval, plot and reproduce runs."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -9,9 +10,11 @@ import tyro
 from pgjax import plots, runs
 from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config
+from pgjax.envs import render_unavailable
 from pgjax.experiment import (
     evaluate_run,
     format_summary,
+    load_run,
     render_episode,
     reproduce_run,
     train_run,
@@ -54,10 +57,6 @@ def train_command(
         check_available(log)
     except LoggerUnavailable as e:
         raise UsageError(str(e)) from None
-    for name, value in (("seeds", seeds), ("chunks", chunks),
-                        ("checkpoint_every", checkpoint_every)):
-        if value <= 0:
-            raise UsageError(f"{name} must be positive, got {value}")
     if resume is not None:
         _require_run(resume)
     try:
@@ -66,7 +65,7 @@ def train_command(
             checkpoint_every=checkpoint_every, progress=progress, resume=resume is not None,
             overwrite=overwrite, log=log,
         )
-    except (CheckpointError, ValueError) as e:
+    except (CheckpointError, ValueError, MemoryError) as e:
         raise UsageError(str(e)) from None
     print(format_summary(summary, run_dir))
 
@@ -90,6 +89,13 @@ def eval_command(
     _require_run(run_dir)
     if episodes <= 0:
         raise UsageError(f"episodes must be positive, got {episodes}")
+    if gif is not None:
+        try:
+            reason = render_unavailable(load_run(run_dir)[0].env)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if reason is not None:
+            raise UsageError(reason)
     try:
         result = evaluate_run(run_dir, episodes=episodes, step=checkpoint, seed=seed)
     except (CheckpointError, ValueError) as e:
@@ -111,18 +117,21 @@ def eval_command(
 
 def plot_command(
     run_dirs: tyro.conf.Positional[list[Path]],
-    out: Path = Path("curves"),
+    out: Path | None = None,
     x: Literal["env_steps", "wall_seconds"] = "env_steps",
 ) -> None:
     """Learning curves of several runs on one figure (IQM over seeds, 95% bootstrap CI).
 
     Args:
       run_dirs: pgjax run directories.
-      out: output path without suffix; writes OUT.png and OUT.svg.
+      out: output path without suffix; writes OUT.png and OUT.svg (default: RUN_DIR/curves for
+        one run, else curves in the runs' common parent folder).
       x: x-axis.
     """
     for run_dir in run_dirs:
-        _require_run(run_dir)
+        _require_metrics(run_dir)
+    if out is None:
+        out = run_dirs[0] / "curves" if len(run_dirs) == 1 else _common_parent(run_dirs) / "curves"
     for path in plots.plot_runs(run_dirs, out, x=x):
         print(path)
 
@@ -134,10 +143,10 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
       run_dir: a pgjax run directory.
       progress: show the progress bar.
     """
-    _require_run(run_dir)
+    _require_metrics(run_dir)
     try:
         result = reproduce_run(run_dir, progress=progress)
-    except ValueError as e:
+    except (ValueError, MemoryError) as e:
         raise UsageError(str(e)) from None
     for name, (then, current) in result["versions"].items():
         print(f"version differs: {name} {then} -> {current}")
@@ -146,6 +155,21 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
         return
     print(f"NOT reproduced: {result['difference']}")
     sys.exit(1)
+
+
+def _common_parent(paths: list[Path]) -> Path:
+    """The folder that holds all of `paths` (runs/ for runs/a and runs/b)."""
+    return Path(os.path.commonpath([p.absolute().parent for p in paths]))
+
+
+def _require_metrics(run_dir: Path) -> None:
+    """A run directory whose metrics.csv has at least one row."""
+    _require_run(run_dir)
+    try:
+        runs.read_metrics(run_dir)
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise UsageError(f"{run_dir} has no metrics to read ({reason})") from None
 
 
 def _require_run(run_dir: Path) -> None:
@@ -200,11 +224,25 @@ def main(argv: list[str] | None = None) -> None:
             COMMANDS, args=argv, prog="pgjax", config=(tyro.conf.OmitArgPrefixes,)
         )
     except UsageError as e:
-        print(f"pgjax: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
+    except OSError as e:  # read-only or full disk, a path that vanished, ...
+        where = f": {e.filename}" if e.filename else ""
+        fail(f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
-        print("pgjax: interrupted", file=sys.stderr)
-        sys.exit(130)
+        # Straight out: unwinding while XLA's threads still run has crashed the interpreter.
+        print("pgjax: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
+    except Exception as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        fail(f"out of memory: {str(e).strip().splitlines()[0][:300]}")
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit status 2."""
+    print(f"pgjax: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -139,18 +139,26 @@ GYM_RENDERED = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
                 "MountainCarContinuous-v0")
 
 
+def render_unavailable(name: str) -> str | None:
+    """Why a GIF of env `name` cannot be made here (classic control needs pygame), or None."""
+    import importlib.util
+
+    if name in GYM_RENDERED and importlib.util.find_spec("pygame") is None:
+        return f'a GIF of {name} needs pygame: pip install -e ".[render]" (or pip install pygame)'
+    return None
+
+
 def save_gif(env: Env, states: list, rewards: list, path) -> None:
     """Render a list of single-env gymnax states with gymnax's visualizer (host-only).
 
     Raises RuntimeError when a classic-control env needs pygame (gymnasium's renderer).
     """
-    import importlib.util
     import os
 
     import matplotlib
 
-    if env.name in GYM_RENDERED and importlib.util.find_spec("pygame") is None:
-        raise RuntimeError(f"a GIF of {env.name} needs pygame: pip install 'pgjax[render]'")
+    if (reason := render_unavailable(env.name)) is not None:
+        raise RuntimeError(reason)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     matplotlib.use("Agg")

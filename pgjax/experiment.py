@@ -8,6 +8,7 @@ asks for them again.
 
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from pgjax import plots, runs, stats
-from pgjax.checkpoint import Checkpoints
+from pgjax.checkpoint import CheckpointError, Checkpoints
 from pgjax.components import ComponentError, Components, build
 from pgjax.config import Config, from_dict
 from pgjax.envs import save_gif
@@ -29,9 +30,10 @@ COMPONENTS = ("env", "policy", "value", "estimator")
 
 
 def chunk_length(num_updates: int, num_chunks: int) -> int:
-    """Largest divisor of num_updates that is at most num_updates / num_chunks (one compile)."""
-    target = max(1, num_updates // max(1, num_chunks))
-    return max(d for d in range(1, target + 1) if num_updates % d == 0)
+    """Updates per chunk: the divisor of num_updates (one compiled program) whose number of
+    chunks is closest to `num_chunks` (the fewer chunks on a tie)."""
+    divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0]
+    return min(divisors, key=lambda d: (abs(num_updates // d - num_chunks), -d))
 
 
 def seed_sharding(seeds: int) -> NamedSharding | None:
@@ -94,30 +96,117 @@ def run_components(config: Config, record: dict, given: dict) -> Components:
     return parts
 
 
-def new_record(config, parts, given, *, seeds, seed, chunks, log) -> tuple[Config, dict]:
+def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every, log):
     """The config (env named after the run's env) and config.json of a new run."""
     config = config.replace(env=parts.env.name)
     n = chunk_length(config.num_updates, chunks)
     record = runs.config_record(
-        config, seeds=seeds, seed=seed, chunk_updates=n, log=list(log),
-        components=describe(parts, given),
+        config, seeds=seeds, seed=seed, chunk_updates=n, checkpoint_every=checkpoint_every,
+        log=list(log), components=describe(parts, given),
     )
     return config, record
 
 
+class defer_interrupt:
+    """Holds Ctrl-C (SIGINT) back while XLA compiles, then raises KeyboardInterrupt after it.
+
+    Interrupting a compile leaves XLA's compiler threads running while Python unwinds, which
+    crashed the process at exit (segfault or an LLVM abort) instead of a clean stop.
+    """
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.caught = False
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.previous = signal.signal(signal.SIGINT, self._catch)
+        return self
+
+    def _catch(self, signum, frame):
+        self.caught = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.caught and exc[0] is None:
+            raise KeyboardInterrupt
+
+
+def available_bytes(device) -> int | None:
+    """Memory free for a program on `device`: GPU/TPU memory stats, else the host's MemAvailable."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(compiled: list, seeds: int) -> None:
+    """Refuse programs whose buffers (XLA's own accounting) exceed the device's free memory."""
+    needed = 0
+    for program in compiled:
+        m = program.memory_analysis()
+        if m is not None:
+            needed += m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes \
+                - m.alias_size_in_bytes
+    device = jax.local_devices()[0]
+    devices = len(jax.local_devices()) if seed_sharding(seeds) is not None else 1
+    free = available_bytes(device)
+    if free is not None and needed / devices > free:
+        gib = 2.0 ** 30
+        raise MemoryError(
+            f"the training program needs {needed / devices / gib:.1f} GiB per device and "
+            f"{device.platform} has {free / gib:.1f} GiB free; lower --num-envs, --num-steps or "
+            f"--seeds, or use --loss-chunks"
+        )
+
+
 def compile_programs(config: Config, parts: Components, seeds: int, seed: int, n: int):
-    """(initial state [seeds, ...], the compiled `n`-update step, compile seconds)."""
+    """(initial state [seeds, ...], the compiled `n`-update step, compile seconds).
+
+    Both programs are compiled and their memory checked (`check_memory`) before any runs.
+    """
     t0 = time.perf_counter()
     shard = seed_sharding(seeds)  # every leaf of state and metrics has a leading seeds axis
-    init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)),
-                   out_shardings=shard)
-    state = init(sharded_seed_keys(seed, seeds))
-    step = jax.jit(
-        jax.vmap(functools.partial(train_chunk, config, num_updates=n, parts=parts)),
-        in_shardings=shard, out_shardings=shard, donate_argnums=0,
-    )
-    step = step.lower(state).compile()
-    return state, step, time.perf_counter() - t0
+    keys = sharded_seed_keys(seed, seeds)
+    with defer_interrupt():
+        init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)),
+                       out_shardings=shard).lower(keys).compile()
+        step = jax.jit(
+            jax.vmap(functools.partial(train_chunk, config, num_updates=n, parts=parts)),
+            in_shardings=shard, out_shardings=shard, donate_argnums=0,
+        ).lower(init.out_info).compile()
+    check_memory([init, step], seeds)
+    return init(keys), step, time.perf_counter() - t0
+
+
+def announce(run_dir: Path, what: str, progress: bool) -> None:
+    """One line on stderr before the compile, so a long silent start is explained."""
+    if progress:
+        print(f"pgjax: {what} {run_dir}; compiling…", file=sys.stderr, flush=True)
+
+
+def finished(run_dir: Path, config: Config) -> dict | None:
+    """The summary of a run that already ended (summary.json and its last checkpoint), else None."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        ckpt = Checkpoints(run_dir, create=False)
+    except (OSError, ValueError, CheckpointError):
+        return None
+    try:
+        done = config.num_updates in ckpt.steps()
+    finally:
+        ckpt.close()
+    return summary if done else None
 
 
 def train_run(
@@ -138,57 +227,73 @@ def train_run(
 
     Checkpoints the whole vmapped TrainState every `checkpoint_every` chunks and at the end. With
     `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
-    with the stored config (`config` is ignored) and ends with the numbers of an uninterrupted run.
+    with the stored config and checkpoint interval (the arguments are ignored) and ends with the
+    numbers of an uninterrupted run; damaged checkpoints and those newer than the one restored
+    are moved aside. A finished run is not trained again. Nothing is written to a new run's
+    directory until its programs compiled and fit in memory.
 
     Args:
       config: hyperparameters (ignored on resume).
       run_dir: the run directory: new or empty (None: runs/<env>-<timestamp>), or holding a run
-        to resume, or to replace with `overwrite` (`runs.prepare_run_dir`).
+        to resume, or to replace with `overwrite`.
       seeds, seed: seed i's key is `train.seed_keys(seed, seeds)[i]`.
       chunks: progress updates, each one jitted call of several updates.
       checkpoint_every: chunks between checkpoints.
       progress: show a progress bar.
       resume: continue the run in `run_dir`.
-      overwrite: replace the run that `run_dir` holds.
+      overwrite: replace the run that `run_dir` holds (once the new one has compiled).
       log: extra loggers (pgjax.loggers: "tensorboard", "wandb"); on resume the stored ones.
       **components: env=, policy=, value=, estimator= (`pgjax.components.build`); a run
         trained with the caller's own components needs them again to resume.
 
     Returns:
       (run_dir, summary), the summary as written to summary.json.
+
+    Raises:
+      ValueError: a bad config, component or run directory; MemoryError: the programs do not
+        fit; CheckpointError: nothing to resume from.
     """
     if resume:
         run_dir = Path(run_dir)
         config, record = load_run(run_dir)
         parts = run_components(config, record, components)
+        if (summary := finished(run_dir, config)) is not None:
+            return run_dir, summary
         seeds, seed, log = record["seeds"], record["seed"], tuple(record.get("log", ()))
+        checkpoint_every = record.get("checkpoint_every", checkpoint_every)
     else:
-        if seeds <= 0:
-            raise ValueError(f"seeds must be positive, got {seeds}")
+        for name, value in (("seeds", seeds), ("chunks", chunks),
+                            ("checkpoint_every", checkpoint_every)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         parts = build(config, **components)
-        run_dir = runs.prepare_run_dir(run_dir and Path(run_dir), parts.env.name,
-                                       overwrite=overwrite)
+        run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name,
+                                     overwrite=overwrite)
         config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
-                                    chunks=chunks, log=log)
-        runs.write_json(run_dir / "config.json", record)
+                                    chunks=chunks, checkpoint_every=checkpoint_every, log=log)
     n = record["chunk_updates"]
-    loggers = make_loggers(log, run_dir, record)
+    announce(run_dir, "resuming" if resume else "training into", progress)
     state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
+    if not resume:
+        runs.create_run_dir(run_dir)
+        runs.write_json(run_dir / "config.json", record)
+    loggers = make_loggers(log, run_dir, record)
 
     ckpt = Checkpoints(run_dir)
     start = 0
     if resume and ckpt.steps():
-        start, state = ckpt.restore(state)
+        start, state = ckpt.restore(state, set_aside=True)
     csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
     t1 = time.perf_counter()
-    train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds, start=start, n=n,
-               checkpoint_every=checkpoint_every, progress=progress)
+    state, diverged = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
+                                 start=start, n=n, checkpoint_every=checkpoint_every,
+                                 progress=progress)
     wall = time.perf_counter() - t1
     ckpt.close()
     for logger in loggers:
         logger.close()
-    summary = summarize(config, csv, seeds=seeds, start=start if resume else None, wall=wall,
-                        compile_seconds=compile_seconds)
+    summary = summarize(config, csv, diverged, seeds=seeds, start=start if resume else None,
+                        wall=wall, compile_seconds=compile_seconds)
     runs.write_json(run_dir / "summary.json", summary)
     returns = csv.returns()
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
@@ -197,30 +302,39 @@ def train_run(
 
 
 def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, checkpoint_every,
-               progress) -> None:
-    """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints."""
-    steps_per_chunk = seeds * n * config.steps_per_update
-    t1 = time.perf_counter()
+               progress):
+    """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints.
+
+    Returns the final state and a [seeds] bool mask of the seeds that diverged (a non-finite
+    loss or gradient norm in a chunk trained here, or non-finite final parameters).
+    """
+    per_chunk = n * config.steps_per_update
+    diverged = np.zeros(seeds, bool)
     with tqdm(
-        total=seeds * config.num_updates * config.steps_per_update, unit="step", unit_scale=True,
-        disable=not progress, desc=config.env, dynamic_ncols=True,
-        initial=seeds * start * config.steps_per_update,
+        total=config.num_updates * config.steps_per_update, unit="step", unit_scale=True,
+        disable=not progress, desc=f"{config.env} × {seeds} seeds", dynamic_ncols=True,
+        initial=start * config.steps_per_update,
     ) as bar:
+        t1 = time.perf_counter()
         for c in range(start // n, config.num_updates // n):
             state, metrics = step(state)
             metrics = jax.tree.map(np.asarray, metrics)
+            diverged |= ~(np.isfinite(metrics.loss).all(1) & np.isfinite(metrics.grad_norm).all(1))
             rows = csv.append(c * n, config.steps_per_update, metrics, time.perf_counter() - t1)
             for logger in loggers:
                 logger.log(rows)
-            bar.update(steps_per_chunk)
+            bar.update(per_chunk)
             bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
             last = c + 1 == config.num_updates // n
             if last or (c + 1) % checkpoint_every == 0:
                 ckpt.save((c + 1) * n, state)
+    for leaf in jax.tree.leaves(state.params):
+        diverged |= ~np.isfinite(np.asarray(leaf)).reshape(seeds, -1).all(1)
+    return state, diverged
 
 
-def summarize(config, csv, *, seeds, start, wall, compile_seconds) -> dict:
-    """summary.json: final return statistics over seeds, throughput and timings."""
+def summarize(config, csv, diverged, *, seeds, start, wall, compile_seconds) -> dict:
+    """summary.json: final return statistics over seeds, diverged seeds, throughput, timings."""
     returns = csv.returns()  # [seeds, updates], also rows written before a resume
     trained = config.num_updates - (start or 0)
     return {
@@ -228,6 +342,7 @@ def summarize(config, csv, *, seeds, start, wall, compile_seconds) -> dict:
         "seeds": seeds,
         "env_steps_per_seed": int(returns.shape[1] * config.steps_per_update),
         "final_return": stats.score_summary(returns[:, -1]),
+        "diverged_seeds": [int(i) for i in np.flatnonzero(diverged)],
         "env_steps_per_second": seeds * trained * config.steps_per_update / wall,
         "wall_seconds": wall,
         "compile_seconds": compile_seconds,
@@ -242,7 +357,7 @@ def restore_run(run_dir: Path, step: int | None = None, **components):
     run_dir = Path(run_dir)
     init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)))
     like = init(sharded_seed_keys(record["seed"], record["seeds"]))
-    ckpt = Checkpoints(run_dir)
+    ckpt = Checkpoints(run_dir, create=False)
     try:
         update, state = ckpt.restore(like, step)
     finally:
@@ -338,6 +453,14 @@ def compare_metrics(a: Path, b: Path) -> str | None:
     return None
 
 
+def _diverged_text(summary: dict) -> str:
+    bad = summary.get("diverged_seeds", [])
+    if not bad:
+        return "none"
+    return (f"DIVERGED {len(bad)} of {summary['seeds']} (seeds {', '.join(map(str, bad))}: "
+            f"non-finite loss, gradient or parameters)")
+
+
 def format_summary(summary: dict, run_dir: Path) -> str:
     final = summary["final_return"]
     lo, hi = final["ci95"]
@@ -349,6 +472,7 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         ("final return, IQM [95% CI]", f"{final['iqm']:.2f} [{lo:.2f}, {hi:.2f}]"),
         ("final return, min / max", f"{np.nanmin(final['per_seed']):.2f} / "
                                     f"{np.nanmax(final['per_seed']):.2f}"),
+        ("diverged seeds", _diverged_text(summary)),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
         ("wall s (compile s)", f"{summary['wall_seconds']:.1f} ({summary['compile_seconds']:.1f})"),
         ("run directory", str(run_dir)),

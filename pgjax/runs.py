@@ -64,20 +64,35 @@ def is_run_dir(path: Path) -> bool:
         return False
 
 
-def prepare_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Path:
-    """Create the run directory; refuse one that holds other files or, unless asked, a run."""
+def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Path:
+    """The run directory a new run will use, checked without touching the disk.
+
+    Refuses a path that is not a directory, one that holds other files or, unless `overwrite`,
+    a run, and one whose nearest existing folder is not writable. Default
+    runs/<env>-<timestamp>.
+    """
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{env}-{stamp}"
+    out = Path(out)
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"--out {out} exists and is not a directory")
         if is_run_dir(out):
             if not overwrite:
                 raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite")
-            shutil.rmtree(out)
         elif any(out.iterdir()):
             raise ValueError(f"--out {out} exists and is not a pgjax run directory")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write in {existing} (permission denied)")
+    return out
+
+
+def create_run_dir(out: Path) -> Path:
+    """Make the directory `check_run_dir` accepted, replacing the run it holds (if any)."""
+    if is_run_dir(out):
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -1,0 +1,265 @@
+"""Faults and bad input on the host side: one line on stderr, exit status 2, nothing lost."""
+
+import dataclasses
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+
+import pgjax
+from pgjax.cli import main
+
+TINY = ["--total-timesteps", "4000", "--num-envs", "8", "--num-steps", "100", "--seeds", "2",
+        "--chunks", "5", "--checkpoint-every", "1"]
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    """Exit status and stderr of `pgjax ARGV` run in this process."""
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip()
+
+
+def one_line_error(code, err, message):
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert last.startswith("pgjax: error: ") and message in last, err
+    assert "Traceback" not in err, err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run with checkpoints at every chunk (5 updates)."""
+    out = tmp_path_factory.mktemp("runs") / "done"
+    main(["train", *TINY, "--out", str(out), "--no-progress"])
+    return out
+
+
+def copy_run(run_dir, tmp_path, name="run") -> Path:
+    target = tmp_path / name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def garble(step_dir: Path) -> None:
+    for f in step_dir.rglob("*"):
+        if f.is_file():
+            f.write_text("garbage")
+
+
+def metrics_rows(run_dir):
+    return [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
+            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_past_a_damaged_newest_checkpoint_moves_it_aside(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    garble(run / "checkpoints" / "5")
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0 and "checkpoint 5 is damaged" in err, err
+    assert (run / "checkpoints" / "damaged-5").is_dir()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")  # finished
+    assert code == 0 and "damaged" not in err, err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit())[-1] == "5"
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_all_checkpoints_damaged_is_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    for step in (run / "checkpoints").iterdir():
+        garble(step)
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    one_line_error(code, err, "no readable checkpoint")
+    assert all("damaged" in line for line in err.splitlines()[:-1]), err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["3", "4", "5"]  # kept
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--ent-coef", "nan"),
+                                         ("--gamma", "nan"), ("--max-grad-norm", "inf")])
+def test_non_finite_hyperparameters_are_refused(flag, value, tmp_path, capsys):
+    code, err = cli(capsys, "train", *TINY, flag, value, "--out", str(tmp_path / "x"))
+    one_line_error(code, err, "must be finite")
+    assert not (tmp_path / "x").exists()
+
+
+@dataclasses.dataclass(frozen=True)
+class Exploding:
+    """An estimator whose advantages are infinite: every loss is NaN."""
+
+    uses_value = False
+
+    def __call__(self, inputs):
+        batch = inputs.batch
+        g = pgjax.discounted_returns(batch.reward, batch.done, inputs.gamma)
+        return pgjax.Targets(g, g * jnp.inf, None, None)
+
+
+def test_a_diverged_run_is_flagged(tmp_path):
+    config = pgjax.Config(num_envs=8, num_steps=100, total_timesteps=4000)
+    run_dir, summary = pgjax.train_run(config, tmp_path / "x", seeds=2, progress=False,
+                                       estimator=Exploding())
+    assert summary["diverged_seeds"] == [0, 1]
+    from pgjax.experiment import format_summary
+
+    assert "DIVERGED 2 of 2" in format_summary(summary, run_dir)
+    good = pgjax.train_run(config, tmp_path / "y", seeds=2, progress=False)[1]
+    assert good["diverged_seeds"] == []
+
+
+def test_unwritable_out_is_one_line(capsys):
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys here")
+    code, err = cli(capsys, "train", *TINY, "--out", "/sys/pgjax-run")  # a read-only filesystem
+    one_line_error(code, err, "/sys/pgjax-run")
+
+
+def test_full_disk_is_one_line_and_resumes(tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)],
+                           capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        args = ["train", "--num-envs", "8", "--num-steps", "100", "--total-timesteps", "16000",
+                "--seeds", "2", "--hidden", "128", "128", "--chunks", "4", "--no-progress"]
+        proc = subprocess.run([sys.executable, "-m", "pgjax.cli", *args, "--out",
+                               str(small / "run")], capture_output=True, text=True, timeout=300)
+        assert proc.stderr.count("\n") == 1, proc.stderr  # no orbax tracebacks
+        one_line_error(proc.returncode, proc.stderr.strip(), "no space left on device")
+        assert "--resume" in proc.stderr
+        shutil.copytree(small / "run", tmp_path / "run")  # "free space": move it elsewhere
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    code, err = cli(capsys, "train", "--resume", str(tmp_path / "run"), "--no-progress")
+    assert code == 0, err
+    code, err = cli(capsys, *args, "--out", str(tmp_path / "whole"))
+    assert metrics_rows(tmp_path / "run") == metrics_rows(tmp_path / "whole")
+
+
+def test_a_program_too_large_for_memory_stops_before_any_file(tmp_path, capsys):
+    out = tmp_path / "big"
+    code, err = cli(capsys, "train", "--num-envs", "200000", "--total-timesteps", "100000000",
+                    "--out", str(out), "--no-progress")
+    one_line_error(code, err, "the training program needs")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("metrics", [None, "header"])
+def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path, capsys,
+                                                         metrics):
+    run = copy_run(finished_run, tmp_path)
+    if metrics is None:
+        (run / "metrics.csv").unlink()
+    else:
+        lines = (run / "metrics.csv").read_text().splitlines()
+        (run / "metrics.csv").write_text(lines[0] + "\n")
+    for command in ("plot", "reproduce"):
+        t = time.perf_counter()
+        code, err = cli(capsys, command, str(run))
+        one_line_error(code, err, "has no metrics to read")
+        assert time.perf_counter() - t < 5  # refused before any training
+
+
+def test_eval_errors_are_one_line_and_touch_nothing(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    code, err = cli(capsys, "eval", str(run), "--checkpoint", "2")
+    one_line_error(code, err, "no checkpoint 2; available: 3, 4, 5")
+    shutil.rmtree(run / "checkpoints")
+    code, err = cli(capsys, "eval", str(run))
+    one_line_error(code, err, "has no checkpoints")
+    assert not (run / "checkpoints").exists()
+
+
+def test_eval_gif_without_pygame_fails_before_evaluating(finished_run, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("pygame") is not None:
+        pytest.skip("pygame is installed")
+    run = copy_run(finished_run, tmp_path)
+    code, err = cli(capsys, "eval", str(run), "--gif", str(tmp_path / "x.gif"))
+    one_line_error(code, err, 'pip install -e ".[render]"')
+    assert not (run / "eval.json").exists()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert 'pip install -e ".[render]"' in readme
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"env": "CartPol-v1"}, "unknown env 'CartPol-v1'"),
+    ({"colour": "red"}, "config.json: unknown config field 'colour'"),
+    ({"num_envs": "eight"}, "config.json: num_envs must be an integer"),
+])
+def test_hand_edited_config_is_one_line(finished_run, tmp_path, capsys, edit, message):
+    run = copy_run(finished_run, tmp_path)
+    record = json.loads((run / "config.json").read_text())
+    record["config"].update(edit)
+    (run / "config.json").write_text(json.dumps(record))
+    (run / "summary.json").unlink()
+    for argv in (["eval", str(run)], ["train", "--resume", str(run), "--no-progress"]):
+        code, err = cli(capsys, *argv)
+        one_line_error(code, err, message)
+
+
+@pytest.mark.parametrize("chunks", ["0", "-2"])
+def test_non_positive_chunks_are_refused(chunks, capsys):
+    code, err = cli(capsys, "train", *TINY, "--chunks", chunks)
+    one_line_error(code, err, "chunks must be positive")
+
+
+def test_resume_keeps_the_checkpoint_interval_and_a_finished_run_is_not_retrained(
+        finished_run, tmp_path, capsys):
+    record = json.loads((finished_run / "config.json").read_text())
+    assert record["checkpoint_every"] == 1
+    run = copy_run(finished_run, tmp_path)
+    t = time.perf_counter()
+    code, err = cli(capsys, "train", "--resume", str(run))
+    assert code == 0 and "compiling" not in err, err
+    assert time.perf_counter() - t < 5
+    assert json.loads((run / "summary.json").read_text()) == \
+        json.loads((finished_run / "summary.json").read_text())
+
+
+def test_chunks_are_the_divisor_closest_to_the_request():
+    from pgjax.experiment import chunk_length
+
+    assert 64 // chunk_length(64, 20) == 16  # not 32
+    assert chunk_length(64, 64) == 1 and chunk_length(7, 3) == 7 and chunk_length(12, 5) == 3
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_compiled(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    code, err = cli(capsys, "train", "--num-envs", "200000", "--total-timesteps", "100000000",
+                    "--out", str(run), "--overwrite", "--no-progress")
+    one_line_error(code, err, "the training program needs")
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_ctrl_c_during_compile_exits_cleanly(tmp_path):
+    """SIGINT at random moments of the compile: exit 130 and one line, never a crash."""
+    rng = random.Random(0)
+    for i in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pgjax.cli", "train", "--out", str(tmp_path / str(i))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        first = proc.stderr.readline()
+        assert "compiling" in first, first
+        time.sleep(rng.uniform(0.0, 3.0))
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        proc.wait(timeout=120)
+        assert proc.returncode == 130, (proc.returncode, err)
+        assert err.strip().splitlines()[-1] == "pgjax: interrupted", err
+        assert not (tmp_path / str(i)).exists()
