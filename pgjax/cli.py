@@ -1,6 +1,10 @@
 """`pgjax` command line: train, eval, plot and reproduce runs."""
 
+import contextlib
+import functools
+import io
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal
@@ -218,11 +222,43 @@ COMMANDS = {
 }
 
 
+def deferred(command):
+    """The command with its signature, returning a call to make instead of making it, so that
+    parsing (whose errors tyro draws in a box) and running are apart."""
+
+    @functools.wraps(command)
+    def parse_only(*args, **kwargs):
+        return functools.partial(command, *args, **kwargs)
+
+    return parse_only
+
+
+def parse(argv: list[str] | None):
+    """The parsed command, ready to call; a parse error becomes one line and exit status 2."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(out):
+            return tyro.extras.subcommand_cli_from_dict(
+                {name: deferred(command) for name, command in COMMANDS.items()}, args=argv,
+                prog="pgjax", config=(tyro.conf.OmitArgPrefixes,),
+            )
+    except SystemExit as e:
+        if not e.code:
+            sys.stderr.write(out.getvalue())
+            raise
+        # tyro draws a titled box (with box-drawing characters, or plain where it cannot):
+        # keep the text inside it, without the title, rules and the pointer to --help.
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+        lines = [line.strip(" │─-╭╮╰╯") for line in plain.splitlines()]
+        lines = [line for line in lines if line][1:]
+        text = " ".join(line for line in lines if not line.startswith("For full"))
+        fail(text or "bad arguments (pgjax --help)")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        tyro.extras.subcommand_cli_from_dict(
-            COMMANDS, args=argv, prog="pgjax", config=(tyro.conf.OmitArgPrefixes,)
-        )
+        run = parse(argv)
+        run()
     except UsageError as e:
         fail(str(e))
     except OSError as e:  # read-only or full disk, a path that vanished, ...

@@ -85,11 +85,18 @@ def test_bad_input_is_one_line(capsys, args, message):
     assert message in err
 
 
-def test_bad_choice_is_rejected_by_the_parser(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--baseline", "median"], "invalid choice 'median' for argument '--baseline'"),
+    (["train", "--num-envs", "x"], "Error parsing --num-envs"),
+    (["trian"], "Unrecognized options: trian"),
+    (["eval"], "Missing from pgjax eval"),
+])
+def test_parse_errors_are_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--baseline", "median"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("pgjax: error: ") and message in err, err
 
 
 def test_out_that_is_not_a_run_dir(tmp_path, capsys):
