@@ -310,14 +310,20 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
     """
     per_chunk = n * config.steps_per_update
     diverged = np.zeros(seeds, bool)
+    chunks = range(start // n, config.num_updates // n)
     with tqdm(
         total=config.num_updates * config.steps_per_update, unit="step", unit_scale=True,
         disable=not progress, desc=f"{config.env} × {seeds} seeds", dynamic_ncols=True,
         initial=start * config.steps_per_update,
     ) as bar:
         t1 = time.perf_counter()
-        for c in range(start // n, config.num_updates // n):
-            state, metrics = step(state)
+        running = step(state) if chunks else None
+        for c in chunks:
+            state, metrics = running
+            last = c + 1 == config.num_updates // n
+            save = last or (c + 1) % checkpoint_every == 0
+            if not save:
+                running = step(state)  # the next chunk runs while this one's rows are written
             metrics = jax.tree.map(np.asarray, metrics)
             diverged |= ~(np.isfinite(metrics.loss).all(1) & np.isfinite(metrics.grad_norm).all(1))
             rows = csv.append(c * n, config.steps_per_update, metrics, time.perf_counter() - t1)
@@ -325,9 +331,10 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
                 logger.log(rows)
             bar.update(per_chunk)
             bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
-            last = c + 1 == config.num_updates // n
-            if last or (c + 1) % checkpoint_every == 0:
-                ckpt.save((c + 1) * n, state)
+            if save:  # after the rows (a checkpoint never runs ahead of metrics.csv), before
+                ckpt.save((c + 1) * n, state)  # the next chunk takes (donates) the state
+                if not last:
+                    running = step(state)
     for leaf in jax.tree.leaves(state.params):
         diverged |= ~np.isfinite(np.asarray(leaf)).reshape(seeds, -1).all(1)
     return state, diverged

@@ -64,6 +64,7 @@ def rows_without_wall(run_dir):
     return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     args = ["train", "--num-envs", "64", "--num-steps", "200", "--total-timesteps",
             str(64 * 200 * 30), "--seeds", "2", "--chunks", "30", "--checkpoint-every", "1",

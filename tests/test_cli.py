@@ -50,6 +50,7 @@ def test_train_end_to_end(tmp_path):
     assert jsonl[-1]["return_seed1"] == float(rows[-1]["return_seed1"])
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_results(tmp_path):
     for chunks in (1, 5):
         main(["train", *TINY, "--out", str(tmp_path / str(chunks)), "--chunks", str(chunks),
@@ -120,6 +121,7 @@ def test_existing_run_needs_overwrite(tmp_path, capsys):
     main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])
 
 
+@pytest.mark.slow
 def test_seeds_sharded_over_devices_give_the_same_numbers(tmp_path):
     code = (
         "import jax, sys; from pgjax.cli import main; "

@@ -40,6 +40,7 @@ def test_corridor_closed_form():
     assert corridor_value(best) == pytest.approx(-11.66, abs=0.01)
 
 
+@pytest.mark.slow
 def test_make_train_with_own_env_and_policy_reaches_the_book_optimum():
     config = pgjax.Config(num_envs=16, num_steps=200, total_timesteps=640_000, gamma=1.0, lr=0.05)
     train = pgjax.make_train(config, env=CORRIDOR, policy=BiasedPolicy())
@@ -190,6 +191,7 @@ def rows(run_dir):
             for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, capsys):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     proc = subprocess.Popen([sys.executable, "-c", RUN.format(tests=str(TESTS), out=str(killed))],

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -70,6 +71,7 @@ def test_commands_reject_a_non_run(tmp_path, capsys, command):
     assert "is not a pgjax run directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_gif_of_a_catch_run(tmp_path, capsys):
     out = tmp_path / "catch"
     main(["train", "--env", "Catch-bsuite", "--num-envs", "8", "--num-steps", "18",
@@ -85,7 +87,12 @@ def test_eval_gif_without_pygame_is_one_line(run_dir, tmp_path, capsys, monkeypa
     real = importlib.util.find_spec
     fake = lambda name, *args: None if name == "pygame" else real(name, *args)
     monkeypatch.setattr(importlib.util, "find_spec", fake)
+    (run_dir / "eval.json").unlink(missing_ok=True)
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", str(run_dir), "--episodes", "2", "--gif", str(tmp_path / "x.gif")])
     assert exit_info.value.code == 2
-    assert "needs pygame: pip install 'pgjax[render]'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and 'needs pygame: pip install -e ".[render]"' in err, err
+    assert not (run_dir / "eval.json").exists()  # refused before evaluating
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert 'pip install -e ".[render]"' in readme

@@ -106,6 +106,7 @@ class Exploding:
         return pgjax.Targets(g, g * jnp.inf, None, None)
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_flagged(tmp_path):
     config = pgjax.Config(num_envs=8, num_steps=100, total_timesteps=4000)
     run_dir, summary = pgjax.train_run(config, tmp_path / "x", seeds=2, progress=False,
@@ -125,6 +126,7 @@ def test_unwritable_out_is_one_line(capsys):
     one_line_error(code, err, "/sys/pgjax-run")
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_resumes(tmp_path, capsys):
     small = tmp_path / "small"
     small.mkdir()
@@ -183,19 +185,6 @@ def test_eval_errors_are_one_line_and_touch_nothing(finished_run, tmp_path, caps
     assert not (run / "checkpoints").exists()
 
 
-def test_eval_gif_without_pygame_fails_before_evaluating(finished_run, tmp_path, capsys):
-    import importlib.util
-
-    if importlib.util.find_spec("pygame") is not None:
-        pytest.skip("pygame is installed")
-    run = copy_run(finished_run, tmp_path)
-    code, err = cli(capsys, "eval", str(run), "--gif", str(tmp_path / "x.gif"))
-    one_line_error(code, err, 'pip install -e ".[render]"')
-    assert not (run / "eval.json").exists()
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert 'pip install -e ".[render]"' in readme
-
-
 @pytest.mark.parametrize("edit, message", [
     ({"env": "CartPol-v1"}, "unknown env 'CartPol-v1'"),
     ({"colour": "red"}, "config.json: unknown config field 'colour'"),
@@ -246,6 +235,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_compiled(finished_run, tm
     assert metrics_rows(run) == metrics_rows(finished_run)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_compile_exits_cleanly(tmp_path):
     """SIGINT at random moments of the compile: exit 130 and one line, never a crash."""
     rng = random.Random(0)

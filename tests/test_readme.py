@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -16,6 +18,7 @@ def test_readme_example_runs(capsys):
     assert int(count) > 0 and float(mean) > 150  # a random policy averages ~22
 
 
+@pytest.mark.slow
 def test_readme_own_components_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     scope = {}

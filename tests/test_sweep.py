@@ -226,6 +226,7 @@ pgjax.sweep(spec, out, on_chunk=lambda record: os.kill(os.getpid(), signal.SIGKI
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_sweep_resumes_from_what_reached_disk(reference, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, json.dumps(SPEC), str(tmp_path)],

@@ -97,6 +97,7 @@ def test_loss_chunks_give_the_whole_batch_gradient(overrides):
             np.testing.assert_allclose(c, g, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_chunks_shrink_the_saved_activations():
     def temp_bytes(config):
         state = jax.vmap(functools.partial(init_state, config))(
@@ -215,12 +216,14 @@ def test_complete_window_masks_unfinished_tail():
 # Learning on small budgets: thresholds that fail when learning breaks.
 
 
+@pytest.mark.slow
 def test_cartpole_solves_on_8_seeds():
     _, metrics = run(pgjax.Config(), seeds=8)
     final = np.asarray(metrics.episode_return[:, -1])
     assert final.min() >= 475, final
 
 
+@pytest.mark.slow
 def test_catch_learns():
     config = pgjax.Config(
         env="Catch-bsuite", num_envs=64, num_steps=18, total_timesteps=64 * 18 * 100, lr=2e-2
@@ -230,6 +233,7 @@ def test_catch_learns():
     assert final.mean() >= 0.8, final
 
 
+@pytest.mark.slow
 def test_pendulum_improves():
     config = pgjax.Config(
         env="Pendulum-v1", num_envs=32, num_steps=200, total_timesteps=32 * 200 * 200,

@@ -1,0 +1,86 @@
+"""The host path against the steady-state program it runs, side by side in one process.
+
+    python -m benchmarks.host_path [--seeds 16 1] [--repeats 3] [--total-timesteps N]
+
+For each seed count, alternately (so a noisy machine slows both alike):
+  program   `jax.jit(jax.vmap(make_train(config)))` on the seed keys, compiled once, timed alone;
+  host      `pgjax.train_run` into a fresh temporary run directory with the default chunking,
+            checkpointing and metrics files (progress bar off): its wall time from the first
+            chunk to the last checkpoint, compile excluded (summary.json's `wall_seconds`).
+Prints env steps/s of both, host / program (best of the repeats and median of per-round
+ratios), and whether both end with the same per-seed final returns. Writes
+benchmarks/results/host_path.json with versions and the git commit.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import pgjax
+from pgjax import runs
+
+
+def time_program(train, keys) -> tuple[float, np.ndarray]:
+    t = time.perf_counter()
+    _, metrics = jax.block_until_ready(train(keys))
+    return time.perf_counter() - t, np.asarray(metrics.episode_return[:, -1])
+
+
+def time_host(config, seeds: int) -> tuple[float, np.ndarray]:
+    with tempfile.TemporaryDirectory() as tmp:
+        _, summary = pgjax.train_run(config, Path(tmp) / "run", seeds=seeds, progress=False)
+    return summary["wall_seconds"], np.array(summary["final_return"]["per_seed"])
+
+
+def measure(config, seeds: int, repeats: int) -> dict:
+    keys = jax.random.split(jax.random.key(0), seeds)
+    train = jax.jit(jax.vmap(pgjax.make_train(config))).lower(keys).compile()
+    time_host(config, seeds)  # warm: the host path's compile and first files
+    program, host = [], []
+    for _ in range(repeats):
+        p, p_final = time_program(train, keys)
+        h, h_final = time_host(config, seeds)
+        program.append(p)
+        host.append(h)
+    steps = seeds * config.num_updates * config.steps_per_update
+    return {
+        "seeds": seeds,
+        "program_env_steps_per_second": steps / min(program),
+        "host_env_steps_per_second": steps / min(host),
+        "host_over_program_best": min(program) / min(host),
+        "host_over_program_median_of_rounds": float(np.median(np.array(program) / host)),
+        "program_seconds": program,
+        "host_seconds": host,
+        "same_final_returns": bool(np.array_equal(p_final, h_final, equal_nan=True)),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[16, 1])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--total-timesteps", type=int, default=pgjax.Config.total_timesteps)
+    args = parser.parse_args()
+    config = pgjax.Config(total_timesteps=args.total_timesteps)
+    rows = [measure(config, seeds, args.repeats) for seeds in args.seeds]
+    print(f"{'seeds':>5} {'program steps/s':>16} {'host steps/s':>14} {'host/program best':>18} "
+          f"{'median of rounds':>17} same")
+    for r in rows:
+        print(f"{r['seeds']:>5} {r['program_env_steps_per_second']:>16,.0f} "
+              f"{r['host_env_steps_per_second']:>14,.0f} {r['host_over_program_best']:>18.3f} "
+              f"{r['host_over_program_median_of_rounds']:>17.3f} {r['same_final_returns']}")
+    out = Path(__file__).parent / "results" / "host_path.json"
+    out.parent.mkdir(exist_ok=True)
+    runs.write_json(out, {"config": "defaults (CartPole-v1, 64 envs × 500 steps)",
+                          "total_timesteps": args.total_timesteps, "rows": rows,
+                          "load_average": os.getloadavg(), **runs.provenance()})
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
