@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from pgjax.config import Config
 from pgjax.envs import Env
-from pgjax.estimators import Estimator, ReturnToGo
+from pgjax.estimators import GAE, Estimator, GroupRelative, ReturnToGo, TotalReturn
 from pgjax.policies import CategoricalPolicy, ConvTorso, Flatten, GaussianPolicy, ValueNet
 
 
@@ -43,6 +43,19 @@ def as_env(env: Any) -> Env:
         f"env must be a pgjax.Env, a gymnax Environment or (Environment, params), "
         f"got {type(env).__name__}"
     )
+
+
+def make_estimator(config: Config) -> Estimator:
+    """The built-in estimator that `config.estimator` names, with the config's settings."""
+    normalize = config.normalize_advantages
+    if config.estimator == "reward-to-go":
+        return ReturnToGo(config.baseline, config.window, config.gamma_weighting, normalize)
+    if config.estimator == "total-return":
+        baseline = "none" if config.baseline == "value" else config.baseline
+        return TotalReturn(baseline, config.window, normalize)
+    if config.estimator == "gae":
+        return GAE(config.gae_lambda, normalize)
+    return GroupRelative(config.estimator, config.group_size, normalize)
 
 
 def torso(config: Config, env: Env) -> nn.Module | None:
@@ -88,9 +101,7 @@ def build(
                      (("env", env), ("policy", policy), ("value", value)) if given is None)
     env = Env(config.env) if env is None else as_env(env)
     if estimator is None:
-        estimator = ReturnToGo(
-            config.baseline, config.window, config.gamma_weighting, config.normalize_advantages
-        )
+        estimator = make_estimator(config)
     if policy is None:
         features = torso(config, env)
         if env.continuous:

@@ -16,12 +16,14 @@ Baseline = Literal["none", "mean", "value"]
 Window = Literal["episodes", "complete", "truncate", "bootstrap"]
 Schedule = Literal["constant", "linear"]
 Network = Literal["mlp", "cnn"]
+EstimatorName = Literal["reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae"]
 
 CHOICES = {
     "baseline": ("none", "mean", "value"),
     "window": ("episodes", "complete", "truncate", "bootstrap"),
     "lr_schedule": ("constant", "linear"),
     "network": ("mlp", "cnn"),
+    "estimator": ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae"),
 }
 
 
@@ -31,6 +33,11 @@ class Config(struct.PyTreeNode):
     Leaves (lr, gamma, ent_coef, max_grad_norm, value_coef, init_log_std) may be traced, so a
     grid of configs vmaps into one program; the static fields fix shapes and loop lengths and
     split programs.
+
+    `estimator` picks how a batch becomes advantages (`pgjax.estimators`): "reward-to-go"
+    (G_t with `baseline`, `window`, `gamma_weighting`), "total-return" (R(τ) on every step;
+    baseline none or mean, window complete or episodes), "rloo" / "grpo" / "dr-grpo" (groups of
+    `group_size` envs reset together each window) or "gae" (GAE(`gae_lambda`) with a learned V).
 
     Window choices for episodes cut by the fixed rollout window of T = num_steps steps:
       episodes: only episodes that start at window step s ≤ T − H (H the env's time limit), all
@@ -52,6 +59,8 @@ class Config(struct.PyTreeNode):
     total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)  # env steps per seed
     hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # MLP widths
     network: Network = struct.field(pytree_node=False, default="mlp")  # torso: mlp or cnn
+    estimator: EstimatorName = struct.field(pytree_node=False, default="reward-to-go")
+    group_size: int = struct.field(pytree_node=False, default=8)  # K of rloo / grpo / dr-grpo
     baseline: Baseline = struct.field(pytree_node=False, default="mean")  # subtracted from G_t
     window: Window = struct.field(pytree_node=False, default="complete")  # episodes cut by window
     gamma_weighting: bool = struct.field(pytree_node=False, default=False)  # γ^t score weights
@@ -66,6 +75,7 @@ class Config(struct.PyTreeNode):
     max_grad_norm: float = 1.0  # clip gradients to this global norm
     value_coef: float = 0.5  # weight of the value loss (baseline="value")
     init_log_std: float = 0.0  # initial log std of Gaussian policies (continuous actions only)
+    gae_lambda: float = 0.95  # λ of estimator="gae"
 
     @property
     def steps_per_update(self) -> int:
@@ -82,7 +92,8 @@ class Config(struct.PyTreeNode):
         limit, action space, observation shape, the estimator's own rules) are checked by
         `pgjax.components.build`.
         """
-        for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks"):
+        for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks",
+                     "group_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_updates < 1:
@@ -97,8 +108,9 @@ class Config(struct.PyTreeNode):
         for name in LEAVES:
             if not math.isfinite(float(getattr(self, name))):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
-        if not 0.0 <= float(self.gamma) <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not float(self.lr) > 0.0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not float(self.max_grad_norm) > 0.0:

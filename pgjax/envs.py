@@ -82,11 +82,16 @@ class Env:
     def reset(self, key: jax.Array, num_envs: int) -> tuple[jax.Array, Any]:
         """Reset `num_envs` copies: returns obs [B, *obs_shape] float32 and the batched state."""
 
+        return self.reset_each(jax.random.split(key, num_envs))
+
+    def reset_each(self, keys: jax.Array) -> tuple[jax.Array, Any]:
+        """Reset one copy per key of `keys` [B]: obs [B, *obs_shape] and the batched state."""
+
         def one(k):
             obs, state = self.env.reset(k, self.params)
             return self._obs(obs), state
 
-        return jax.vmap(one)(jax.random.split(key, num_envs))
+        return jax.vmap(one)(keys)
 
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> Step:
         """Step every copy with `action` [B, *action_shape]; continuous actions are clipped.

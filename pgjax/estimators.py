@@ -5,14 +5,25 @@ An estimator is any object with
     uses_value: bool                                   # the trainer builds and trains a V(s)
     __call__(inputs: EstimatorInputs) -> losses.Targets
 
-and optionally `check(env, config)`, which raises ValueError (one line) when the estimator
-cannot work with that env or config; it runs before anything compiles. The trainer then
-minimizes `losses.policy_gradient_loss` of the targets, whichever estimator made them. It must be
-hashable (a frozen dataclass is), since it is closed over by jitted functions.
+and optionally
+    check(env, config)   # raise ValueError (one line) if it cannot work with them; runs
+                         # before anything compiles
+    group_size: int      # K > 1: the trainer resets every env at the start of each rollout
+                         # window, the K consecutive envs of a group from one key (one start
+                         # state), for estimators that compare a group's episodes
 
-`ReturnToGo` is the built-in family: reward-to-go G_t with a window rule for episodes cut by the
-rollout, an optional baseline, γ^t weights and per-batch normalization. The CLI's `--baseline`,
-`--window`, `--gamma-weighting` and `--normalize-advantages` pick one.
+The trainer minimizes `losses.policy_gradient_loss` of the targets, whichever estimator made
+them. An estimator must be hashable (a frozen dataclass is): jitted functions close over it.
+
+The built-in family (`--estimator`), from the derivation's first form to actor-critic:
+  TotalReturn     R(τ) for every step of an episode: ∇J = E[R(τ) Σ_t ∇log π(a_t|s_t)].
+  ReturnToGo      G_t (causality drops the rewards before t), with a baseline none / batch mean /
+                  learned V, a window rule, γ^t weights (`--baseline`, `--window`, ...).
+  GroupRelative   one episode per env from a shared start per group of K: RLOO (leave-one-out
+                  mean of the other K − 1 returns; unbiased), GRPO ((R − mean) / std over the
+                  group) and Dr. GRPO (R − mean; no std).
+  GAE             GAE(λ) with the learned V: λ = 1 is REINFORCE with V and bootstrapped cuts,
+                  λ = 0 one-step actor-critic.
 """
 
 import dataclasses
@@ -20,9 +31,15 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from pgjax.losses import Targets, masked_mean, normalize
-from pgjax.returns import complete_episode_mask, discounted_returns, episode_start_mask
+from pgjax.returns import (
+    complete_episode_mask,
+    discounted_returns,
+    episode_start_mask,
+    generalized_advantages,
+)
 from pgjax.rollout import Transition
 
 
@@ -123,3 +140,162 @@ class ReturnToGo:
             advantages = normalize(advantages, mask)
         weights = inputs.gamma ** batch.episode_t if self.gamma_weighting else None
         return Targets(returns, advantages, mask, weights)
+
+
+def episode_total_returns(returns: jax.Array, episode_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each step's episode return R(τ) = G at the episode's first step, and where it is known.
+
+    Args:
+      returns: [T, B] returns-to-go G_t (restarting at episode ends).
+      episode_t: [T, B] int, each step's index in its episode.
+
+    Returns:
+      (R [T, B], known [T, B] bool: the episode started inside the window).
+    """
+    t = jnp.arange(returns.shape[0])[:, None]
+    start = t - episode_t
+    total = jnp.take_along_axis(returns, jnp.maximum(start, 0), axis=0)
+    return total, start >= 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TotalReturn:
+    """The derivation's first form: every step of an episode weighted by its return R(τ).
+
+    R(τ) = Σ_t γ^t r_t from the episode's first step (so no γ^t weights are needed for the
+    discounted objective). Unbiased with window="episodes" (episodes starting at s ≤ T − H);
+    "complete" keeps every episode that starts and ends inside the window (biased toward short
+    episodes, as for `ReturnToGo`). Higher variance than reward-to-go: each score term also
+    carries the rewards that came before its action, which it cannot have caused.
+
+    Args:
+      baseline: "none" or "mean" (the batch mean of R over masked-in steps).
+      window: "complete" or "episodes".
+      normalize: rescale the advantages per batch.
+    """
+
+    baseline: str = "none"
+    window: str = "complete"
+    normalize: bool = True
+    uses_value = False
+
+    def check(self, env: Any, config: Any) -> None:
+        if self.baseline not in ("none", "mean") or self.window not in ("complete", "episodes"):
+            raise ValueError("the total-return estimator takes baseline none or mean and window "
+                             f"complete or episodes, got {self.baseline!r}, {self.window!r}")
+        ReturnToGo(window=self.window).check(env, config)
+
+    def __call__(self, inputs: EstimatorInputs) -> Targets:
+        batch = inputs.batch
+        returns = discounted_returns(batch.reward, batch.done, inputs.gamma)
+        total, known = episode_total_returns(returns, batch.episode_t)
+        if self.window == "episodes":
+            last_start = batch.reward.shape[0] - inputs.max_episode_steps
+            mask = episode_start_mask(batch.episode_t, last_start)
+        else:
+            mask = complete_episode_mask(batch.done) * known
+        advantages = total - masked_mean(total, mask) if self.baseline == "mean" else total
+        if self.normalize:
+            advantages = normalize(advantages, mask)
+        return Targets(returns, advantages, mask, None)
+
+
+GROUP_KINDS = ("rloo", "grpo", "dr-grpo")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupRelative:
+    """Group baselines: K episodes from one start state, each judged against the others.
+
+    Every rollout window resets all envs, K at a time from one key (`group_size`), and each env
+    contributes its first episode (window steps from 0 to its end; needs T ≥ H so that it ends
+    inside the window). With R_i the discounted return of env i's episode and the group's
+    mean m and population std σ:
+      rloo     A_i = R_i − (Σ_j R_j − R_i) / (K − 1): the mean of the other K − 1, independent
+               of episode i, so unbiased (Kool et al., 2019; Ahmadian et al., 2024);
+      grpo     A_i = (R_i − m) / σ (0 where σ = 0): the baseline includes R_i (a bias of order
+               1/K) and dividing by σ reweights groups (Shao et al., 2024);
+      dr-grpo  A_i = R_i − m: GRPO without σ (Liu et al., 2025); = (K − 1)/K × RLOO's.
+    A_i multiplies every step of episode i (the total-return form: the group comparison is
+    between whole episodes). The steps after an env's first episode are not used.
+
+    Args:
+      kind: "rloo", "grpo" or "dr-grpo".
+      group_size: K ≥ 2; num_envs must be a multiple of it.
+      normalize: also rescale the advantages per batch.
+    """
+
+    kind: str = "rloo"
+    group_size: int = 8
+    normalize: bool = False
+    uses_value = False
+
+    def check(self, env: Any, config: Any) -> None:
+        if self.kind not in GROUP_KINDS:
+            raise ValueError(f"group estimator must be one of {GROUP_KINDS}, got {self.kind!r}")
+        if self.group_size < 2 or config.num_envs % self.group_size:
+            raise ValueError(f"{self.kind} needs group_size ≥ 2 dividing num_envs="
+                             f"{config.num_envs}, got {self.group_size}")
+        if config.num_steps < env.max_episode_steps:
+            raise ValueError(
+                f"{self.kind} needs num_steps ≥ the episode limit of {env.name} "
+                f"({env.max_episode_steps}) so every env's first episode ends in the window, "
+                f"got {config.num_steps}"
+            )
+
+    def __call__(self, inputs: EstimatorInputs) -> Targets:
+        batch = inputs.batch
+        returns = discounted_returns(batch.reward, batch.done, inputs.gamma)
+        mask = episode_start_mask(batch.episode_t, 0)  # each env's first episode
+        advantages = group_advantages(returns[0], self.group_size, self.kind)
+        advantages = jnp.broadcast_to(advantages, returns.shape)
+        if self.normalize:
+            advantages = normalize(advantages, mask)
+        return Targets(returns, advantages, mask, None)
+
+
+def group_advantages(episode_returns: jax.Array, group_size: int, kind: str) -> jax.Array:
+    """A_i of `GroupRelative` from R [B] (consecutive groups of `group_size`); returns [B]."""
+    r = episode_returns.reshape(-1, group_size)
+    mean = r.mean(1, keepdims=True)
+    if kind == "rloo":
+        a = r - (r.sum(1, keepdims=True) - r) / (group_size - 1)
+    elif kind == "dr-grpo":
+        a = r - mean
+    else:
+        std = r.std(1, keepdims=True)
+        flat = std <= 1e-6 * (1.0 + jnp.abs(mean))
+        a = jnp.where(flat, 0.0, (r - mean) / jnp.where(flat, 1.0, std))
+    return a.reshape(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class GAE:
+    """GAE(λ) advantages with the learned V; value targets A_t + V(s_t) (Schulman et al., 2016).
+
+    Cut episodes are bootstrapped: V(final_observation) at a time-limit truncation, V(last_obs)
+    at the window's end; termination adds nothing. Every step counts (no window mask). Biased
+    by V's error unless λ = 1 (and by the missing γ^t weights for γ < 1, like `ReturnToGo`);
+    lower variance as λ falls.
+
+    Args:
+      lam: λ in [0, 1] (a config leaf: may be traced).
+      normalize: rescale the advantages per batch.
+    """
+
+    lam: Any = 0.95
+    normalize: bool = True
+    uses_value = True
+
+    def __call__(self, inputs: EstimatorInputs) -> Targets:
+        batch, values = inputs.batch, inputs.values
+        next_values = jnp.concatenate([values[1:], inputs.value_fn(inputs.last_obs)[None]], 0)
+        next_values = jnp.where(batch.truncated, inputs.value_fn(batch.final_obs), next_values)
+        next_values = jnp.where(batch.terminated, 0.0, next_values)
+        advantages = generalized_advantages(
+            batch.reward, values, next_values, batch.done, inputs.gamma, self.lam
+        )
+        returns = advantages + values
+        if self.normalize:
+            advantages = normalize(advantages)
+        return Targets(returns, advantages, None, None)

@@ -29,6 +29,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from pgjax.envs import Env
+from pgjax.estimators import EstimatorInputs
 from pgjax.losses import masked_mean, reinforce_loss
 from pgjax.policies import Categorical
 from pgjax.returns import discounted_returns
@@ -465,6 +466,56 @@ def reinforce_grads(
     else:
         raise ValueError(f"baseline must be none, mean or value, got {baseline!r}")
     return episode_grads(theta, batch, returns, mask, baseline=b, weights=weights)
+
+
+def estimator_grads(
+    key: jax.Array,
+    env: Env,
+    theta: jax.Array,
+    estimator,
+    num_groups: int,
+    gamma,
+    *,
+    v_table: jax.Array | None = None,
+) -> jax.Array:
+    """Per-group estimates of ∇J from any pgjax estimator, on i.i.d. groups of episodes.
+
+    K = `estimator.group_size` (1 if it has none) envs per group are reset from one key (one
+    start state), num_groups × K in all, for a window of T = H steps; the estimator's targets
+    are restricted to each env's first episode, and each env's estimate is
+    Σ_t m_t w_t A_t ∇θ log π(a_t|s_t) (`episode_grads`). The K estimates of a group depend on
+    each other (through a group baseline) but groups are independent, so their means are i.i.d.
+    samples whose expectation is what the estimator estimates per episode.
+
+    Args:
+      key: PRNG key.
+      env: `make_env` of the MDP.
+      theta: [S, A] policy parameters.
+      estimator: a pgjax estimator (use normalize=False: per-batch normalization rescales).
+      num_groups: number of groups (static).
+      gamma: discount.
+      v_table: [H+1, S] exact finite-horizon values for estimators that use a value: V(s_t) is
+        V_{episode_t}(s_t), and a cut episode is worth 0 (J_H stops at H) (keyword-only).
+
+    Returns:
+      [num_groups, S, A] per-group mean estimates.
+    """
+    horizon = env.params.max_steps_in_episode
+    group = getattr(estimator, "group_size", 1)
+    k_reset, k_roll = jax.random.split(key)
+    runner = init_runner(k_reset, env, num_groups * group, group_size=group)
+    after, batch = rollout(k_roll, env, tabular_policy(theta), runner, horizon)
+    first = first_episode_mask(batch.done)
+    values = value_fn = None
+    if estimator.uses_value:
+        values = v_table[batch.episode_t, jnp.argmax(batch.obs, -1)]
+        value_fn = lambda obs: jnp.zeros(obs.shape[:-1], jnp.float32)
+    inputs = EstimatorInputs(batch, after.obs, gamma, values, value_fn, horizon)
+    targets = estimator(inputs)
+    mask = first if targets.mask is None else targets.mask * first
+    g = episode_grads(theta, batch, jnp.broadcast_to(targets.advantages, mask.shape), mask,
+                      weights=targets.weights)
+    return g.reshape(num_groups, group, *g.shape[1:]).mean(1)
 
 
 def mutant_grads(theta: jax.Array, batch: Transition, mask: jax.Array, gamma) -> dict:

@@ -61,6 +61,48 @@ def discounted_returns(
     return g
 
 
+def generalized_advantages(
+    rewards: jax.Array,
+    values: jax.Array,
+    next_values: jax.Array,
+    dones: jax.Array,
+    gamma: float | jax.Array,
+    lam: float | jax.Array,
+) -> jax.Array:
+    """GAE(λ): exponentially weighted TD errors, restarting at episode ends.
+
+    δ_t = r_t + γ v'_t − v_t,   A_t = δ_t + γ λ (1 − done_t) A_{t+1},   A_T = 0,
+
+    where v'_t is the value of what followed step t: V(s_{t+1}) inside an episode, V of the
+    observation it was cut at for a time-limit truncation, 0 at termination. λ = 1 gives the
+    return-to-go minus V(s_t) (with bootstraps), λ = 0 the one-step TD error
+    (Schulman et al., 2016).
+
+    Args:
+      rewards: [T, *batch] float r_t.
+      values: [T, *batch] float V(s_t).
+      next_values: [T, *batch] float v'_t as above.
+      dones: [T, *batch] bool, the episode ended at step t (cuts the λ-sum).
+      gamma: discount in [0, 1].
+      lam: λ in [0, 1].
+
+    Returns:
+      [T, *batch] float32 advantages A_t.
+    """
+    chex.assert_equal_shape([rewards, values, next_values, dones])
+    delta = jnp.asarray(rewards, jnp.float32) + gamma * next_values - values
+    decay = gamma * lam * (1.0 - jnp.asarray(dones, jnp.float32))
+
+    def step(a_next, x):
+        delta_t, decay_t = x
+        a_t = delta_t + decay_t * a_next
+        return a_t, a_t
+
+    _, a = jax.lax.scan(step, jnp.zeros(rewards.shape[1:], jnp.float32), (delta, decay),
+                        reverse=True)
+    return a
+
+
 def complete_episode_mask(dones: jax.Array) -> jax.Array:
     """1 where the step's episode ends inside the window, 0 on the unfinished tail.
 

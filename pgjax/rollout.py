@@ -44,8 +44,14 @@ class Transition(NamedTuple):
         return count, total / jnp.maximum(count, 1)
 
 
-def init_runner(key: jax.Array, env: Env, num_envs: int) -> RunnerState:
-    obs, env_state = env.reset(key, num_envs)
+def init_runner(key: jax.Array, env: Env, num_envs: int, *, group_size: int = 1) -> RunnerState:
+    """Reset `num_envs` envs. With group_size K > 1, each run of K consecutive envs (a group)
+    is reset from one key, so its K envs start from the same state."""
+    if group_size == 1:
+        obs, env_state = env.reset(key, num_envs)
+    else:
+        keys = jnp.repeat(jax.random.split(key, num_envs // group_size), group_size, axis=0)
+        obs, env_state = env.reset_each(keys)
     zeros = jnp.zeros((num_envs,), jnp.float32)
     return RunnerState(env_state, obs, jnp.zeros((num_envs,), jnp.int32), zeros)
 

@@ -190,9 +190,12 @@ def train_step(
     """One update: rollout, returns and loss, gradient, optimizer step."""
     parts = build(config, validate=False) if parts is None else parts
     policy = functools.partial(parts.policy.apply, state.params["policy"])
-    runner, batch = rollout(
-        key, parts.env, policy, state.runner, config.num_steps, unroll=config.unroll
-    )
+    runner = state.runner
+    group_size = getattr(parts.estimator, "group_size", 1)
+    if group_size > 1:  # every window starts afresh, K envs per start state
+        key, reset_key = jax.random.split(key)
+        runner = init_runner(reset_key, parts.env, config.num_envs, group_size=group_size)
+    runner, batch = rollout(key, parts.env, policy, runner, config.num_steps, unroll=config.unroll)
 
     (loss, aux), grads = loss_and_grad(state.params, config, parts, batch, runner.obs)
     updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
