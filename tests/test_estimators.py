@@ -1,0 +1,223 @@
+"""The estimator family: each against a hand computation, reductions to known forms, group resets,
+and the exact gradient of a tabular MDP (unbiased ones pass, biased ones show their bias)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pgjax
+from pgjax import exact
+from pgjax.estimators import (
+    GAE,
+    EstimatorInputs,
+    GroupRelative,
+    ReturnToGo,
+    TotalReturn,
+    episode_total_returns,
+    group_advantages,
+)
+from pgjax.returns import generalized_advantages
+
+
+def np_gae(r, v, v_next, done, gamma, lam):
+    a, out = np.zeros(r.shape[1]), np.zeros_like(r)
+    for t in reversed(range(r.shape[0])):
+        delta = r[t] + gamma * v_next[t] - v[t]
+        a = delta + gamma * lam * (1.0 - done[t]) * a
+        out[t] = a
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.sampled_from([0.0, 0.5, 0.99, 1.0]),
+       st.sampled_from([0.0, 0.7, 1.0]), st.integers(0, 2**31 - 1))
+def test_gae_matches_numpy(T, gamma, lam, seed):
+    rng = np.random.default_rng(seed)
+    r, v, v_next = (rng.normal(size=(T, 3)).astype(np.float32) for _ in range(3))
+    done = rng.random((T, 3)) < 0.3
+    done[0, 0], done[-1, 1] = True, True  # episode ends at t = 0 and t = T − 1
+    got = generalized_advantages(r, v, v_next, done, gamma, lam)
+    np.testing.assert_allclose(got, np_gae(r, v, v_next, done, gamma, lam), rtol=1e-5, atol=1e-5)
+
+
+def batch_of(reward, done, truncated=None, episode_t=None, obs=None):
+    T, B = reward.shape
+    truncated = np.zeros((T, B), bool) if truncated is None else truncated
+    if episode_t is None:
+        episode_t = np.zeros((T, B), np.int32)
+        for b in range(B):
+            k = 0
+            for t in range(T):
+                episode_t[t, b] = k
+                k = 0 if done[t, b] else k + 1
+    obs = np.zeros((T, B, 1), np.float32) if obs is None else obs
+    return pgjax.Transition(
+        obs=jnp.asarray(obs), action=jnp.zeros((T, B), jnp.int32), log_prob=jnp.zeros((T, B)),
+        reward=jnp.asarray(reward, jnp.float32), terminated=jnp.asarray(done & ~truncated),
+        truncated=jnp.asarray(truncated), episode_t=jnp.asarray(episode_t),
+        final_obs=jnp.asarray(obs), episode_return=jnp.zeros((T, B)),
+    )
+
+
+def inputs(batch, gamma, values=None, value_fn=None, last_obs=None, horizon=100):
+    B = batch.reward.shape[1]
+    last_obs = jnp.zeros((B, 1)) if last_obs is None else last_obs
+    return EstimatorInputs(batch, last_obs, gamma, values, value_fn, horizon)
+
+
+def test_gae_with_lambda_one_and_zero_value_is_the_discounted_return():
+    rng = np.random.default_rng(0)
+    reward = rng.normal(size=(9, 4)).astype(np.float32)
+    done = rng.random((9, 4)) < 0.3
+    batch = batch_of(reward, done)
+    zero = lambda obs: jnp.zeros(obs.shape[:-1])
+    targets = GAE(1.0, normalize=False)(inputs(batch, 0.9, jnp.zeros((9, 4)), zero))
+    expected = pgjax.discounted_returns(reward, done, 0.9)
+    np.testing.assert_allclose(targets.advantages, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(targets.returns, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gae_bootstraps_truncation_and_window_end_but_not_termination():
+    # one env, T = 3: step 0 truncated (cut, V(final_obs) = 10), step 1 terminated, step 2 runs on
+    reward = np.ones((3, 1), np.float32)
+    done = np.array([[True], [True], [False]])
+    truncated = np.array([[True], [False], [False]])
+    obs = np.array([[[1.0]], [[2.0]], [[3.0]]], np.float32)
+    batch = batch_of(reward, done, truncated, obs=obs)._replace(
+        final_obs=jnp.asarray([[[10.0]], [[20.0]], [[30.0]]]))
+    value_fn = lambda o: o[..., 0]  # V(obs) = obs
+    values = jnp.asarray(obs[..., 0])
+    targets = GAE(0.0, normalize=False)(inputs(batch, 0.5, values, value_fn,
+                                               last_obs=jnp.array([[7.0]])))
+    # δ_0 = 1 + 0.5·V(final_obs_0) − 1; δ_1 = 1 + 0 − 2; δ_2 = 1 + 0.5·V(last_obs) − 3
+    np.testing.assert_allclose(targets.advantages[:, 0], [5.0, -1.0, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(targets.returns[:, 0], [6.0, 1.0, 4.5], rtol=1e-6)
+
+
+def test_total_return_puts_the_episode_return_on_every_step():
+    # env 0: episodes [0..1] (r 1, 2) and [2..3] (r 3, 4, cut by the window); env 1: one
+    # episode running in from before the window ([0..1] ends at 1), then [2..3] (r 5, 6)
+    reward = np.array([[1, 10], [2, 20], [3, 5], [4, 6]], np.float32)
+    done = np.array([[0, 0], [1, 1], [0, 0], [0, 1]], bool)
+    episode_t = np.array([[0, 3], [1, 4], [0, 0], [1, 1]], np.int32)
+    batch = batch_of(reward, done, episode_t=episode_t)
+    targets = TotalReturn("none", "complete", normalize=False)(inputs(batch, 0.5))
+    # R(τ) = r_0 + 0.5 r_1 from each episode's first step
+    np.testing.assert_allclose(targets.advantages[:2, 0], [2.0, 2.0])
+    np.testing.assert_allclose(targets.advantages[2:, 1], [8.0, 8.0])
+    np.testing.assert_array_equal(targets.mask, [[1, 0], [1, 0], [0, 1], [0, 1]])
+    mean = TotalReturn("mean", "complete", normalize=False)(inputs(batch, 0.5))
+    np.testing.assert_allclose(mean.advantages, targets.advantages - 5.0)
+    total, known = episode_total_returns(jnp.asarray([[3.0], [2.0]]), jnp.asarray([[4], [5]]))
+    assert not known.any()
+
+
+@pytest.mark.parametrize("kind", ["rloo", "grpo", "dr-grpo"])
+def test_group_advantages_by_hand(kind):
+    r = np.array([1.0, 2.0, 6.0, 5.0, 5.0, 5.0], np.float32)  # two groups of 3
+    got = np.asarray(group_advantages(jnp.asarray(r), 3, kind))
+    g = r.reshape(2, 3)
+    if kind == "rloo":
+        expected = [[g[k, i] - (g[k].sum() - g[k, i]) / 2 for i in range(3)] for k in range(2)]
+    elif kind == "dr-grpo":
+        expected = g - g.mean(1, keepdims=True)
+    else:
+        expected = [(g[0] - 3.0) / np.std(g[0]), [0.0, 0.0, 0.0]]  # a flat group gives 0
+    np.testing.assert_allclose(got, np.ravel(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_group_estimator_uses_each_envs_first_episode():
+    reward = np.array([[1, 1], [1, 1], [1, 1]], np.float32)
+    done = np.array([[0, 1], [1, 0], [0, 0]], bool)
+    batch = batch_of(reward, done)
+    targets = GroupRelative("rloo", 2, normalize=False)(inputs(batch, 1.0))
+    np.testing.assert_array_equal(targets.mask, [[1, 1], [1, 0], [0, 0]])
+    np.testing.assert_allclose(targets.advantages[0], [1.0, -1.0])  # R = (2, 1)
+
+
+def test_groups_start_from_one_state_each():
+    env = pgjax.Env("CartPole-v1")
+    runner = pgjax.init_runner(jax.random.key(0), env, 8, group_size=4)
+    obs = np.asarray(runner.obs)
+    assert (obs[:4] == obs[0]).all() and (obs[4:] == obs[4]).all()
+    assert not (obs[0] == obs[4]).all()
+    np.testing.assert_array_equal(  # group_size 1 is the plain reset
+        pgjax.init_runner(jax.random.key(0), env, 8, group_size=1).obs,
+        pgjax.init_runner(jax.random.key(0), env, 8).obs)
+
+
+@pytest.mark.parametrize("config, message", [
+    (pgjax.Config(estimator="rloo", num_steps=100), "needs num_steps ≥ the episode limit"),
+    (pgjax.Config(estimator="grpo", group_size=6), "group_size ≥ 2 dividing num_envs=64"),
+    (pgjax.Config(estimator="total-return", window="truncate"), "window complete or episodes"),
+    (pgjax.Config(estimator="gae", gae_lambda=1.5), "gae_lambda must be in [0, 1]"),
+])
+def test_estimator_settings_are_checked(config, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        pgjax.make_train(config)
+
+
+@pytest.mark.parametrize("name", ["rloo", "gae"])
+def test_group_and_gae_estimators_train_cartpole_a_little(name):
+    steps = 500 if name == "rloo" else 100
+    config = pgjax.Config(estimator=name, num_envs=16, num_steps=steps,
+                          total_timesteps=16 * steps * 30)
+    _, metrics = jax.jit(jax.vmap(pgjax.make_train(config)))(
+        jax.random.split(jax.random.key(0), 2))
+    ret = np.asarray(metrics.episode_return)
+    assert ret[:, -1].min() > 2 * ret[:, 0].max(), ret[:, [0, -1]]  # random play: ~22
+
+
+# --- against the exact gradient (tabular MDP, γ = 1) ------------------------------------------
+
+S, A, H, N = 6, 3, 20, 2**15
+
+
+@pytest.fixture(scope="module")
+def harness():
+    mdp = exact.random_mdp(jax.random.key(1), S, A, horizon=H)
+    theta = jax.random.normal(jax.random.key(2), (S, A))
+    env = exact.make_env(mdp, "TabularMDP-estimators")
+    v_table = exact.finite_horizon_values(theta, mdp, 1.0, H).v
+    with jax.enable_x64(True):
+        truth = exact.exact_grad(theta.astype(jnp.float64), mdp.astype(jnp.float64), 1.0,
+                                 horizon=H)
+
+    @functools.cache
+    def estimate(estimator):
+        k = getattr(estimator, "group_size", 1)
+        run = jax.jit(lambda key: exact.grad_stats(
+            exact.estimator_grads(key, env, theta, estimator, N // k, 1.0, v_table=v_table)))
+        return exact.summarize(run(jax.random.key(7)), truth), k
+
+    return estimate
+
+
+@pytest.mark.parametrize("estimator", [
+    ReturnToGo("none", "complete", False, False),
+    TotalReturn("none", "complete", normalize=False),
+    GroupRelative("rloo", 4, normalize=False),
+    GAE(0.5, normalize=False),
+], ids=["reward-to-go", "total-return", "rloo", "gae-0.5-exact-V"])
+def test_unbiased_estimators_match_the_exact_gradient(harness, estimator):
+    est, _ = harness(estimator)
+    assert est.within_ci and est.p_value > 1e-3, est
+    assert est.cosine > 0.99
+
+
+def test_total_return_has_more_variance_than_reward_to_go(harness):
+    total, _ = harness(TotalReturn("none", "complete", normalize=False))
+    to_go, _ = harness(ReturnToGo("none", "complete", False, False))
+    assert total.variance > 1.5 * to_go.variance, (total.variance, to_go.variance)
+
+
+def test_dr_grpo_shrinks_the_gradient_by_one_over_k(harness):
+    est, k = harness(GroupRelative("dr-grpo", 4, normalize=False))
+    assert not est.within_ci
+    assert abs(est.rel_error - 1 / k) < est.noise + 0.02, est  # (K − 1)/K × RLOO's
+    assert est.cosine > 0.99
