@@ -80,3 +80,22 @@ def score_summary(per_seed, *, reps: int = REPS) -> dict:
     point, ci = iqm_intervals(per_seed[:, None], reps=reps)
     return {"per_seed": [float(x) for x in per_seed], "mean": nanmean(per_seed),
             "iqm": float(point[0]), "ci95": [float(ci[0, 0]), float(ci[1, 0])]}
+
+
+def first_reaching(env_steps, returns, threshold: float) -> int | None:
+    """The first env step at which the IQM over seeds (finite ones) reaches `threshold`.
+
+    Args:
+      env_steps: [updates] env steps per seed at each update.
+      returns: [seeds, updates] per-seed returns (NaN: no finished episode yet).
+      threshold: the return to reach.
+
+    Returns:
+      The env step, or None if the IQM never reaches it.
+    """
+    returns = np.asarray(returns, np.float64)
+    for j in range(returns.shape[1]):
+        finite = returns[np.isfinite(returns[:, j]), j]
+        if finite.size and iqm(finite) >= threshold:
+            return int(env_steps[j])
+    return None

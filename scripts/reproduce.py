@@ -13,8 +13,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import numpy as np
-
 from pgjax import plots, runs, stats
 from pgjax.config import Config, from_dict
 from pgjax.experiment import format_summary, train_run
@@ -35,12 +33,7 @@ def steps_to(run_dir: Path, threshold: float | None) -> int | None:
     if threshold is None:
         return None
     cols = runs.read_metrics(run_dir)
-    returns = runs.seed_returns(cols)
-    for j in range(returns.shape[1]):
-        finite = returns[np.isfinite(returns[:, j]), j]
-        if finite.size and stats.iqm(finite) >= threshold:
-            return int(cols["env_steps"][j])
-    return None
+    return stats.first_reaching(cols["env_steps"], runs.seed_returns(cols), threshold)
 
 
 def main():

@@ -34,3 +34,11 @@ def test_nan_seeds_are_left_out_and_all_nan_is_nan():
     point, ci = stats.iqm_intervals(scores, reps=200)
     assert point[0] == pytest.approx(2.0) and np.isnan(point[1]) and np.isnan(ci[:, 1]).all()
     assert stats.nanmean([1.0, np.nan, 3.0]) == 2.0 and np.isnan(stats.nanmean([np.nan]))
+
+
+def test_first_reaching_uses_the_iqm_of_finite_seeds():
+    steps = np.array([100, 200, 300])
+    returns = np.array([[np.nan, 5.0, 9.0], [1.0, 6.0, 9.0], [1.0, 100.0, 9.0], [1.0, 7.0, 9.0]])
+    assert stats.first_reaching(steps, returns, 6.0) == 200  # IQM of (5, 6, 7, 100) = 6.5
+    assert stats.first_reaching(steps, returns, 9.0) == 300
+    assert stats.first_reaching(steps, returns, 10.0) is None

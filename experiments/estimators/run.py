@@ -98,16 +98,12 @@ def learn_config(name: str, estimator: str) -> tuple[pgjax.Config, dict]:
     return config.validate(), reference
 
 
-def steps_to(run_dir: Path, threshold) -> int | None:
+def steps_to(run_dir: Path, threshold: float | None) -> int | None:
+    """Env steps per seed at the first update whose IQM over seeds reaches `threshold`."""
     if threshold is None:
         return None
     cols = runs.read_metrics(run_dir)
-    returns = runs.seed_returns(cols)
-    for j in range(returns.shape[1]):
-        finite = returns[np.isfinite(returns[:, j]), j]
-        if finite.size and stats.iqm(finite) >= threshold:
-            return int(cols["env_steps"][j])
-    return None
+    return stats.first_reaching(cols["env_steps"], runs.seed_returns(cols), threshold)
 
 
 def run_learn(envs: list[str], seeds: int, root: Path) -> list[dict]:
