@@ -24,7 +24,8 @@ from pgjax.experiment import (
     train_run,
 )
 from pgjax.loggers import LoggerUnavailable, check_available
-from pgjax.sweep import SpecError, format_sweep, sweep
+from pgjax.sweep import SpecError, format_sweep, merge_sweep, sweep, sweep_status
+from pgjax.sweep_launch import run_local, run_worker, submit
 
 
 class UsageError(ValueError):
@@ -185,6 +186,16 @@ def sweep_command(
     spec: tyro.conf.Positional[Path],
     out: Path | None = None,
     progress: bool = True,
+    launcher: Literal["local", "slurm"] | None = None,
+    array_size: int | None = None,
+    partition: str | None = None,
+    gpus_per_task: int | None = None,
+    cpus_per_task: int | None = None,
+    time: int | None = None,
+    lease_seconds: float = 60.0,
+    worker: bool = False,
+    merge: bool = False,
+    status: bool = False,
     distributed: bool = False,
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -196,21 +207,62 @@ def sweep_command(
       spec: YAML file: base config fields, grid:, random:, seeds, seed, chunk_runs.
       out: sweep directory (default runs/sweep-<spec name>/); rerunning resumes it.
       progress: show the progress bar.
-      distributed: call jax.distributed.initialize (values below, else auto-detected: SLURM, MPI).
-      coordinator_address: host:port of process 0.
-      num_processes: processes in the job.
-      process_id: this process's index.
+      launcher: train in independent workers: a SLURM job array (merged after) or local processes.
+      array_size: workers (default: slurm 8; local one per --gpus-per-task GPUs, else 1).
+      partition: SLURM partition.
+      gpus_per_task: GPUs per worker (local: worker k gets its own GPUs).
+      cpus_per_task: SLURM CPUs per worker.
+      time: each worker's time limit in minutes (default: slurm 120).
+      lease_seconds: a dead worker's chunk is taken over this long after its last heartbeat.
+      worker: be one worker (e.g. a task of your own job array): train chunks left, no merge.
+      merge: write the table of a sweep whose chunks are all recorded (refuses otherwise).
+      status: print chunks recorded / total and who holds the others.
+      distributed: removed (jax.distributed); use --launcher.
+      coordinator_address: removed; use --launcher.
+      num_processes: removed; use --launcher.
+      process_id: removed; use --launcher.
     """
-    import jax
-
+    if distributed or coordinator_address or num_processes is not None or process_id is not None:
+        raise UsageError(
+            "--distributed, --coordinator-address, --num-processes and --process-id are gone: "
+            "chunks are independent programs, so run them as workers with --launcher slurm (a "
+            "job array) or --launcher local (README, 'A cluster')"
+        )
+    if worker + merge + status + (launcher is not None) > 1:
+        raise UsageError("choose one of --launcher, --worker, --merge and --status")
+    options = {"array_size": array_size, "partition": partition, "gpus_per_task": gpus_per_task,
+               "cpus_per_task": cpus_per_task, "time_minutes": time}
+    given = [k for k, v in options.items() if v is not None]
+    if given and launcher is None:
+        flags = ", ".join("--" + k.replace("_minutes", "").replace("_", "-") for k in given)
+        raise UsageError(f"{flags} need --launcher slurm or --launcher local")
     out = out if out is not None else Path("runs") / f"sweep-{spec.stem}"
+    if launcher or merge or status:
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")  # only workers train: leave the GPUs to them
     try:
-        sweep(spec, out, progress=progress, distributed=distributed, process_id=process_id,
-              coordinator_address=coordinator_address, num_processes=num_processes)
+        if status:
+            print(sweep_status(spec, out))
+            return
+        if worker:
+            run_worker(spec, out, lease_seconds=lease_seconds)
+            return
+        if merge:
+            merge_sweep(spec, out)
+        elif launcher == "local":
+            run_local(spec, out, progress=progress, lease_seconds=lease_seconds, **options)
+        elif launcher == "slurm":
+            submitted = submit(spec, out, cluster="slurm", lease_seconds=lease_seconds, **options)
+            if submitted.jobs:
+                print(submitted.describe(spec, out))
+                return
+            merge_sweep(spec, out)  # every chunk was recorded already
+        else:
+            sweep(spec, out, progress=progress, lease_seconds=lease_seconds)
     except SpecError as e:
         raise UsageError(str(e)) from None
-    if jax.process_index() == 0:
-        print(format_sweep(out))
+    print(format_sweep(out))
 
 
 COMMANDS = {

@@ -21,9 +21,10 @@ A run is one config × one seed. Runs whose static fields (shapes, loop lengths)
 group and are trained by one compiled program: `jax.vmap(train)` over their numeric leaves and
 keys, the runs axis sharded over the local devices (`NamedSharding`, padded to a multiple of the
 device count). Every chunk of a group is padded to the same batch size, so a run's numbers do not
-depend on which runs share its batch (bitwise; checked on CPU and on an H200); a different batch
-size or device count can move the last bits (XLA picks loop splits and summation orders by shape:
-about 1e-8 on CPU, up to 1e-6 on GPU).
+depend on which runs share its batch (bitwise; checked on CPU and on an H200) nor on which
+worker, or how many, trained it (bitwise on CPU; workers with the same device count compile the
+same program); a different batch size or device count can move the last bits (XLA picks loop
+splits and summation orders by shape: about 1e-8 on CPU, up to 1e-6 on GPU).
 
 Components: `sweep(spec, out, env=..., policy=..., value=..., estimator=...)` trains every run
 with the objects given (see `pgjax.components.build`); the spec's strings make the rest. An env
@@ -34,19 +35,26 @@ Files under `out_dir`: `sweep.json` (the normalized spec, the components given, 
 `chunks/chunk-NNNNNN.npz` (per-run metrics [runs, updates]) and `.json` (the chunk's table rows;
 its presence marks the chunk done, so a rerun skips it), `results.csv` (one row per run),
 `summary.csv` / `summary.json` (configs ranked by the IQM of the final return, 95%
-stratified-bootstrap CIs over seeds) and `summary.png`. With `jax.distributed`, process p runs
-chunks p, p + P, ... and all processes share `out_dir` (a shared filesystem); process 0 merges
-the table once every chunk is recorded.
+stratified-bootstrap CIs over seeds) and `summary.png`.
+
+Workers: any number of processes, on any hosts that share `out_dir`, may work on one sweep at
+once. Each claims unrecorded chunks one at a time (`sweep_claims`: a claim file per chunk with a
+lease its heartbeat renews), trains and records them, and takes over a chunk whose holder died
+once the lease runs out; no chunk is recorded twice. `sweep` is one such worker that then waits
+for the chunks others hold and merges the table; `pgjax.sweep_launch` starts many (a SLURM job
+array or local processes, through submitit) and merges once all are done (`merge_sweep`).
 
 Per run: final return (mean return of the episodes that finished in the last update), AUC (the
 mean of that return over updates, skipping the NaN updates before the first episode ends), and
 `diverged` (a non-finite loss or gradient norm at any update, or non-finite final parameters).
 
-The steps live in their own modules, each below the next: `sweep_spec` (spec, sampling, plan),
-`sweep_run` (the batch program, its compile cache, rows), `sweep_files` (sweep.json, chunks),
-`sweep_report` (ranking, figure, text), `distributed` (multi-process start-up).
+The steps live in their own modules, each below the next: `sweep_claims` (who trains which
+chunk), `sweep_spec` (spec, sampling, plan), `sweep_run` (the batch program, its compile cache,
+rows), `sweep_files` (sweep.json, chunks), `sweep_report` (ranking, figure, text); this module
+(the worker loop, merge, status); `sweep_launch` (workers on a scheduler).
 """
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -57,10 +65,19 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from pgjax import sweep_claims as claims
 from pgjax.components import as_env
-from pgjax.distributed import init_distributed
 from pgjax.estimators import Estimator
-from pgjax.sweep_files import describe_components, load_record, prepare_out_dir, save_chunk
+from pgjax.sweep_files import (
+    IncompleteSweep,
+    chunk_path,
+    describe_components,
+    held_sweep,
+    load_records,
+    prepare_out_dir,
+    save_chunk,
+    span,
+)
 from pgjax.sweep_report import format_sweep, merge, summarize
 from pgjax.sweep_run import Programs, run_chunk
 from pgjax.sweep_spec import (
@@ -77,20 +94,25 @@ from pgjax.train import seed_keys
 
 __all__ = [
     "Chunk",
+    "IncompleteSweep",
     "Plan",
     "Programs",
     "Spec",
     "SpecError",
     "check_plan",
     "format_sweep",
-    "init_distributed",
     "make_plan",
+    "merge_sweep",
     "parse_spec",
     "run_chunk",
     "static_key",
     "summarize",
     "sweep",
+    "sweep_status",
+    "work",
 ]
+
+LEASE_SECONDS = 60.0
 
 
 def sweep(
@@ -102,14 +124,16 @@ def sweep(
     value: nn.Module | None = None,
     estimator: Estimator | None = None,
     progress: bool = False,
-    distributed: bool = False,
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
     on_chunk: Callable[[dict], None] | None = None,
+    lease_seconds: float = LEASE_SECONDS,
     poll_seconds: float = 1.0,
 ):
-    """Run (or resume) a sweep and return its results table (a pandas DataFrame, one row per run).
+    """Run (or resume) a sweep in this process and return its results table (a pandas DataFrame,
+    one row per run).
+
+    Other workers (`pgjax.sweep_launch`, or `sweep` in other processes) may work on the same
+    out_dir at the same time: this process trains the chunks nobody holds, waits for those others
+    hold (taking over any whose holder dies), and merges the table.
 
     Args:
       spec: a YAML path or a dict (see the module docstring).
@@ -120,33 +144,208 @@ def sweep(
       policy: a flax module, obs -> distribution, for every run (see `pgjax.components.build`).
       value: a flax module, obs -> V(s), for every run.
       estimator: an estimator (see `pgjax.estimators`) for every run.
-      progress: show a progress bar over this process's runs.
-      distributed: call `jax.distributed.initialize` first (before any other JAX work in this
-        process); coordinator_address / num_processes / process_id are passed through, None values
-        are auto-detected by JAX (SLURM, Open MPI, ...). Implied by any of them being given.
-        See `pgjax.distributed` for components built before the call.
-      on_chunk: called with each finished chunk's record after it is saved.
-      poll_seconds: how often a process that finished its share looks for the others' chunks.
+      progress: show a progress bar over the sweep's runs.
+      on_chunk: called with each chunk's record after this process saved it.
+      lease_seconds: how long a claim outlives its holder's last heartbeat (see `sweep_claims`).
+      poll_seconds: how often it looks again while other workers hold the chunks left.
 
     Returns:
-      The merged results table, identical in every process, sorted by run id.
+      The merged results table, sorted by run id.
 
     Raises:
       SpecError: a bad spec, component or out_dir, before any training.
     """
-    import pandas as pd
-
     spec = parse_spec(spec)
-    if distributed or coordinator_address or num_processes is not None or process_id is not None:
-        init_distributed(coordinator_address, num_processes, process_id)
     given = _given(env=env, policy=policy, value=value, estimator=estimator)
     plan = make_plan(spec, env=given["env"].name if "env" in given else None)
     check_plan(plan, given)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, spec, describe_components(given))
-    _run_share(out_dir, plan, given, progress=progress, on_chunk=on_chunk)
-    records = _wait_for_records(out_dir, plan, poll_seconds)
-    return pd.DataFrame(merge(out_dir, plan, records, write=jax.process_index() == 0))
+    work(out_dir, plan, given, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
+         exit_when_idle=False, progress=progress, on_chunk=on_chunk)
+    return _merged(out_dir, plan)
+
+
+def merge_sweep(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike"):
+    """Write the results table and summary of a sweep whose chunks are all recorded; return it.
+
+    Raises:
+      SpecError: out_dir holds no sweep or another spec's.
+      IncompleteSweep: chunks are missing (named in its one-line message).
+    """
+    spec = parse_spec(spec)
+    out_dir = Path(out_dir)
+    held = held_sweep(out_dir, spec)
+    return _merged(out_dir, make_plan(spec, env=held.get("components", {}).get("env")))
+
+
+def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike") -> str:
+    """Chunks recorded / total, who holds the others and for how long, as text."""
+    spec = parse_spec(spec)
+    out_dir = Path(out_dir)
+    held = held_sweep(out_dir, spec)
+    plan = make_plan(spec, env=held.get("components", {}).get("env"))
+    state = claims.scan(out_dir / "chunks")
+    done = [c for c in plan.chunks if c.index in state.recorded]
+    lines = [f"{len(done)} of {len(plan.chunks)} chunks recorded "
+             f"({sum(len(c.runs) for c in done)} of {len(plan.runs)} runs) in {out_dir}"]
+    now, waiting = time.time(), []
+    for chunk in plan.chunks:
+        if chunk.index in state.recorded:
+            continue
+        name = claims.chunk_name(chunk.index)
+        claim = claims.read(out_dir / "chunks", name, state.attempts.get(name, 0))
+        if claim is None:
+            waiting.append(chunk.index)
+            continue
+        left = claim.get("expires", 0) - now
+        lease = (f"lease {left:.0f} s left" if left > 0 else
+                 f"lease expired {-left:.0f} s ago: the next worker takes it over")
+        lines.append(f"chunk {chunk.index}: {claim.get('worker', '?')} on "
+                     f"{claim.get('host', '?')}, attempt {state.attempts[name]}, {lease}")
+    if waiting:
+        lines.append(f"not started: chunks {span(waiting)}")
+    if len(done) == len(plan.chunks):
+        merged = (out_dir / "results.csv").exists()
+        lines.append("merged: results.csv" if merged else "complete; not merged yet (--merge)")
+    return "\n".join(lines)
+
+
+def work(
+    out_dir: Path,
+    plan: Plan,
+    given: dict,
+    *,
+    worker: str | None = None,
+    lease_seconds: float = LEASE_SECONDS,
+    poll_seconds: float = 1.0,
+    exit_when_idle: bool = True,
+    progress: bool = False,
+    on_chunk: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[int]:
+    """One worker: claim, train and record chunks until every chunk of the plan is recorded.
+
+    When every chunk left is held by a live worker, this one waits for them (and takes over any
+    whose holder dies), unless `exit_when_idle`: then only one idle worker, the standby, waits,
+    and the others return.
+
+    Args:
+      out_dir: the sweep directory (`prepare_out_dir` done).
+      plan: the sweep's plan.
+      given: the components (`pgjax.components.build` keywords).
+      worker: this worker's name in claims, records and rows (default "host:pid").
+      lease_seconds: claims outlive the last heartbeat by this long.
+      poll_seconds: how often an idle worker looks again.
+      exit_when_idle: return when nothing is left to claim and another worker is the standby.
+      progress: a progress bar over the sweep's runs.
+      on_chunk: called with each record this worker saved.
+      log: called with a line per chunk recorded, taken over or dropped.
+
+    Returns:
+      The indices of the chunks this worker recorded.
+    """
+    from tqdm.auto import tqdm
+
+    me = claims.this_holder(worker)
+    log = log or (lambda line: None)
+    chunks_dir = out_dir / "chunks"
+    devices = tuple(jax.local_devices())
+    key_data = np.asarray(jax.random.key_data(seed_keys(plan.spec.seed, plan.spec.seeds)))
+    train_chunk = functools.partial(run_chunk, plan, key_data=key_data, devices=devices,
+                                    programs=Programs(), components=given, worker=me.worker)
+    compiled, ran = set(), []
+    with claims.Heartbeat(me, lease_seconds) as heartbeat, \
+            tqdm(total=len(plan.runs), unit="run", disable=not progress, desc="sweep",
+                 dynamic_ncols=True) as bar:
+        while True:
+            state = claims.scan(chunks_dir)
+            todo = [c for c in plan.chunks if c.index not in state.recorded]
+            bar.update(len(plan.runs) - sum(len(c.runs) for c in todo) - bar.n)
+            if not todo:
+                return ran
+            chunk, claim = _claim_next(todo, state, compiled, chunks_dir, me, lease_seconds)
+            if claim is not None:
+                heartbeat.hold(claim)
+                try:
+                    record = _train(out_dir, chunk, claim, heartbeat, train_chunk, log)
+                finally:
+                    heartbeat.release(claim)
+                compiled.add(chunk.group)
+                if record is not None:
+                    ran.append(chunk.index)
+                    if on_chunk is not None:
+                        on_chunk(record)
+                continue
+            if exit_when_idle and not heartbeat.holds(claims.STANDBY):
+                standby = claims.acquire(chunks_dir, claims.STANDBY,
+                                         state.attempts.get(claims.STANDBY, 0), me, lease_seconds)
+                if standby is None:
+                    log(f"nothing left to claim; the standby waits for chunks {span(_ids(todo))}")
+                    return ran
+                heartbeat.hold(standby)
+                log(f"standby: waiting for chunks {span(_ids(todo))} held by other workers")
+            time.sleep(poll_seconds)
+
+
+def _ids(chunks: list[Chunk]) -> list[int]:
+    return [c.index for c in chunks]
+
+
+def _claim_next(todo: list[Chunk], state: claims.Scan, compiled: set, chunks_dir: Path,
+                me: claims.Holder, lease_seconds: float):
+    """(chunk, claim) of the first chunk this worker could claim, or (None, None).
+
+    Unclaimed chunks come first (no file to read), then those whose holders may be dead; within
+    each, chunks of a group whose program this worker has compiled.
+    """
+    def order(chunk: Chunk):
+        name = claims.chunk_name(chunk.index)
+        return name in state.attempts, chunk.group not in compiled, chunk.index
+
+    for chunk in sorted(todo, key=order):
+        name = claims.chunk_name(chunk.index)
+        claim = claims.acquire(chunks_dir, name, state.attempts.get(name, 0), me, lease_seconds)
+        if claim is not None:
+            return chunk, claim
+    return None, None
+
+
+def _train(out_dir: Path, chunk: Chunk, claim: claims.Claim, heartbeat: claims.Heartbeat,
+           train_chunk: Callable[[Chunk], dict], log) -> dict | None:
+    """Train and save a claimed chunk: its record, or None when another worker recorded it."""
+    if chunk_path(out_dir, chunk.index, ".json").exists() or claims.superseded(claim):
+        return None  # recorded, or claimed again, between the scan and the claim
+    if claim.attempt > 1:
+        log(f"chunk {chunk.index}: taking over from attempt {claim.attempt - 1}")
+    started = time.time()
+    result = train_chunk(chunk)
+    result["record"].update(attempt=claim.attempt, started=started)
+    if heartbeat.lost(claim) or claims.superseded(claim):
+        log(f"chunk {chunk.index}: taken over while this worker trained it; result dropped")
+        return None
+    if not save_chunk(out_dir, result):
+        log(f"chunk {chunk.index}: already recorded by another worker; result dropped")
+        return None
+    record = result["record"]
+    log(f"chunk {chunk.index} recorded: {len(chunk.runs)} runs, attempt {claim.attempt}, "
+        f"{record['wall_seconds']:.1f} s")
+    return record
+
+
+def _merged(out_dir: Path, plan: Plan):
+    """The merged table (and its files) of a complete sweep; IncompleteSweep otherwise."""
+    import pandas as pd
+
+    records, missing = load_records(out_dir, plan.chunks)
+    if missing:
+        raise IncompleteSweep(
+            f"{out_dir}: {len(missing)} of {len(plan.chunks)} chunks not recorded "
+            f"(chunks {span(missing)}); run the sweep again to train them (--status shows "
+            f"who holds them)"
+        )
+    claims.remove_stale(out_dir / "chunks")
+    return pd.DataFrame(merge(out_dir, plan, records))
 
 
 def _given(**components) -> dict:
@@ -158,36 +357,3 @@ def _given(**components) -> dict:
         except ValueError as e:
             raise SpecError(str(e)) from None
     return given
-
-
-def _run_share(out_dir: Path, plan: Plan, given: dict, *, progress: bool, on_chunk) -> None:
-    """Train and save this process's chunks that are not recorded yet (chunk i % processes)."""
-    from tqdm.auto import tqdm
-
-    process, processes = jax.process_index(), jax.process_count()
-    devices = tuple(jax.local_devices())
-    key_data = np.asarray(jax.random.key_data(seed_keys(plan.spec.seed, plan.spec.seeds)))
-    programs = Programs()
-    mine = [c for c in plan.chunks if c.index % processes == process]
-    todo = [c for c in mine if load_record(out_dir, c) is None]
-    with tqdm(total=sum(len(c.runs) for c in todo), unit="run", disable=not progress,
-              desc=f"sweep p{process}" if processes > 1 else "sweep", dynamic_ncols=True) as bar:
-        for chunk in todo:
-            result = run_chunk(plan, chunk, key_data, devices, programs=programs,
-                               components=given)
-            save_chunk(out_dir, result)
-            bar.update(len(chunk.runs))
-            if on_chunk is not None:
-                on_chunk(result["record"])
-
-
-def _wait_for_records(out_dir: Path, plan: Plan, poll_seconds: float) -> dict:
-    """chunk index -> record of every chunk, polling for those other processes still run."""
-    records = {}
-    while True:
-        for chunk in plan.chunks:
-            if chunk.index not in records and (record := load_record(out_dir, chunk)):
-                records[chunk.index] = record
-        if len(records) == len(plan.chunks):
-            return records
-        time.sleep(poll_seconds)

@@ -3,13 +3,17 @@
     out_dir/sweep.json                  marker, normalized spec, components given, provenance
     out_dir/chunks/chunk-NNNNNN.npz     per-run metrics [runs, updates] of one chunk
     out_dir/chunks/chunk-NNNNNN.json    the chunk's table rows; its presence marks the chunk done
+    out_dir/chunks/*.claim-A            who trains which chunk (`sweep_claims`)
 
 Every file is written atomically (`runs.atomic_write`): a killed process leaves whole files only.
+A chunk's record is created exclusively: once written it is never replaced.
 """
 
 import csv
 import io
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,14 @@ import numpy as np
 
 from pgjax import runs
 from pgjax.components import as_env
+from pgjax.sweep_claims import link_new
 from pgjax.sweep_spec import Chunk, Spec, SpecError
 
 MARKER = "pgjax_sweep"
+
+
+class IncompleteSweep(SpecError):
+    """A merge asked of a sweep whose chunks are not all recorded: reported as one line."""
 
 
 def describe_components(components: dict[str, Any]) -> dict:
@@ -61,13 +70,65 @@ def load_record(out_dir: Path, chunk: Chunk) -> dict | None:
     return record if record.get("runs") == list(chunk.runs) else None
 
 
-def save_chunk(out_dir: Path, result: dict) -> None:
-    """Metrics first, then the record: a chunk counts as done only once both are on disk."""
+def save_chunk(out_dir: Path, result: dict) -> bool:
+    """Metrics first, then the record: a chunk counts as done only once both are on disk.
+
+    The record is linked into place (`os.link` fails on an existing name), so a chunk is recorded
+    once: False, and nothing recorded, when another worker's record is already there.
+    """
     index = result["record"]["chunk"]
+    record = chunk_path(out_dir, index, ".json")
+    if record.exists():
+        return False
     runs.atomic_write(
         chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]), mode="wb"
     )
-    runs.write_json(chunk_path(out_dir, index, ".json"), result["record"])
+    fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{record.name}.")
+    os.fchmod(fd, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(result["record"], indent=2, default=str) + "\n")
+        return link_new(tmp, record)
+    finally:
+        os.unlink(tmp)
+
+
+def load_records(out_dir: Path, chunks: list[Chunk]) -> tuple[dict, list[int]]:
+    """({chunk index: record} of the recorded chunks, the indices of the others)."""
+    records, missing = {}, []
+    for chunk in chunks:
+        if (record := load_record(out_dir, chunk)) is not None:
+            records[chunk.index] = record
+        else:
+            missing.append(chunk.index)
+    return records, missing
+
+
+def span(indices: list[int], most: int = 12) -> str:
+    """'0, 3-5, 9' for [0, 3, 4, 5, 9]; after `most` pieces, '… (N in all)'."""
+    pieces, start = [], None
+    for i, x in enumerate(indices):
+        start = x if start is None else start
+        if i + 1 == len(indices) or indices[i + 1] != x + 1:
+            pieces.append(str(x) if x == start else f"{start}-{x}")
+            start = None
+    text = ", ".join(pieces[:most])
+    return text + (f", … ({len(indices)} in all)" if len(pieces) > most else "")
+
+
+def held_sweep(out_dir: Path, spec: Spec) -> dict:
+    """sweep.json of the sweep in out_dir, which must be this spec's (any components).
+
+    Raises:
+      SpecError: out_dir holds no sweep, or another one.
+    """
+    record_path = out_dir / "sweep.json"
+    if not record_path.is_file():
+        raise SpecError(f"--out {out_dir} holds no sweep (no sweep.json); start it with "
+                        f"pgjax sweep SPEC --out {out_dir}")
+    held = _read_json(record_path)
+    _check_same_sweep(out_dir, held, spec, None)
+    return held
 
 
 def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -> None:
@@ -108,7 +169,8 @@ def _read_json(path: Path) -> dict:
     return held if isinstance(held, dict) else {}
 
 
-def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict) -> None:
+def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict | None) -> None:
+    """Refuse a sweep.json of another spec, or (unless components is None) other components."""
     if held.get(MARKER) != 1:
         raise SpecError(f"--out {out_dir} holds a sweep.json that is not a pgjax sweep")
     ours = spec.to_json()
@@ -119,7 +181,7 @@ def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict) -
             f"{', '.join(diff) or 'its fields'}); use another --out to start a new one"
         )
     then = held.get("components", {"given": []})  # sweeps written before components: none
-    if then != components:
+    if components is not None and then != components:
         raise SpecError(
             f"--out {out_dir} holds this spec run with other components ({_given(then)}, not "
             f"{_given(components)}); use another --out to start a new one"

@@ -120,7 +120,7 @@ def merge(out_dir: Path, plan: Plan, records: dict, *, write: bool = True) -> li
         "runs": len(plan.runs),
         "chunks": len(plan.chunks),
         "wall_seconds": sum(r["wall_seconds"] for r in records.values()),
-        "compile_seconds_per_process": compile_seconds(records),
+        "compile_seconds_per_worker": compile_seconds(records),
         "ranking": summary,
     })
     plot_summary(out_dir / "summary.png", summary, plan.spec, curves(out_dir, plan))
@@ -128,14 +128,15 @@ def merge(out_dir: Path, plan: Plan, records: dict, *, write: bool = True) -> li
 
 
 def compile_seconds(records: dict) -> dict:
-    """process -> seconds spent compiling, each compiled program counted once."""
+    """worker -> seconds spent compiling, each compiled program counted once."""
     out: dict[str, float] = {}
     seen = set()
     for r in records.values():
-        key = (r["process"], r["batch"], r["devices"], r["compile_seconds"])
+        worker = str(r.get("worker", r.get("process")))  # records before workers: "process"
+        key = (worker, r["batch"], r["devices"], r["compile_seconds"])
         if key not in seen:
             seen.add(key)
-            out[str(r["process"])] = out.get(str(r["process"]), 0.0) + r["compile_seconds"]
+            out[worker] = out.get(worker, 0.0) + r["compile_seconds"]
     return out
 
 

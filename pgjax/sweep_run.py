@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pgjax.components import build
 from pgjax.config import FIELDS, LEAVES, Config
+from pgjax.sweep_claims import this_holder
 from pgjax.sweep_spec import Chunk, Plan, static_key
 from pgjax.train import train
 
@@ -100,6 +101,7 @@ def run_chunk(
     *,
     programs: Programs | None = None,
     components: dict | None = None,
+    worker: str | None = None,
 ) -> dict:
     """Train one chunk's runs in one program call.
 
@@ -110,6 +112,7 @@ def run_chunk(
       devices: the local devices the runs axis is sharded over.
       programs: the sweep's compile cache (default: a fresh one, compiling this chunk's program).
       components: `pgjax.components.build` keywords (env=, policy=, ...) given to the sweep.
+      worker: who ran it, for the record and rows (default "host:pid").
 
     Returns:
       {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics
@@ -117,6 +120,7 @@ def run_chunk(
     """
     programs = Programs() if programs is None else programs
     components = components or {}
+    worker = worker or this_holder().worker
     static = plan.groups[chunk.group]
     batch = padded(plan.group_batch[chunk.group], len(devices))
     program, compile_seconds = programs.get(static, batch, devices, components)
@@ -136,7 +140,7 @@ def run_chunk(
     arrays["params_finite"] = np.asarray(finite)[:n]
     arrays["run"] = np.asarray(chunk.runs)
     rows = [
-        run_row(plan, run, chunk, {k: arrays[k][i] for k in arrays if k != "run"}, wall)
+        run_row(plan, run, chunk, {k: arrays[k][i] for k in arrays if k != "run"}, wall, worker)
         for i, run in enumerate(chunk.runs)
     ]
     record = {
@@ -148,13 +152,13 @@ def run_chunk(
         "output_devices": output_devices,  # devices the outputs' sharding spans
         "wall_seconds": wall,
         "compile_seconds": compile_seconds,
-        "process": jax.process_index(),
+        "worker": worker,
         "host": socket.gethostname(),
     }
     return {"record": record, "arrays": arrays}
 
 
-def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float) -> dict:
+def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: str) -> dict:
     """One results-table row: ids, every config field, and the run's statistics.
 
     final_return: the mean return of the episodes that finished in the last update (NaN if none
@@ -177,7 +181,7 @@ def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float) -> dict:
         "config": config_id,
         "seed_index": seed_index,
         "chunk": chunk.index,
-        "process": jax.process_index(),
+        "worker": worker,
         **fields,
         "env_steps": config.num_updates * config.steps_per_update,
         "final_return": float(ret[-1]),

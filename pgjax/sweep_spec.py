@@ -184,12 +184,15 @@ def _read(path: "str | os.PathLike") -> Any:
         raise SpecError(f"spec {path} is not valid YAML{at}") from None
 
 
-def parse_spec(spec: "str | os.PathLike | dict") -> Spec:
-    """Read (YAML path) and validate a spec's structure and types; no JAX work.
+def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
+    """Read (YAML path) and validate a spec's structure and types; no JAX work. A `Spec` is
+    returned as it is.
 
     Raises:
       SpecError: one line naming the first problem.
     """
+    if isinstance(spec, Spec):
+        return spec
     if not isinstance(spec, dict):
         spec = _read(spec)
     if not isinstance(spec, dict):

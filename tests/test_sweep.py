@@ -1,14 +1,13 @@
-"""`pgjax sweep`: plans, batch-mate independence, divergence, resume, sharding, processes, errors,
-user components, distributed start-up.
+"""`pgjax sweep`: plans, batch-mate independence, divergence, resume, sharding, errors, user
+components. Sweeps over several worker processes: tests/test_cluster.py.
 
 The CartPole sweeps here share one tiny program shape (batch of 4 runs, 3 updates); the sweep
-of a user's env compiles its own. The 4-device and the 2-process sweeps run as subprocesses
-started at the top of the module, in parallel with the in-process tests.
+of a user's env compiles its own. The 4-device sweep runs as a subprocess started at the top of
+the module, in parallel with the in-process tests.
 """
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ TINY = {"num_envs": 4, "num_steps": 20, "total_timesteps": 240, "hidden": [8], "
         "chunk_runs": 4}
 LRS = [0.01, 0.03, 0.001]
 SPEC = {**TINY, "grid": {"lr": LRS}}  # chunks: [lr0 × 2 seeds, lr1 × 2], [lr2 × 2, padding]
-RUN_ONLY = ("process", "wall_seconds")  # columns that depend on where and how fast a run ran
+RUN_ONLY = ("worker", "wall_seconds")  # columns that depend on where and how fast a run ran
 FLOAT_METRICS = ("episode_return", "loss", "policy_loss", "value_loss", "entropy", "grad_norm")
 
 SCRIPT = """
@@ -42,8 +41,6 @@ pgjax.sweep(spec, out, **kwargs)
 
 def launch(out, env=None, **kwargs):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-    if "XLA_FLAGS" in env and not (env.get("XLA_FLAGS") or "").strip():
-        del env["XLA_FLAGS"]
     return subprocess.Popen(
         [sys.executable, "-c", SCRIPT, json.dumps(SPEC), str(out), json.dumps(kwargs)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -59,24 +56,12 @@ def wait(proc, timeout=240):
     assert proc.returncode == 0, out[-3000:]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def background(tmp_path_factory):
-    """Start the 4-device sweep and the two processes of the distributed sweep right away."""
+    """Start the 4-device sweep right away."""
     root = tmp_path_factory.mktemp("background")
-    port = free_port()
-    dist = {"coordinator_address": f"localhost:{port}", "num_processes": 2}
-    procs = {
-        "sharded": launch(root / "sharded",
-                          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}),
-        "p0": launch(root / "distributed", env={"XLA_FLAGS": ""}, process_id=0, **dist),
-        "p1": launch(root / "distributed", env={"XLA_FLAGS": ""}, process_id=1, **dist),
-    }
+    procs = {"sharded": launch(root / "sharded",
+                               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})}
     yield root, procs
     for proc in procs.values():
         if proc.poll() is None:
@@ -289,21 +274,6 @@ def test_sharded_over_4_devices_matches_single_device(background, reference):
     pd.testing.assert_frame_equal(a, b, rtol=1e-5)
 
 
-def test_two_process_sweep_matches_one_process(background, reference):
-    root, procs = background
-    wait(procs["p0"])
-    wait(procs["p1"])
-    out = root / "distributed"
-    records = [json.loads(p.read_text()) for p in sorted((out / "chunks").glob("*.json"))]
-    assert [r["process"] for r in records] == [0, 1]  # each process ran its own share
-    merged = pd.read_csv(out / "results.csv")
-    assert list(merged["process"]) == [0, 0, 0, 0, 1, 1]
-    ref = pd.read_csv(reference[0] / "results.csv")
-    pd.testing.assert_frame_equal(merged.drop(columns=list(RUN_ONLY)),
-                                  ref.drop(columns=list(RUN_ONLY)))
-    assert_same_runs(chunk_metrics(out), chunk_metrics(reference[0]), range(6))
-
-
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -410,32 +380,3 @@ def test_compile_cache_keys_components_by_value_else_identity():
     )
     unhashable = {"policy": [1, 2]}  # e.g. an object holding a list
     assert components_key(unhashable) == (("policy", ("id", id(unhashable["policy"]))),)
-
-
-DISTRIBUTED_SCRIPT = """
-import sys
-import gymnax  # builds FrozenLake's move table: the single-process backend has started
-import jax
-from gymnax.environments.misc import frozen_lake
-from pgjax.distributed import init_distributed
-init_distributed(f"127.0.0.1:{sys.argv[1]}", num_processes=1, process_id=0)
-assert jax.distributed.is_initialized() and jax.process_count() == 1
-(device,) = frozen_lake._DIRECTIONS.devices()
-assert device in jax.local_devices(), "the move table is still on the dropped backend"
-env, params = gymnax.make("FrozenLake-misc")
-obs, state = env.reset(jax.random.key(0), params)
-obs, state, reward, terminated, truncated, info = env.step(jax.random.key(1), state, 2, params)
-print("stepped to", int(state.position))
-"""
-
-
-def test_init_distributed_after_gymnax_rebuilds_frozen_lake():
-    """The backend-already-started branch of `init_distributed`: the backend is dropped, the
-    distributed one starts, FrozenLake's move table is rebuilt on it (without the rebuild it
-    stays on a device of the dropped backend) and FrozenLake steps."""
-    proc = subprocess.run(
-        [sys.executable, "-c", DISTRIBUTED_SCRIPT, str(free_port())],
-        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "stepped" in proc.stdout

@@ -1,0 +1,296 @@
+"""A sweep's workers on a scheduler: a SLURM job array, or processes on this machine (submitit).
+
+    pgjax sweep SPEC.yaml --launcher slurm --array-size 8 --partition gpu --gpus-per-task 1
+    pgjax sweep SPEC.yaml --launcher local --array-size 4 --gpus-per-task 1
+
+Every array task (or local process) is one `pgjax.sweep.work` worker: it claims unrecorded chunks
+one at a time, so chunks of unequal cost spread themselves over the workers, and a worker that
+dies costs the chunk it held, which another worker trains again once its lease runs out. Workers
+are independent programs (no `jax.distributed`): one lost node stops nothing else. A worker that
+finds nothing left to claim returns, except one standby that waits for the chunks others hold and
+takes over any whose holder dies. The worker is `Checkpointable`: when SLURM times out or
+preempts it, submitit requeues it (once the chunk in flight returns to Python; that chunk is
+trained again) and it carries on.
+
+SLURM: the array is submitted with a merge job that starts after it (`afterany`) and writes the
+table (`pgjax sweep SPEC.yaml --merge` does the same by hand). Local: this process waits for the
+workers and merges. Either way the same command run again resumes: recorded chunks are skipped.
+
+Workers build the sweep from its spec alone (components cannot be sent to another process), and
+a worker's program is the one a single-process sweep compiles for its device count, so runs are
+bitwise the same whichever worker, and however many, trained them (given equal device counts).
+Submission logs and each worker's output: `out_dir/logs/`.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import submitit
+
+from pgjax.sweep import LEASE_SECONDS, IncompleteSweep, merge_sweep, work
+from pgjax.sweep_claims import scan
+from pgjax.sweep_files import prepare_out_dir, span
+from pgjax.sweep_report import format_sweep
+from pgjax.sweep_spec import Spec, SpecError, check_plan, make_plan, parse_spec
+
+LOCAL_TIMEOUT_MINUTES = 7 * 24 * 60
+SLURM_TIME_MINUTES = 120
+DEFAULT_ARRAY_SIZE = 8
+
+
+class Submitted(NamedTuple):
+    """What `submit` started."""
+
+    jobs: list  # submitit jobs, one per worker (none when every chunk is recorded)
+    merge: Any  # the merge job (SLURM), else None
+    chunks: int  # chunks in the sweep
+    left: list[int]  # chunk indices not recorded at submission
+    logs: Path
+
+    def describe(self, spec: "str | os.PathLike", out_dir: "str | os.PathLike") -> str:
+        """What was submitted, and how to watch it."""
+        array = self.jobs[0].job_id.split("_")[0]
+        merge = f" and merge job {self.merge.job_id} after it" if self.merge else ""
+        return (f"submitted job array {array} ({len(self.jobs)} workers for {len(self.left)} of "
+                f"{self.chunks} chunks){merge}; logs in {self.logs}\n"
+                f"progress: pgjax sweep {spec} --out {out_dir} --status")
+
+
+class Worker(submitit.helpers.Checkpointable):
+    """One array task: a `pgjax.sweep.work` worker over the sweep's spec.
+
+    Args of the call:
+      index: the task's index in the array.
+      environ: variables set (None: unset) before JAX starts, e.g. the local GPUs it may use.
+
+    Returns:
+      The chunks it recorded.
+    """
+
+    def __init__(self, spec: Spec, out_dir: str, lease_seconds: float):
+        self.spec, self.out_dir, self.lease_seconds = spec, out_dir, lease_seconds
+
+    def __call__(self, index: int, environ: dict) -> list[int]:
+        for name, value in environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        return run_worker(self.spec, self.out_dir, lease_seconds=self.lease_seconds,
+                          name=f"job {submitit.JobEnvironment().job_id}")
+
+
+def run_worker(
+    spec: "Spec | str | os.PathLike | dict",
+    out_dir: "str | os.PathLike",
+    *,
+    lease_seconds: float = LEASE_SECONDS,
+    name: str | None = None,
+) -> list[int]:
+    """One worker of a sweep in this process: claim, train and record chunks; no merge.
+
+    What every array task runs (`pgjax sweep SPEC --worker` in a plain job array does the same).
+    It prints a line per chunk recorded or taken over, and returns the chunks it recorded.
+
+    Args:
+      spec: the sweep's spec (a `Spec`, YAML path or dict).
+      out_dir: the sweep directory, on a filesystem every worker sees.
+      lease_seconds: how long a claim outlives its holder's last heartbeat.
+      name: the worker's name in claims, records and rows (default: the SLURM job and array
+        task, else "host:pid").
+
+    Raises:
+      SpecError: a bad spec or out_dir, before any training.
+    """
+    spec = parse_spec(spec)
+    plan = make_plan(spec)
+    check_plan(plan, {})
+    out_dir = Path(out_dir)
+    prepare_out_dir(out_dir, spec)
+    name = name or _slurm_name()
+
+    def log(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} [{name or 'worker'}] {line}", flush=True)
+
+    ran = work(out_dir, plan, {}, worker=name, lease_seconds=lease_seconds, exit_when_idle=True,
+               log=log, poll_seconds=min(5.0, lease_seconds / 4))
+    log(f"done: recorded chunks {span(sorted(ran)) or 'none'}")
+    return ran
+
+
+def _slurm_name() -> str | None:
+    """'job A_a' in a SLURM array task, 'job J' in another SLURM job, else None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"job {array}_{task}"
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"job {job}" if job else None
+
+
+def merge_job(spec: Spec, out_dir: str) -> str:
+    """The merge step of a SLURM sweep: write the table, print and return the ranking."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")  # a job without GPUs, whatever jaxlib is installed
+    merge_sweep(spec, out_dir)
+    text = format_sweep(Path(out_dir))
+    print(text, flush=True)
+    return text
+
+
+def submit(
+    spec: "str | os.PathLike | dict",
+    out_dir: "str | os.PathLike",
+    *,
+    cluster: Literal["local", "slurm"],
+    array_size: int | None = None,
+    partition: str | None = None,
+    gpus_per_task: int | None = None,
+    cpus_per_task: int | None = None,
+    time_minutes: int | None = None,
+    lease_seconds: float = LEASE_SECONDS,
+) -> Submitted:
+    """Check the sweep, then start its workers (and on SLURM its merge job).
+
+    Args:
+      spec: a YAML path or a dict (see `pgjax.sweep`).
+      out_dir: the sweep directory, on a filesystem every worker sees.
+      cluster: "slurm" (a job array; `sbatch` must be on PATH) or "local" (processes here).
+      array_size: workers (default: SLURM 8, local one per --gpus-per-task GPUs or 1; never more
+        than the chunks left).
+      partition: SLURM partition.
+      gpus_per_task: GPUs per worker. Local: worker k sees GPUs k·G ... k·G + G − 1 of those
+        visible here; default: every worker sees all of them.
+      cpus_per_task: SLURM CPUs per worker.
+      time_minutes: each worker's time limit (default: SLURM 120 minutes, local 7 days).
+      lease_seconds: how long a claim outlives its holder's last heartbeat.
+
+    Raises:
+      SpecError: a bad spec, out_dir or option, before anything is submitted.
+    """
+    _check_options(array_size=array_size, gpus_per_task=gpus_per_task,
+                   cpus_per_task=cpus_per_task, time_minutes=time_minutes,
+                   lease_seconds=lease_seconds)
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise SpecError("--launcher slurm needs sbatch on PATH (run it on a SLURM login node); "
+                        "--launcher local runs the workers on this machine")
+    spec = parse_spec(spec)
+    plan = make_plan(spec)
+    check_plan(plan, {})
+    out_dir = Path(out_dir).absolute()
+    prepare_out_dir(out_dir, spec)
+    recorded = scan(out_dir / "chunks").recorded
+    left = [c.index for c in plan.chunks if c.index not in recorded]
+    logs = out_dir / "logs"
+    if not left:
+        return Submitted([], None, len(plan.chunks), left, logs)
+    environs = _environs(cluster, len(left), array_size, gpus_per_task)
+    slurm = {"slurm_partition": partition} if partition else {}
+    executor = submitit.AutoExecutor(folder=logs, cluster=cluster)
+    executor.update_parameters(
+        name="pgjax-sweep",
+        timeout_min=time_minutes or (SLURM_TIME_MINUTES if cluster == "slurm" else
+                                     LOCAL_TIMEOUT_MINUTES),
+        **({"gpus_per_node": gpus_per_task} if gpus_per_task and cluster == "slurm" else {}),
+        **({"cpus_per_task": cpus_per_task} if cpus_per_task else {}),
+        **slurm,
+    )
+    worker = Worker(spec, str(out_dir), lease_seconds)
+    jobs = executor.map_array(worker, range(len(environs)), environs)
+    merge = None
+    if cluster == "slurm":
+        merger = submitit.AutoExecutor(folder=logs, cluster=cluster)
+        merger.update_parameters(
+            name="pgjax-sweep-merge", timeout_min=30, cpus_per_task=2,
+            slurm_dependency=f"afterany:{jobs[0].job_id.split('_')[0]}", **slurm,
+        )
+        merge = merger.submit(merge_job, spec, str(out_dir))
+    return Submitted(jobs, merge, len(plan.chunks), left, logs)
+
+
+def run_local(
+    spec: "str | os.PathLike | dict",
+    out_dir: "str | os.PathLike",
+    *,
+    progress: bool = False,
+    **options,
+):
+    """`submit(cluster="local", **options)`, wait for the workers, merge; the results table.
+
+    A worker that ended early is reported on stderr (one line each); the others take over its
+    chunks.
+
+    Raises:
+      SpecError: as `submit`.
+      IncompleteSweep: every worker ended and chunks are still missing (named in the message).
+    """
+    from tqdm.auto import tqdm
+
+    submitted = submit(spec, out_dir, cluster="local", **options)
+    chunks_dir = Path(out_dir) / "chunks"
+    with tqdm(total=submitted.chunks, unit="chunk", desc="sweep", disable=not progress,
+              dynamic_ncols=True) as bar:
+        while not all(job.done() for job in submitted.jobs):
+            bar.update(len(scan(chunks_dir).recorded) - bar.n)
+            time.sleep(0.5)
+        bar.update(len(scan(chunks_dir).recorded) - bar.n)
+    endings = [(i, job, _ending(job)) for i, job in enumerate(submitted.jobs)]
+    ended = [f"worker {i} ({how}; log {job.paths.stdout})" for i, job, how in endings if how]
+    try:
+        table = merge_sweep(spec, out_dir)
+    except IncompleteSweep as e:
+        raise IncompleteSweep(f"{e}; ended early: {', '.join(ended) or 'none'}") from None
+    for line in ended:
+        print(f"pgjax: {line}; the other workers trained its chunks", file=sys.stderr)
+    return table
+
+
+def _ending(job) -> str:
+    """'' for a worker that returned, else how it ended."""
+    if not job.paths.result_pickle.exists():
+        return "killed or lost"
+    error = job.exception()
+    if error is None:
+        return ""
+    lines = [line for line in str(error).split("----------------------")[1].splitlines() if line]
+    return f"failed: {lines[-1].strip()[:200]}" if lines else "failed"
+
+
+def _check_options(**options) -> None:
+    for name, value in options.items():
+        if value is not None and not value > 0:
+            flag = "--" + name.replace("_", "-").replace("-minutes", "")
+            raise SpecError(f"{flag} must be positive, got {value}")
+
+
+def _environs(cluster: str, left: int, array_size: int | None,
+              gpus_per_task: int | None) -> list[dict]:
+    """Per worker, the variables it sets before JAX starts; their number is the array size."""
+    if cluster == "slurm":
+        return [{}] * min(left, array_size or DEFAULT_ARRAY_SIZE)
+    here = os.environ.get("CUDA_VISIBLE_DEVICES")  # submitit's local executor overrides it
+    if not gpus_per_task:
+        return [{"CUDA_VISIBLE_DEVICES": here}] * min(left, array_size or 1)
+    gpus = _visible_gpus(here)
+    n = min(left, array_size or max(1, len(gpus) // gpus_per_task))
+    if n * gpus_per_task > len(gpus):
+        raise SpecError(f"{n} workers × --gpus-per-task {gpus_per_task} needs "
+                        f"{n * gpus_per_task} GPUs; {len(gpus)} visible here")
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[k * gpus_per_task:(k + 1) * gpus_per_task])}
+            for k in range(n)]
+
+
+def _visible_gpus(here: str | None) -> list[str]:
+    """The GPU ids this process may use: CUDA_VISIBLE_DEVICES, else those nvidia-smi lists."""
+    if here is not None:
+        return [g for g in here.split(",") if g.strip()]
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(listed.stdout.splitlines()) if line.startswith("GPU")]
