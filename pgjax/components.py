@@ -14,7 +14,14 @@ import jax.numpy as jnp
 
 from pgjax.config import Config
 from pgjax.envs import Env
-from pgjax.estimators import GAE, Estimator, GroupRelative, ReturnToGo, TotalReturn
+from pgjax.estimators import (
+    GAE,
+    Estimator,
+    GroupRelative,
+    OptimalBaseline,
+    ReturnToGo,
+    TotalReturn,
+)
 from pgjax.policies import CategoricalPolicy, ConvTorso, Flatten, GaussianPolicy, ValueNet
 
 
@@ -55,6 +62,8 @@ def make_estimator(config: Config) -> Estimator:
         return TotalReturn(baseline, config.window, normalize)
     if config.estimator == "gae":
         return GAE(config.gae_lambda, normalize)
+    if config.estimator == "optimal-baseline":
+        return OptimalBaseline()
     return GroupRelative(config.estimator, config.group_size, normalize)
 
 

@@ -16,14 +16,17 @@ Baseline = Literal["none", "mean", "value"]
 Window = Literal["episodes", "complete", "truncate", "bootstrap"]
 Schedule = Literal["constant", "linear"]
 Network = Literal["mlp", "cnn"]
-EstimatorName = Literal["reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae"]
+EstimatorName = Literal[
+    "reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae", "optimal-baseline"
+]
 
 CHOICES = {
     "baseline": ("none", "mean", "value"),
     "window": ("episodes", "complete", "truncate", "bootstrap"),
     "lr_schedule": ("constant", "linear"),
     "network": ("mlp", "cnn"),
-    "estimator": ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae"),
+    "estimator": ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae",
+                  "optimal-baseline"),
 }
 
 
@@ -37,7 +40,8 @@ class Config(struct.PyTreeNode):
     `estimator` picks how a batch becomes advantages (`pgjax.estimators`): "reward-to-go"
     (G_t with `baseline`, `window`, `gamma_weighting`), "total-return" (R(τ) on every step;
     baseline none or mean, window complete or episodes), "rloo" / "grpo" / "dr-grpo" (groups of
-    `group_size` envs reset together each window) or "gae" (GAE(`gae_lambda`) with a learned V).
+    `group_size` envs reset together each window), "gae" (GAE(`gae_lambda`) with a learned V)
+    or "optimal-baseline" (whole episodes, the variance-minimizing baseline of each parameter).
 
     Window choices for episodes cut by the fixed rollout window of T = num_steps steps:
       episodes: only episodes that start at window step s ≤ T − H (H the env's time limit), all

@@ -8,9 +8,14 @@ An estimator is any object with
 and optionally
     check(env, config)   # raise ValueError (one line) if it cannot work with them; runs
                          # before anything compiles
-    group_size: int      # K > 1: the trainer resets every env at the start of each rollout
-                         # window, the K consecutive envs of a group from one key (one start
-                         # state), for estimators that compare a group's episodes
+    group_size: int      # the trainer resets every env at the start of each rollout window,
+                         # the K consecutive envs of a group from one key (one start state);
+                         # K = 1: independent resets
+    episode_terms(scores, targets) -> pytree [B, ...]
+                         # replaces the policy-loss gradient: given each env's episode score
+                         # ∇θ Σ_t m_t log π(a_t|s_t) (a pytree of [B, ...] leaves), its term of
+                         # the ascent direction; the trainer averages them over B. For
+                         # estimators whose baseline is not one number per step.
 
 The trainer minimizes `losses.policy_gradient_loss` of the targets, whichever estimator made
 them. An estimator must be hashable (a frozen dataclass is): jitted functions close over it.
@@ -24,6 +29,8 @@ The built-in family (`--estimator`), from the derivation's first form to actor-c
                   group) and Dr. GRPO (R − mean; no std).
   GAE             GAE(λ) with the learned V: λ = 1 is REINFORCE with V and bootstrapped cuts,
                   λ = 0 one-step actor-critic.
+  OptimalBaseline whole episodes with the variance-minimizing constant baseline of each
+                  parameter, b_k = E[s_k² R] / E[s_k²] (`episode_terms`).
 """
 
 import dataclasses
@@ -299,3 +306,45 @@ class GAE:
         if self.normalize:
             advantages = normalize(advantages)
         return Targets(returns, advantages, None, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimalBaseline:
+    """REINFORCE on whole episodes with the optimal constant baseline of each parameter.
+
+    With s_i = Σ_t ∇θ log π(a_t|s_t) the score of episode i and R_i its return, the estimate
+    (1/B) Σ_i (R_i − b_k) s_ik has the least variance over constant b_k at
+    b_k = E[s_k² R] / E[s_k²] (Greensmith, Bartlett & Baxter, 2004; Peters & Schaal, 2008),
+    estimated here from the batch itself: a bias of order 1/B. Every window resets every env
+    (`group_size` = 1) and uses its first episode, so needs T ≥ H, as `GroupRelative`.
+    """
+
+    group_size: int = 1
+    uses_value = False
+
+    def check(self, env: Any, config: Any) -> None:
+        if config.num_steps < env.max_episode_steps:
+            raise ValueError(
+                f"optimal-baseline needs num_steps ≥ the episode limit of {env.name} "
+                f"({env.max_episode_steps}) so every env's first episode ends in the window, "
+                f"got {config.num_steps}"
+            )
+
+    def __call__(self, inputs: EstimatorInputs) -> Targets:
+        batch = inputs.batch
+        returns = discounted_returns(batch.reward, batch.done, inputs.gamma)
+        mask = episode_start_mask(batch.episode_t, 0)
+        return Targets(returns, jnp.broadcast_to(returns[0], returns.shape), mask, None)
+
+    def episode_terms(self, scores: Any, targets: Targets) -> Any:
+        """(R_i − b) ⊙ s_i for each env i; `scores` leaves [B, ...], R_i = advantages[0, i]."""
+        episode_return = targets.advantages[0]
+
+        def leaf(s):
+            r = episode_return.reshape(-1, *([1] * (s.ndim - 1)))
+            s2 = s**2
+            total = jnp.sum(s2, 0)
+            b = jnp.where(total > 0, jnp.sum(s2 * r, 0) / jnp.where(total > 0, total, 1.0), 0.0)
+            return (r - b) * s
+
+        return jax.tree.map(leaf, scores)

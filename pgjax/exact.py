@@ -483,9 +483,10 @@ def estimator_grads(
     K = `estimator.group_size` (1 if it has none) envs per group are reset from one key (one
     start state), num_groups × K in all, for a window of T = H steps; the estimator's targets
     are restricted to each env's first episode, and each env's estimate is
-    Σ_t m_t w_t A_t ∇θ log π(a_t|s_t) (`episode_grads`). The K estimates of a group depend on
-    each other (through a group baseline) but groups are independent, so their means are i.i.d.
-    samples whose expectation is what the estimator estimates per episode.
+    Σ_t m_t w_t A_t ∇θ log π(a_t|s_t) (`episode_grads`), or the estimator's `episode_terms`.
+    The K estimates of a group depend on each other (through a group baseline) but groups are
+    independent, so their means are i.i.d. samples whose expectation is what the estimator
+    estimates per episode (up to a batch-wide baseline's O(1/B) coupling).
 
     Args:
       key: PRNG key.
@@ -513,8 +514,14 @@ def estimator_grads(
     inputs = EstimatorInputs(batch, after.obs, gamma, values, value_fn, horizon)
     targets = estimator(inputs)
     mask = first if targets.mask is None else targets.mask * first
-    g = episode_grads(theta, batch, jnp.broadcast_to(targets.advantages, mask.shape), mask,
-                      weights=targets.weights)
+    if hasattr(estimator, "episode_terms"):  # its own baseline per parameter
+        score = lambda th, obs, action, m: jnp.sum(m * tabular_policy(th)(obs).log_prob(action))
+        scores = jax.vmap(jax.grad(score), in_axes=(None, 1, 1, 1))(
+            theta, batch.obs, batch.action, mask)
+        g = estimator.episode_terms(scores, targets._replace(mask=mask))
+    else:
+        g = episode_grads(theta, batch, jnp.broadcast_to(targets.advantages, mask.shape), mask,
+                          weights=targets.weights)
     return g.reshape(num_groups, group, *g.shape[1:]).mean(1)
 
 

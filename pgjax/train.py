@@ -133,6 +133,8 @@ def loss_and_grad(
     `lax.scan` and summed: the activations saved for the backward pass are those of one slice,
     not of the whole batch. Same loss and gradient up to float rounding (summation order).
     """
+    if hasattr(parts.estimator, "episode_terms"):
+        return episode_loss_and_grad(params, config, parts, batch, last_obs)
     if config.loss_chunks == 1:
         return jax.value_and_grad(loss_fn, has_aux=True)(params, config, parts, batch, last_obs)
     values = None
@@ -157,6 +159,31 @@ def loss_and_grad(
     zeros = ((scalar, aux), jax.tree.map(jnp.zeros_like, params))
     pieces = jax.tree.map(split, (batch.obs, batch.action, targets))
     return jax.lax.scan(accumulate, zeros, pieces)[0]
+
+
+def episode_loss_and_grad(
+    params: dict, config: Config, parts: Components, batch: Transition, last_obs: jax.Array
+) -> tuple[tuple[jax.Array, dict], dict]:
+    """`loss_and_grad` for an estimator with `episode_terms` (its own baseline per parameter).
+
+    Each env's episode score ∇θ Σ_t m_t log π(a_t|s_t) comes from a `vmap` of `grad` over envs;
+    the policy gradient is minus the mean of the estimator's terms, plus the entropy bonus's
+    gradient. The loss and its parts are those of `loss_fn` on the estimator's targets, for the
+    metrics.
+    """
+    targets = estimate(params, config, parts, batch, last_obs, None)
+    (loss, aux) = loss_fn(params, config, parts, batch, last_obs)
+
+    def episode_score(policy_params, obs, action, mask):
+        return jnp.sum(mask * parts.policy.apply(policy_params, obs).log_prob(action))
+
+    scores = jax.vmap(jax.grad(episode_score), in_axes=(None, 1, 1, 1))(
+        params["policy"], batch.obs, batch.action, targets.mask)
+    terms = parts.estimator.episode_terms(scores, targets)
+    bonus = jax.grad(lambda p: -config.ent_coef * jnp.mean(
+        parts.policy.apply(p, batch.obs).entropy()))(params["policy"])
+    policy = jax.tree.map(lambda t, e: -jnp.mean(t, 0) + e, terms, bonus)
+    return (loss, aux), {**params, "policy": policy}
 
 
 def init_state(config: Config, key: jax.Array, parts: Components | None = None) -> TrainState:
@@ -191,8 +218,8 @@ def train_step(
     parts = build(config, validate=False) if parts is None else parts
     policy = functools.partial(parts.policy.apply, state.params["policy"])
     runner = state.runner
-    group_size = getattr(parts.estimator, "group_size", 1)
-    if group_size > 1:  # every window starts afresh, K envs per start state
+    group_size = getattr(parts.estimator, "group_size", None)
+    if group_size is not None:  # every window starts afresh, K envs per start state
         key, reset_key = jax.random.split(key)
         runner = init_runner(reset_key, parts.env, config.num_envs, group_size=group_size)
     runner, batch = rollout(key, parts.env, policy, runner, config.num_steps, unroll=config.unroll)

@@ -16,6 +16,7 @@ from pgjax.estimators import (
     GAE,
     EstimatorInputs,
     GroupRelative,
+    OptimalBaseline,
     ReturnToGo,
     TotalReturn,
     episode_total_returns,
@@ -140,6 +141,15 @@ def test_group_estimator_uses_each_envs_first_episode():
     np.testing.assert_allclose(targets.advantages[0], [1.0, -1.0])  # R = (2, 1)
 
 
+def test_optimal_baseline_terms_by_hand():
+    scores = {"w": jnp.array([[1.0, 0.0], [2.0, 0.0], [1.0, 0.0]])}  # s_i for 3 episodes, 2 params
+    targets = pgjax.Targets(None, jnp.array([[3.0, 6.0, 9.0]]), None, None)
+    terms = OptimalBaseline().episode_terms(scores, targets)["w"]
+    b = (1 * 3 + 4 * 6 + 1 * 9) / 6.0  # Σ s² R / Σ s² for the first parameter
+    np.testing.assert_allclose(terms[:, 0], [(3 - b) * 1, (6 - b) * 2, (9 - b) * 1], rtol=1e-6)
+    np.testing.assert_array_equal(terms[:, 1], 0.0)  # no score, no term (and no 0/0)
+
+
 def test_groups_start_from_one_state_each():
     env = pgjax.Env("CartPole-v1")
     runner = pgjax.init_runner(jax.random.key(0), env, 8, group_size=4)
@@ -162,9 +172,9 @@ def test_estimator_settings_are_checked(config, message):
         pgjax.make_train(config)
 
 
-@pytest.mark.parametrize("name", ["rloo", "gae"])
+@pytest.mark.parametrize("name", ["rloo", "gae", "optimal-baseline"])
 def test_group_and_gae_estimators_train_cartpole_a_little(name):
-    steps = 500 if name == "rloo" else 100
+    steps = 100 if name == "gae" else 500
     config = pgjax.Config(estimator=name, num_envs=16, num_steps=steps,
                           total_timesteps=16 * steps * 30)
     _, metrics = jax.jit(jax.vmap(pgjax.make_train(config)))(
@@ -203,7 +213,8 @@ def harness():
     TotalReturn("none", "complete", normalize=False),
     GroupRelative("rloo", 4, normalize=False),
     GAE(0.5, normalize=False),
-], ids=["reward-to-go", "total-return", "rloo", "gae-0.5-exact-V"])
+    OptimalBaseline(),
+], ids=["reward-to-go", "total-return", "rloo", "gae-0.5-exact-V", "optimal-baseline"])
 def test_unbiased_estimators_match_the_exact_gradient(harness, estimator):
     est, _ = harness(estimator)
     assert est.within_ci and est.p_value > 1e-3, est
@@ -214,6 +225,12 @@ def test_total_return_has_more_variance_than_reward_to_go(harness):
     total, _ = harness(TotalReturn("none", "complete", normalize=False))
     to_go, _ = harness(ReturnToGo("none", "complete", False, False))
     assert total.variance > 1.5 * to_go.variance, (total.variance, to_go.variance)
+
+
+def test_optimal_baseline_beats_the_mean_baseline_on_whole_episodes(harness):
+    optimal, _ = harness(OptimalBaseline())
+    mean, _ = harness(TotalReturn("mean", "complete", normalize=False))
+    assert optimal.variance < mean.variance, (optimal.variance, mean.variance)
 
 
 def test_dr_grpo_shrinks_the_gradient_by_one_over_k(harness):

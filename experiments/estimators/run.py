@@ -31,14 +31,16 @@ import numpy as np
 import pgjax
 from pgjax import exact, plots, runs, stats
 from pgjax.config import from_dict
-from pgjax.estimators import GAE, GroupRelative, ReturnToGo, TotalReturn
+from pgjax.estimators import GAE, GroupRelative, OptimalBaseline, ReturnToGo, TotalReturn
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
 ENVS = {"cartpole": "cartpole", "acrobot": "acrobot", "breakout": "minatar_breakout"}
-LEARN = ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae")
+LEARN = ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae", "optimal-baseline")
 EXACT = {
     "total return, no baseline": TotalReturn("none", "complete", normalize=False),
+    "total return, batch mean": TotalReturn("mean", "complete", normalize=False),
+    "total return, optimal baseline per parameter": OptimalBaseline(),
     "reward-to-go, no baseline": ReturnToGo("none", "complete", False, False),
     "reward-to-go, batch mean": ReturnToGo("mean", "complete", False, False),
     "reward-to-go, exact V (GAE λ=1)": GAE(1.0, normalize=False),
@@ -86,7 +88,7 @@ def learn_config(name: str, estimator: str) -> tuple[pgjax.Config, dict]:
     config = from_dict(spec).replace(estimator=estimator)
     if estimator == "total-return" and config.window not in ("complete", "episodes"):
         config = config.replace(window="complete")
-    if estimator in ("rloo", "grpo", "dr-grpo"):
+    if estimator in ("rloo", "grpo", "dr-grpo", "optimal-baseline"):
         horizon = pgjax.Env(config.env).max_episode_steps
         if config.num_steps < horizon:
             num_envs = max(config.group_size,
