@@ -50,8 +50,8 @@ class Config(struct.PyTreeNode):
       complete: only steps whose episode ends inside the window; exact returns, but short
         episodes are over-represented (long ones are cut more often): biased, less so as T
         grows (on the tabular MDP of experiments/derivation: 6.5% at T = 2H, 2.5% at T = 5H
-        with a fresh runner each window; about 10% / 4% with the runner carried, as training
-        does).
+        with a fresh runner each window; 10.0% / 4.0% with the runner carried, as training
+        does: experiments/derivation/carried_window.py).
       truncate: every step counts, the return is summed to the window's end; biased low for
         steps near the cut (their future rewards are missing).
       bootstrap: every step counts, the cut is filled with the learned value V(s) at the window's
