@@ -38,6 +38,7 @@ def provenance() -> dict:
         "git_commit": git_commit(),
         "devices": [str(d) for d in jax.devices()],
         "backend": jax.default_backend(),
+        "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
     }
 
 

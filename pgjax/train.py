@@ -13,6 +13,11 @@ from pgjax.estimators import EstimatorInputs
 from pgjax.losses import Targets, policy_gradient_loss
 from pgjax.rollout import RunnerState, Transition, init_runner, rollout
 
+# Seed keys, sharded key generation and resume depend on how threefry splits keys: pinned to
+# the partitionable scheme (JAX's default since 0.5) so that a JAX whose default differs draws
+# the same bits. A config flag only: importing pgjax still starts no backend.
+jax.config.update("jax_threefry_partitionable", True)
+
 
 class TrainState(NamedTuple):
     """Everything a run carries between updates (add a leading axis per vmapped seed)."""

@@ -24,6 +24,8 @@ from pgjax.estimators import (
 )
 from pgjax.returns import generalized_advantages
 
+pytestmark = pytest.mark.usefixtures("highest_precision")  # gradients compared
+
 
 def np_gae(r, v, v_next, done, gamma, lam):
     a, out = np.zeros(r.shape[1]), np.zeros_like(r)

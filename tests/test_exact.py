@@ -13,6 +13,8 @@ import pytest
 
 from pgjax import discounted_returns, exact
 
+pytestmark = pytest.mark.usefixtures("highest_precision")  # gradients compared
+
 S, A, H = 6, 3, 20
 N = 2**16  # episodes per Monte Carlo test batch
 GAMMA = 0.5

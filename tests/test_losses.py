@@ -7,6 +7,8 @@ import pytest
 
 from pgjax import Categorical, masked_mean, normalize, reinforce_loss, value_loss
 
+pytestmark = pytest.mark.usefixtures("highest_precision")  # gradients compared
+
 T, B, A = 5, 3, 4
 
 

@@ -14,6 +14,8 @@ from pgjax.estimators import returns_and_mask
 from pgjax.rollout import rollout
 from pgjax.train import init_state, loss_and_grad, train_chunk, train_step
 
+pytestmark = pytest.mark.usefixtures("highest_precision")  # gradients compared
+
 SMALL = pgjax.Config(num_envs=8, num_steps=50, total_timesteps=8 * 50 * 4)
 
 
