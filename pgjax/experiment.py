@@ -151,13 +151,17 @@ def available_bytes(device) -> int | None:
 
 
 def check_memory(compiled: list, seeds: int) -> None:
-    """Refuse programs whose buffers (XLA's own accounting) exceed the device's free memory."""
+    """Refuse programs whose buffers (XLA's own accounting) exceed the device's free memory.
+
+    The programs run one after the other, so the largest one's arguments, outputs and
+    temporaries (less what it aliases) must fit.
+    """
     needed = 0
     for program in compiled:
         m = program.memory_analysis()
         if m is not None:
-            needed += m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes \
-                - m.alias_size_in_bytes
+            needed = max(needed, m.argument_size_in_bytes + m.output_size_in_bytes
+                         + m.temp_size_in_bytes - m.alias_size_in_bytes)
     device = jax.local_devices()[0]
     devices = len(jax.local_devices()) if seed_sharding(seeds) is not None else 1
     free = available_bytes(device)
