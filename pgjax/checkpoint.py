@@ -32,8 +32,9 @@ def from_saveable(tree, like):
 
 
 def drop_orbax_records(record: logging.LogRecord) -> bool:
-    """Logging filter: False for records that orbax code emits (through absl's logger)."""
-    return "orbax" not in record.pathname
+    """Logging filter: False for records about orbax's work: emitted by orbax code (through
+    absl's logger), or by asyncio about orbax's tasks ("Task exception was never retrieved")."""
+    return "orbax" not in record.pathname and "orbax" not in record.getMessage()
 
 
 def quiet_orbax() -> None:
