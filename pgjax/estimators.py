@@ -210,6 +210,16 @@ class TotalReturn:
 GROUP_KINDS = ("rloo", "grpo", "dr-grpo")
 
 
+def check_whole_first_episodes(name: str, env: Any, config: Any) -> None:
+    """Estimators that train on each env's first episode of a fresh window need T ≥ H."""
+    if config.num_steps < env.max_episode_steps:
+        raise ValueError(
+            f"{name} needs num_steps ≥ the episode limit of {env.name} "
+            f"({env.max_episode_steps}) so every env's first episode ends in the window, "
+            f"got {config.num_steps}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class GroupRelative:
     """Group baselines: K episodes from one start state, each judged against the others.
@@ -243,12 +253,7 @@ class GroupRelative:
         if self.group_size < 2 or config.num_envs % self.group_size:
             raise ValueError(f"{self.kind} needs group_size ≥ 2 dividing num_envs="
                              f"{config.num_envs}, got {self.group_size}")
-        if config.num_steps < env.max_episode_steps:
-            raise ValueError(
-                f"{self.kind} needs num_steps ≥ the episode limit of {env.name} "
-                f"({env.max_episode_steps}) so every env's first episode ends in the window, "
-                f"got {config.num_steps}"
-            )
+        check_whole_first_episodes(self.kind, env, config)
 
     def __call__(self, inputs: EstimatorInputs) -> Targets:
         batch = inputs.batch
@@ -323,12 +328,7 @@ class OptimalBaseline:
     uses_value = False
 
     def check(self, env: Any, config: Any) -> None:
-        if config.num_steps < env.max_episode_steps:
-            raise ValueError(
-                f"optimal-baseline needs num_steps ≥ the episode limit of {env.name} "
-                f"({env.max_episode_steps}) so every env's first episode ends in the window, "
-                f"got {config.num_steps}"
-            )
+        check_whole_first_episodes("optimal-baseline", env, config)
 
     def __call__(self, inputs: EstimatorInputs) -> Targets:
         batch = inputs.batch
