@@ -58,7 +58,8 @@ import pgjax
 from benchmarks.report import markdown, plot_scaling
 from benchmarks.train_speed import env_only
 from pgjax import runs
-from pgjax.train import init_state, loss_fn, make_networks, make_optimizer, train_chunk, train_step
+from pgjax.components import build
+from pgjax.train import init_state, loss_fn, make_optimizer, train_chunk, train_step
 
 PARTS = ("ceiling", "train", "profile", "compile", "solve", "precision", "torch")
 SOLVE_RETURN = 475.0
@@ -247,17 +248,17 @@ def part_profile(args, result, save):
     config = pgjax.Config(num_envs=args.num_envs)
     seeds = args.profile_seeds
     log(f"profile: default config, {seeds} × {config.num_envs} envs × {config.num_steps} steps")
-    nets = make_networks(config)
+    parts = build(config)
     opt = make_optimizer(config)
     keys = jax.random.split(jax.random.key(0), seeds)
     state = block(jax.jit(jax.vmap(functools.partial(init_state, config)))(keys))
 
     def rollout_only(state, key):
-        policy = functools.partial(nets.policy.apply, state.params["policy"])
-        return pgjax.rollout(key, nets.env, policy, state.runner, config.num_steps)
+        policy = functools.partial(parts.policy.apply, state.params["policy"])
+        return pgjax.rollout(key, parts.env, policy, state.runner, config.num_steps)
 
     def loss_grad(params, batch, last_obs):
-        return jax.value_and_grad(loss_fn, has_aux=True)(params, config, nets, batch, last_obs)
+        return jax.value_and_grad(loss_fn, has_aux=True)(params, config, parts, batch, last_obs)
 
     def update(grads, opt_state, params):
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -277,7 +278,7 @@ def part_profile(args, result, save):
     block(grad_chunked(state.params, batch, runner.obs))
     block(upd(grads, state.opt_state, state.params))
     block(full(state, keys))
-    stepper = env_only(nets.env, seeds, config.num_envs, config.num_steps)
+    stepper = env_only(parts.env, seeds, config.num_envs, config.num_steps)
     block(stepper(keys))
 
     calls = {
