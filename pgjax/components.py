@@ -52,6 +52,24 @@ def as_env(env: Any) -> Env:
     )
 
 
+def describe_given(components: dict[str, Any]) -> dict:
+    """What a run's or sweep's record keeps of the components the caller gave (None: not given).
+
+    {"given": sorted names, then per given name: the env's name, the policy's and value net's
+    class names, the estimator's repr}; {"given": []} when the config made them all.
+    """
+    given = {name: x for name, x in components.items() if x is not None}
+    out: dict[str, Any] = {"given": sorted(given)}
+    for name, x in given.items():
+        if name == "env":
+            out[name] = as_env(x).name
+        elif name == "estimator":
+            out[name] = repr(x)
+        else:
+            out[name] = type(x).__name__
+    return out
+
+
 def make_estimator(config: Config) -> Estimator:
     """The built-in estimator that `config.estimator` names, with the config's settings."""
     normalize = config.normalize_advantages
@@ -106,8 +124,7 @@ def build(
     """
     if validate:
         config.validate()
-    defaults = tuple(name for name, given in
-                     (("env", env), ("policy", policy), ("value", value)) if given is None)
+    own_policy = policy is not None
     env = Env(config.env) if env is None else as_env(env)
     if estimator is None:
         estimator = make_estimator(config)
@@ -121,11 +138,11 @@ def build(
         value = ValueNet(config.hidden, torso(config, env))
     components = Components(env, policy, value, estimator)
     if validate:
-        check(config, components, defaults=defaults)
+        check(config, components, own_policy=own_policy)
     return components
 
 
-def check(config: Config, components: Components, *, defaults: tuple[str, ...] = ()) -> None:
+def check(config: Config, components: Components, *, own_policy: bool = False) -> None:
     """Validate a config's env-dependent rules and the components before anything compiles.
 
     Abstract evaluation (`jax.eval_shape`, no compile) runs the policy and value nets on one
@@ -135,19 +152,17 @@ def check(config: Config, components: Components, *, defaults: tuple[str, ...] =
     Args:
       config: the run's config (already `Config.validate`d).
       components: from `build`.
-      defaults: names of the components `build` made from the config (not user-given), so
-        config-only rules (init_log_std for discrete actions) apply to them alone.
+      own_policy: the policy is the caller's, so the config's policy settings (init_log_std)
+        do not apply to it.
 
     Raises:
       ValueError: one line naming the first problem.
     """
     env, policy, value, estimator = components
-    if "policy" in defaults and not env.continuous and config.init_log_std != Config.init_log_std:
+    if not own_policy and not env.continuous and config.init_log_std != Config.init_log_std:
         raise ComponentError(
             f"init_log_std applies to continuous actions only; {env.name} is discrete"
         )
-    if "policy" in defaults or "value" in defaults:
-        torso(config, env)
     if hasattr(estimator, "check"):
         estimator.check(env, config)
     if estimator.uses_value and value is None:

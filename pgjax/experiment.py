@@ -19,14 +19,12 @@ from tqdm.auto import tqdm
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError, Checkpoints
-from pgjax.components import ComponentError, Components, build
+from pgjax.components import ComponentError, Components, build, describe_given
 from pgjax.config import Config, from_dict
 from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
 from pgjax.loggers import make_loggers
 from pgjax.train import init_state, seed_keys, train_chunk
-
-COMPONENTS = ("env", "policy", "value", "estimator")
 
 
 def chunk_length(num_updates: int, num_chunks: int) -> int:
@@ -66,17 +64,6 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
             from None
 
 
-def describe(parts: Components, given: dict) -> dict:
-    """What config.json records of the components: their kinds and which the caller gave."""
-    return {
-        "given": sorted(name for name in COMPONENTS if given.get(name) is not None),
-        "env": parts.env.name,
-        "policy": type(parts.policy).__name__,
-        "value": None if parts.value is None else type(parts.value).__name__,
-        "estimator": repr(parts.estimator),
-    }
-
-
 def run_components(config: Config, record: dict, given: dict) -> Components:
     """The components of a recorded run: the caller's, which must include those it was given."""
     recorded = record.get("components", {"given": []})
@@ -102,7 +89,7 @@ def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every, l
     n = chunk_length(config.num_updates, chunks)
     record = runs.config_record(
         config, seeds=seeds, seed=seed, chunk_updates=n, checkpoint_every=checkpoint_every,
-        log=list(log), components=describe(parts, given),
+        log=list(log), components=describe_given(given),
     )
     return config, record
 

@@ -66,12 +66,11 @@ import jax
 import numpy as np
 
 from pgjax import sweep_claims as claims
-from pgjax.components import as_env
+from pgjax.components import as_env, describe_given
 from pgjax.estimators import Estimator
 from pgjax.sweep_files import (
     IncompleteSweep,
     chunk_path,
-    describe_components,
     held_sweep,
     load_records,
     prepare_out_dir,
@@ -160,7 +159,7 @@ def sweep(
     plan = make_plan(spec, env=given["env"].name if "env" in given else None)
     check_plan(plan, given)
     out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, spec, describe_components(given))
+    prepare_out_dir(out_dir, spec, describe_given(given))
     work(out_dir, plan, given, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
          exit_when_idle=False, progress=progress, on_chunk=on_chunk)
     return _merged(out_dir, plan)

@@ -15,12 +15,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pgjax import runs
-from pgjax.components import as_env
 from pgjax.sweep_claims import link_new
 from pgjax.sweep_spec import Chunk, Spec, SpecError
 
@@ -29,23 +27,6 @@ MARKER = "pgjax_sweep"
 
 class IncompleteSweep(SpecError):
     """A merge asked of a sweep whose chunks are not all recorded: reported as one line."""
-
-
-def describe_components(components: dict[str, Any]) -> dict:
-    """What sweep.json records of the components given: their names and kinds.
-
-    {"given": sorted names, then per given name: the env's name, the policy's and value net's
-    class names, the estimator's repr}; {"given": []} for a sweep built from the spec alone.
-    """
-    out: dict[str, Any] = {"given": sorted(components)}
-    for name, x in components.items():
-        if name == "env":
-            out[name] = as_env(x).name
-        elif name == "estimator":
-            out[name] = repr(x)
-        else:
-            out[name] = type(x).__name__
-    return out
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -137,7 +118,7 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
     Args:
       out_dir: the sweep directory.
       spec: the sweep's spec.
-      components: `describe_components` of the components given (default: none given). A
+      components: `components.describe_given` of the components given (default: none given). A
         directory holding the same spec run with other components is refused.
 
     Raises:

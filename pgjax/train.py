@@ -173,21 +173,27 @@ def episode_loss_and_grad(
 
     Each env's episode score ∇θ Σ_t m_t log π(a_t|s_t) comes from a `vmap` of `grad` over envs;
     the policy gradient is minus the mean of the estimator's terms, plus the entropy bonus's
-    gradient. The loss and its parts are those of `loss_fn` on the estimator's targets, for the
-    metrics.
+    gradient. The loss and its parts, for the metrics, are `policy_gradient_loss` of the
+    estimator's targets (as `loss_fn` reports them), from the same forward pass as the bonus.
     """
     targets = estimate(params, config, parts, batch, last_obs, None)
-    (loss, aux) = loss_fn(params, config, parts, batch, last_obs)
+
+    def bonus(policy_params):  # −ent_coef · entropy, with the loss of the targets for metrics
+        dist = parts.policy.apply(policy_params, batch.obs)
+        loss, aux = policy_gradient_loss(
+            dist.log_prob(batch.action), dist.entropy(), None, targets,
+            value_coef=config.value_coef, ent_coef=config.ent_coef,
+        )
+        return -config.ent_coef * aux["entropy"], (loss, aux)
 
     def episode_score(policy_params, obs, action, mask):
         return jnp.sum(mask * parts.policy.apply(policy_params, obs).log_prob(action))
 
+    (_, (loss, aux)), bonus_grad = jax.value_and_grad(bonus, has_aux=True)(params["policy"])
     scores = jax.vmap(jax.grad(episode_score), in_axes=(None, 1, 1, 1))(
         params["policy"], batch.obs, batch.action, targets.mask)
     terms = parts.estimator.episode_terms(scores, targets)
-    bonus = jax.grad(lambda p: -config.ent_coef * jnp.mean(
-        parts.policy.apply(p, batch.obs).entropy()))(params["policy"])
-    policy = jax.tree.map(lambda t, e: -jnp.mean(t, 0) + e, terms, bonus)
+    policy = jax.tree.map(lambda t, e: -jnp.mean(t, 0) + e, terms, bonus_grad)
     return (loss, aux), {**params, "policy": policy}
 
 
