@@ -22,14 +22,25 @@ from pgjax.estimators import (
     ReturnToGo,
     TotalReturn,
 )
-from pgjax.policies import CategoricalPolicy, ConvTorso, Flatten, GaussianPolicy, ValueNet
+from pgjax.policies import (
+    CategoricalPolicy,
+    ConvTorso,
+    Flatten,
+    GaussianPolicy,
+    GRUPolicy,
+    ValueNet,
+    init_policy,
+    is_recurrent,
+    step_policy,
+)
 
 
 class Components(NamedTuple):
     """What a training run is made of (all static: closed over by the jitted program)."""
 
     env: Env  # batched gymnax environment
-    policy: nn.Module  # obs [..., *obs_shape] -> distribution (sample, log_prob, entropy)
+    policy: nn.Module  # obs [..., *obs_shape] -> distribution (sample, log_prob, entropy),
+    # or a recurrent policy (carry, obs, first) -> (carry, distribution)
     value: nn.Module | None  # obs [..., *obs_shape] -> V [...]; None unless the estimator uses V
     estimator: Estimator  # batch -> losses.Targets
 
@@ -112,8 +123,9 @@ def build(
       config: the run's config; its strings decide every component not given.
       env: a `pgjax.Env`, a gymnax Environment, or (Environment, params); default
         `Env(config.env)`.
-      policy: a flax module, obs -> distribution; default an MLP (or CNN with
-        network="cnn") with a categorical or diagonal Gaussian head for the env's action space.
+      policy: a flax module, obs -> distribution (or a recurrent one, see `pgjax.policies`);
+        default an MLP (a CNN with network="cnn", a GRU with network="gru") with a categorical
+        or diagonal Gaussian head for the env's action space.
       value: a flax module, obs -> V(s); default `ValueNet` when the estimator uses a value.
       estimator: default `ReturnToGo(config.baseline, config.window, ...)`.
       validate: check the config and the components together (`check`); off inside a traced
@@ -130,7 +142,10 @@ def build(
         estimator = make_estimator(config)
     if policy is None:
         features = torso(config, env)
-        if env.continuous:
+        if config.network == "gru":
+            policy = GRUPolicy(config.hidden, env.num_actions, env.continuous,
+                               config.init_log_std, features)
+        elif env.continuous:
             policy = GaussianPolicy(config.hidden, env.num_actions, config.init_log_std, features)
         else:
             policy = CategoricalPolicy(config.hidden, env.num_actions, features)
@@ -173,7 +188,13 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
         )
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), jnp.float32)
     key = jax.random.key(0)
-    dist = _abstract(lambda o: policy.apply(policy.init(key, o), o), obs, "policy", env)
+    carry = policy.initialize_carry((1,)) if is_recurrent(policy) else None
+    first = jnp.ones(1, bool)
+
+    def policy_dist(o):
+        return step_policy(policy, init_policy(policy, key, o), carry, o, first)[1]
+
+    dist = _abstract(policy_dist, obs, "policy", env)
     for method in ("sample", "log_prob", "entropy"):
         if not callable(getattr(dist, method, None)):
             raise ComponentError(
@@ -181,9 +202,7 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
                 f"maps observations to a distribution (see pgjax.policies)"
             )
     action = jnp.zeros((1, *env.action_shape), jnp.float32 if env.continuous else jnp.int32)
-    log_prob = _abstract(
-        lambda o: policy.apply(policy.init(key, o), o).log_prob(action), obs, "policy", env
-    )
+    log_prob = _abstract(lambda o: policy_dist(o).log_prob(action), obs, "policy", env)
     if getattr(log_prob, "shape", None) != (1,):
         raise ComponentError(
             f"the policy's log_prob of a batch of 1 action has shape "

@@ -15,7 +15,8 @@ from flax import struct
 Baseline = Literal["none", "mean", "value"]
 Window = Literal["episodes", "complete", "truncate", "bootstrap"]
 Schedule = Literal["constant", "linear"]
-Network = Literal["mlp", "cnn"]
+Network = Literal["mlp", "cnn", "gru"]
+Clip = Literal["global", "per-network"]
 EstimatorName = Literal[
     "reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae", "optimal-baseline"
 ]
@@ -24,7 +25,8 @@ CHOICES = {
     "baseline": ("none", "mean", "value"),
     "window": ("episodes", "complete", "truncate", "bootstrap"),
     "lr_schedule": ("constant", "linear"),
-    "network": ("mlp", "cnn"),
+    "network": ("mlp", "cnn", "gru"),
+    "clip": ("global", "per-network"),
     "estimator": ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae",
                   "optimal-baseline"),
 }
@@ -42,6 +44,14 @@ class Config(struct.PyTreeNode):
     baseline none or mean, window complete or episodes), "rloo" / "grpo" / "dr-grpo" (groups of
     `group_size` envs reset together each window), "gae" (GAE(`gae_lambda`) with a learned V)
     or "optimal-baseline" (whole episodes, the variance-minimizing baseline of each parameter).
+
+    `clip` decides what `max_grad_norm` clips. "per-network": the policy's and the value net's
+    gradients each on their own, so a large value-loss gradient no longer shrinks the policy's
+    step; the nets share no parameters and Adam undoes a gradient's scale, so `value_coef` acts
+    as the value net's step size relative to the policy's (its Adam update is multiplied by
+    value_coef). "global": one global norm over both nets (the only behaviour before the field
+    existed, and what a config.json without it reads as); value_coef then only shifts the
+    value net's share of that norm.
 
     Window choices for episodes cut by the fixed rollout window of T = num_steps steps:
       episodes: only episodes that start at window step s ≤ T − H (H the env's time limit), all
@@ -64,7 +74,7 @@ class Config(struct.PyTreeNode):
     num_steps: int = struct.field(pytree_node=False, default=500)  # rollout window T per update
     total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)  # env steps per seed
     hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # MLP widths
-    network: Network = struct.field(pytree_node=False, default="mlp")  # torso: mlp or cnn
+    network: Network = struct.field(pytree_node=False, default="mlp")  # mlp, cnn or gru
     estimator: EstimatorName = struct.field(pytree_node=False, default="reward-to-go")
     group_size: int = struct.field(pytree_node=False, default=8)  # K of rloo / grpo / dr-grpo
     baseline: Baseline = struct.field(pytree_node=False, default="mean")  # subtracted from G_t
@@ -74,12 +84,13 @@ class Config(struct.PyTreeNode):
     lr_schedule: Schedule = struct.field(pytree_node=False, default="linear")  # Adam lr decay
     unroll: int = struct.field(pytree_node=False, default=1)  # rollout scan unroll (GPU speed)
     loss_chunks: int = struct.field(pytree_node=False, default=1)  # time chunks of the gradient
+    clip: Clip = struct.field(pytree_node=False, default="per-network")  # gradient clip scope
 
     lr: float = 1e-2  # Adam learning rate
     gamma: float = 0.99  # discount γ in [0, 1]
     ent_coef: float = 0.0  # entropy bonus coefficient
-    max_grad_norm: float = 1.0  # clip gradients to this global norm
-    value_coef: float = 0.5  # weight of the value loss (baseline="value")
+    max_grad_norm: float = 1.0  # clip each network's gradient (clip="global": both) to this norm
+    value_coef: float = 0.5  # value loss weight; with clip="per-network" the value net's step size
     init_log_std: float = 0.0  # initial log std of Gaussian policies (continuous actions only)
     gae_lambda: float = 0.95  # λ of estimator="gae"
 
@@ -176,13 +187,19 @@ def to_dict(config: Config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
 
 
-def from_dict(fields: dict, where: str = "") -> Config:
+# What a run record written before a field existed had instead of today's default.
+RECORD_DEFAULTS = {"clip": "global"}
+
+
+def from_dict(fields: dict, where: str = "", *, record: bool = False) -> Config:
     """The Config of `to_dict` output (or a TOML/YAML mapping of some fields), type-checked.
 
-    Fields that are missing take their defaults: a config.json written before a field existed
-    reads as the behaviour of that time (e.g. no `network` field: the MLP).
+    Missing fields take their defaults. With `record` (a run's config.json, which holds every
+    field of its time) a field that did not exist yet takes the behaviour of that time instead:
+    `RECORD_DEFAULTS` where the default has changed since (no `clip` field: "global").
 
     Raises:
       ValueError: one line naming the first unknown or mistyped field.
     """
+    fields = {**RECORD_DEFAULTS, **fields} if record else fields
     return Config(**{k: check_value(k, v, where) for k, v in fields.items()})

@@ -1,11 +1,10 @@
 """Evaluation of a trained policy over whole episodes: pure and jittable."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
 from pgjax.components import Components
+from pgjax.policies import is_recurrent, step_policy
 
 
 def evaluate(
@@ -23,21 +22,22 @@ def evaluate(
     Returns:
       [num_episodes] float32 returns. Episodes are cut at the env's own time limit.
     """
-    env = parts.env
-    policy = functools.partial(parts.policy.apply, policy_params)
+    env, policy = parts.env, parts.policy
     key, k_reset = jax.random.split(key)
     obs, state = env.reset(k_reset, num_episodes)
+    carry = policy.initialize_carry((num_episodes,)) if is_recurrent(policy) else None
 
-    def step(carry, key):
-        obs, state, ret, running = carry
+    def step(loop, key):
+        obs, state, carry, first, ret, running = loop
         k_act, k_env = jax.random.split(key)
-        dist = policy(obs)
+        carry, dist = step_policy(policy, policy_params, carry, obs, first)
         action = dist.mode() if greedy else dist.sample(k_act)
         out = env.step(k_env, state, action)
         ret = ret + jnp.where(running, out.reward, 0.0)
         running = running & ~(out.terminated | out.truncated)
-        return (out.obs, out.state, ret, running), None
+        return (out.obs, out.state, carry, jnp.zeros_like(first), ret, running), None
 
-    init = (obs, state, jnp.zeros(num_episodes), jnp.ones(num_episodes, bool))
-    (_, _, ret, _), _ = jax.lax.scan(step, init, jax.random.split(key, env.max_episode_steps))
+    ones = jnp.ones(num_episodes, bool)
+    init = (obs, state, carry, ones, jnp.zeros(num_episodes), ones)
+    (*_, ret, _), _ = jax.lax.scan(step, init, jax.random.split(key, env.max_episode_steps))
     return ret

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
@@ -24,6 +25,7 @@ from pgjax.config import Config, from_dict
 from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
 from pgjax.loggers import make_loggers
+from pgjax.policies import is_recurrent, step_policy
 from pgjax.train import init_state, seed_keys, train_chunk
 
 
@@ -58,7 +60,7 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     run_dir = Path(run_dir)
     try:
         record = json.loads((run_dir / "config.json").read_text())
-        return from_dict(record["config"], where="config.json: "), record
+        return from_dict(record["config"], where="config.json: ", record=True), record
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
             from None
@@ -391,23 +393,25 @@ def render_episode(
     params = jax.tree.map(lambda x: x[run], state.params["policy"])
 
     @jax.jit
-    def act_and_step(key, env_state, obs):
+    def act_and_step(key, env_state, obs, carry, first):
         k_act, k_env = jax.random.split(key)
-        dist = parts.policy.apply(params, obs)
-        return env.step(k_env, env_state, dist.mode() if greedy else dist.sample(k_act))
+        carry, dist = step_policy(parts.policy, params, carry, obs, first)
+        action = dist.mode() if greedy else dist.sample(k_act)
+        return env.step(k_env, env_state, action), carry
 
     key, k_reset = jax.random.split(seed_keys(seed, 1, stream="eval")[0])
     obs, env_state = env.reset(k_reset, 1)
-    first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-    states, rewards = [first(env_state)], [0.0]
-    for _ in range(env.max_episode_steps):
+    carry = parts.policy.initialize_carry((1,)) if is_recurrent(parts.policy) else None
+    only = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    states, rewards = [only(env_state)], [0.0]
+    for t in range(env.max_episode_steps):
         key, k = jax.random.split(key)
-        out = act_and_step(k, env_state, obs)
+        out, carry = act_and_step(k, env_state, obs, carry, jnp.full(1, t == 0))
         rewards.append(rewards[-1] + float(out.reward[0]))
         if out.terminated[0] or out.truncated[0]:
             break
         obs, env_state = out.obs, out.state
-        states.append(first(env_state))
+        states.append(only(env_state))
     save_gif(env, states, rewards[: len(states)], path)
     return rewards[-1]
 

@@ -9,6 +9,13 @@ A value network maps observations [..., *obs_shape] to V(s) [...].
 
 The built-in networks take a `torso` (obs [..., *obs_shape] -> features [..., F]): `Flatten`
 (default) for vectors, `ConvTorso` for image-like observations such as MinAtar's [10, 10, C].
+
+A recurrent policy has `initialize_carry(batch_shape) -> carry` (no parameters needed) and
+`__call__(carry, obs, first) -> (carry, distribution)`, where `first` [...] marks the steps that
+start an episode: the policy resets its carry there. The runner keeps the carry across rollout
+windows (`pgjax.rollout.RecurrentRunnerState`), and the loss replays each window from the carry
+it started with (`policy_over_time`). `GRUPolicy` is the built-in one; `init_policy`,
+`step_policy` and `policy_over_time` call either kind.
 """
 
 from collections.abc import Sequence
@@ -198,3 +205,72 @@ class ValueNet(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = torso_or_flatten(self.torso)(obs)
         return MLP(self.hidden, 1)(x)[..., 0]
+
+
+class GRUPolicy(nn.Module):
+    """Recurrent policy: torso, tanh layers of widths hidden[:-1], a GRU cell of hidden[-1]
+    units, then a linear head: Categorical over `num_actions`, or with `continuous` a
+    DiagGaussian over `num_actions` dimensions with a learned state-independent log_std.
+
+    `__call__(carry, obs, first)`: carry [..., hidden[-1]], obs [..., *obs_shape], first [...]
+    bool (the carry is reset to zeros where an episode starts) -> (carry, distribution).
+    """
+
+    hidden: Sequence[int]
+    num_actions: int
+    continuous: bool = False
+    init_log_std: float = 0.0
+    torso: nn.Module | None = None  # None: Flatten(1)
+
+    @nn.nowrap
+    def initialize_carry(self, batch_shape: tuple[int, ...]) -> jax.Array:
+        return jnp.zeros((*batch_shape, self.hidden[-1]), jnp.float32)
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, obs: jax.Array, first: jax.Array):
+        carry = jnp.where(first[..., None], self.initialize_carry(first.shape), carry)
+        x = torso_or_flatten(self.torso)(obs)
+        for width in self.hidden[:-1]:
+            x = nn.tanh(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2.0)))(x))
+        carry, x = nn.GRUCell(self.hidden[-1])(carry, x)
+        out = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))(x)
+        if not self.continuous:
+            return carry, Categorical(out)
+        log_std = self.param(
+            "log_std", nn.initializers.constant(self.init_log_std), (self.num_actions,)
+        )
+        return carry, DiagGaussian(out, jnp.broadcast_to(log_std, out.shape))
+
+
+def is_recurrent(policy: nn.Module) -> bool:
+    return hasattr(policy, "initialize_carry")
+
+
+def init_policy(policy: nn.Module, key: jax.Array, obs: jax.Array):
+    """Parameters of `policy` for a batch of observations obs [B, *obs_shape]."""
+    if is_recurrent(policy):
+        batch = obs.shape[:1]
+        return policy.init(key, policy.initialize_carry(batch), obs, jnp.ones(batch, bool))
+    return policy.init(key, obs)
+
+
+def step_policy(policy: nn.Module, params, carry, obs: jax.Array, first: jax.Array):
+    """One step of either kind: (carry, distribution); a feedforward policy's carry is None."""
+    if carry is None:
+        return None, policy.apply(params, obs)
+    return policy.apply(params, carry, obs, first)
+
+
+def policy_over_time(policy: nn.Module, params, obs: jax.Array, first: jax.Array, carry):
+    """The distributions of a time-major sequence obs [T, ...] (first [T, ...]).
+
+    Feedforward (carry None): one call on the whole batch. Recurrent: a `lax.scan` over T from
+    `carry` (the carry before step 0), resetting where `first`; gradients flow through it.
+    """
+    if carry is None:
+        return policy.apply(params, obs)
+
+    def step(carry, inputs):
+        return policy.apply(params, carry, *inputs)
+
+    return jax.lax.scan(step, carry, (obs, first))[1]

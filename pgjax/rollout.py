@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from pgjax.envs import Env
+from pgjax.policies import is_recurrent
 
 PolicyFn = Callable[[jax.Array], Any]  # obs [B, D] -> distribution with sample / log_prob
 
@@ -18,6 +19,17 @@ class RunnerState(NamedTuple):
     obs: jax.Array  # [B, D] float32, the observation the next action sees
     episode_t: jax.Array  # [B] int32, index of the next step within its episode
     episode_return: jax.Array  # [B] float32, undiscounted return of the running episode
+
+
+class RecurrentRunnerState(NamedTuple):
+    """`RunnerState` plus a recurrent policy's carry [B, ...]. A type of its own, so that a
+    feedforward run's state (and its checkpoints) keep the structure they always had."""
+
+    env_state: Any
+    obs: jax.Array
+    episode_t: jax.Array
+    episode_return: jax.Array
+    policy_carry: Any  # the carry the next action sees (before any reset at an episode start)
 
 
 class Transition(NamedTuple):
@@ -32,6 +44,7 @@ class Transition(NamedTuple):
     episode_t: jax.Array  # [T, B] int32, t's index within its episode (for γ^t weights)
     final_obs: jax.Array  # [T, B, D] float32, s_{t+1} before any auto-reset
     episode_return: jax.Array  # [T, B] float32, the finished episode's return where done
+    policy_carry: Any = None  # [T, B, ...] a recurrent policy's carry before step t, else None
 
     @property
     def done(self) -> jax.Array:
@@ -44,16 +57,22 @@ class Transition(NamedTuple):
         return count, total / jnp.maximum(count, 1)
 
 
-def init_runner(key: jax.Array, env: Env, num_envs: int, *, group_size: int = 1) -> RunnerState:
+def init_runner(
+    key: jax.Array, env: Env, num_envs: int, *, group_size: int = 1, policy: Any = None
+) -> RunnerState | RecurrentRunnerState:
     """Reset `num_envs` envs. With group_size K > 1, each run of K consecutive envs (a group)
-    is reset from one key, so its K envs start from the same state."""
+    is reset from one key, so its K envs start from the same state. With a recurrent `policy`
+    (one with `initialize_carry`) the runner also holds its initial carry."""
     if group_size == 1:
         obs, env_state = env.reset(key, num_envs)
     else:
         keys = jnp.repeat(jax.random.split(key, num_envs // group_size), group_size, axis=0)
         obs, env_state = env.reset_each(keys)
     zeros = jnp.zeros((num_envs,), jnp.float32)
-    return RunnerState(env_state, obs, jnp.zeros((num_envs,), jnp.int32), zeros)
+    runner = RunnerState(env_state, obs, jnp.zeros((num_envs,), jnp.int32), zeros)
+    if policy is None or not is_recurrent(policy):
+        return runner
+    return RecurrentRunnerState(*runner, policy.initialize_carry((num_envs,)))
 
 
 def noisy_or_none(dist: Any) -> Any:
@@ -78,7 +97,8 @@ def rollout(
       policy: obs [B, D] -> action distribution with `sample(key)` and `log_prob(action)`
         (e.g. `functools.partial(net.apply, params)`). If it also has `noise(key)` and
         `sample_from(noise)` (Categorical does; it must then be a pytree, e.g. a NamedTuple),
-        all the action noise is drawn before the loop.
+        all the action noise is drawn before the loop. With a `RecurrentRunnerState` runner:
+        (carry, obs, first) -> (carry, distribution), first = the step starts an episode.
       runner: carry from the previous rollout (or `init_runner`).
       num_steps: T, static.
       unroll: steps per loop iteration of the scan (static; fewer loop trips on GPU).
@@ -91,16 +111,23 @@ def rollout(
     giving the same bits as drawing them step by step.
     """
     num_envs = runner.obs.shape[0]
+    recurrent = isinstance(runner, RecurrentRunnerState)
+
+    def act(runner):  # (policy carry or None, distribution)
+        if recurrent:
+            return policy(runner.policy_carry, runner.obs, runner.episode_t == 0)
+        return None, policy(runner.obs)
+
     step_keys = jax.vmap(jax.random.split)(jax.random.split(key, num_steps))  # [T, 2]
     act_keys, env_keys = step_keys[:, 0], step_keys[:, 1]
     env_keys = jax.vmap(lambda k: jax.random.split(k, num_envs))(env_keys)  # [T, B]
-    dist_shape = jax.eval_shape(lambda obs: noisy_or_none(policy(obs)), runner.obs)
+    dist_shape = jax.eval_shape(lambda runner: noisy_or_none(act(runner)[1]), runner)
     hoisted = dist_shape is not None
     act_draws = jax.vmap(dist_shape.noise)(act_keys) if hoisted else act_keys  # [T, ...]
 
     def step(runner: RunnerState, draws: tuple[jax.Array, jax.Array]):
         act_draw, env_keys = draws
-        dist = policy(runner.obs)
+        policy_carry, dist = act(runner)
         action = dist.sample_from(act_draw) if hoisted else dist.sample(act_draw)
         out = env.step(env_keys, runner.env_state, action)
         done = jnp.logical_or(out.terminated, out.truncated)
@@ -115,12 +142,14 @@ def rollout(
             episode_t=runner.episode_t,
             final_obs=out.final_obs,
             episode_return=ep_return,
+            policy_carry=getattr(runner, "policy_carry", None),
         )
-        runner = RunnerState(
+        runner = runner._replace(
             env_state=out.state,
             obs=out.obs,
             episode_t=jnp.where(done, 0, runner.episode_t + 1),
             episode_return=jnp.where(done, 0.0, ep_return),
+            **({"policy_carry": policy_carry} if recurrent else {}),
         )
         return runner, transition
 

@@ -11,7 +11,8 @@ from pgjax.components import Components, build
 from pgjax.config import Config
 from pgjax.estimators import EstimatorInputs
 from pgjax.losses import Targets, policy_gradient_loss
-from pgjax.rollout import RunnerState, Transition, init_runner, rollout
+from pgjax.policies import init_policy, policy_over_time
+from pgjax.rollout import RecurrentRunnerState, RunnerState, Transition, init_runner, rollout
 
 # Seed keys, sharded key generation and resume depend on how threefry splits keys: pinned to
 # the partitionable scheme (JAX's default since 0.5) so that a JAX whose default differs draws
@@ -23,8 +24,8 @@ class TrainState(NamedTuple):
     """Everything a run carries between updates (add a leading axis per vmapped seed)."""
 
     params: dict  # {"policy": ..., "value": ...}; "value" only with a value net
-    opt_state: Any  # optax state of clip-by-global-norm + Adam
-    runner: RunnerState  # env states, observations and running episode statistics
+    opt_state: Any  # optax state of `make_optimizer` (clip by norm + Adam)
+    runner: RunnerState | RecurrentRunnerState  # env states, observations, episode statistics
     key: jax.Array  # PRNG key for the next update
     update: jax.Array  # () int32, updates done so far
     last_return: jax.Array  # () float32, mean return of the latest finished episodes; NaN before
@@ -58,11 +59,21 @@ def seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Array:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Clip by global norm, then Adam with a constant or linearly decaying learning rate."""
+    """Clip by global norm, then Adam with a constant or linearly decaying learning rate.
+
+    clip="global": one norm over all parameters. clip="per-network": the policy's and the value
+    net's gradients are clipped on their own, and the value net's update is scaled by value_coef.
+    """
     lr = config.lr
     if config.lr_schedule == "linear":
         lr = optax.linear_schedule(config.lr, 0.0, config.num_updates)
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
+    clip_adam = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
+    if config.clip == "global":
+        return clip_adam
+    value = optax.chain(clip_adam, optax.scale(config.value_coef))
+    return optax.multi_transform(
+        {"policy": clip_adam, "value": value}, lambda params: {net: net for net in params}
+    )
 
 
 def estimate(
@@ -99,7 +110,7 @@ def loss_fn(
     Returns:
       (loss, metrics): loss = policy_loss + value_coef · value_loss − ent_coef · entropy.
     """
-    dist = parts.policy.apply(params["policy"], batch.obs)
+    dist = batch_dist(parts, params, batch)
     values = None
     if parts.value is not None:
         values = parts.value.apply(params["value"], batch.obs)
@@ -110,20 +121,28 @@ def loss_fn(
     )
 
 
+def batch_dist(parts: Components, params: dict, batch: Transition):
+    """The policy's distributions [T, B] on a batch (a recurrent one replays it from the carry
+    the window started with, resetting at episode starts)."""
+    carry = None if batch.policy_carry is None else batch.policy_carry[0]
+    return policy_over_time(
+        parts.policy, params["policy"], batch.obs, batch.episode_t == 0, carry
+    )
+
+
 def slice_loss(
     params: dict,
     config: Config,
     parts: Components,
-    obs: jax.Array,
-    action: jax.Array,
+    batch: Transition,
     targets: Targets,
     counts: tuple[jax.Array, int],
 ) -> tuple[jax.Array, dict]:
     """One time slice's share of `loss_fn`, with targets made on the whole batch."""
-    dist = parts.policy.apply(params["policy"], obs)
-    values = None if parts.value is None else parts.value.apply(params["value"], obs)
+    dist = batch_dist(parts, params, batch)
+    values = None if parts.value is None else parts.value.apply(params["value"], batch.obs)
     return policy_gradient_loss(
-        dist.log_prob(action), dist.entropy(), values, targets,
+        dist.log_prob(batch.action), dist.entropy(), values, targets,
         value_coef=config.value_coef, ent_coef=config.ent_coef, counts=counts,
     )
 
@@ -137,6 +156,8 @@ def loss_and_grad(
     over it without gradient), then the gradient of each of K time slices [T/K, B] is taken in a
     `lax.scan` and summed: the activations saved for the backward pass are those of one slice,
     not of the whole batch. Same loss and gradient up to float rounding (summation order).
+    A recurrent policy starts each slice from the carry recorded there, so its gradient is
+    truncated at the slice boundaries (it does not flow into the previous slice).
     """
     if hasattr(parts.estimator, "episode_terms"):
         return episode_loss_and_grad(params, config, parts, batch, last_obs)
@@ -155,14 +176,13 @@ def loss_and_grad(
     grad_fn = jax.value_and_grad(slice_loss, has_aux=True)
 
     def accumulate(total, piece):
-        obs, action, targets = piece
-        out = grad_fn(params, config, parts, obs, action, targets, counts)
+        out = grad_fn(params, config, parts, *piece, counts)
         return jax.tree.map(jnp.add, total, out), None
 
     scalar = jnp.zeros(())
     aux = {"policy_loss": scalar, "value_loss": scalar, "entropy": scalar}
     zeros = ((scalar, aux), jax.tree.map(jnp.zeros_like, params))
-    pieces = jax.tree.map(split, (batch.obs, batch.action, targets))
+    pieces = jax.tree.map(split, (batch, targets))
     return jax.lax.scan(accumulate, zeros, pieces)[0]
 
 
@@ -179,19 +199,20 @@ def episode_loss_and_grad(
     targets = estimate(params, config, parts, batch, last_obs, None)
 
     def bonus(policy_params):  # −ent_coef · entropy, with the loss of the targets for metrics
-        dist = parts.policy.apply(policy_params, batch.obs)
+        dist = batch_dist(parts, {"policy": policy_params}, batch)
         loss, aux = policy_gradient_loss(
             dist.log_prob(batch.action), dist.entropy(), None, targets,
             value_coef=config.value_coef, ent_coef=config.ent_coef,
         )
         return -config.ent_coef * aux["entropy"], (loss, aux)
 
-    def episode_score(policy_params, obs, action, mask):
-        return jnp.sum(mask * parts.policy.apply(policy_params, obs).log_prob(action))
+    def episode_score(policy_params, episode, mask):  # one env's [T] steps
+        return jnp.sum(mask * batch_dist(parts, {"policy": policy_params}, episode)
+                       .log_prob(episode.action))
 
     (_, (loss, aux)), bonus_grad = jax.value_and_grad(bonus, has_aux=True)(params["policy"])
-    scores = jax.vmap(jax.grad(episode_score), in_axes=(None, 1, 1, 1))(
-        params["policy"], batch.obs, batch.action, targets.mask)
+    scores = jax.vmap(jax.grad(episode_score), in_axes=(None, 1, 1))(
+        params["policy"], batch, targets.mask)
     terms = parts.estimator.episode_terms(scores, targets)
     policy = jax.tree.map(lambda t, e: -jnp.mean(t, 0) + e, terms, bonus_grad)
     return (loss, aux), {**params, "policy": policy}
@@ -209,13 +230,13 @@ def init_state(config: Config, key: jax.Array, parts: Components | None = None) 
     parts = build(config, validate=False) if parts is None else parts
     key, k_env, k_policy, k_value = jax.random.split(key, 4)
     dummy = jnp.zeros((1, *parts.env.obs_shape), jnp.float32)
-    params = {"policy": parts.policy.init(k_policy, dummy)}
+    params = {"policy": init_policy(parts.policy, k_policy, dummy)}
     if parts.value is not None:
         params["value"] = parts.value.init(k_value, dummy)
     return TrainState(
         params=params,
         opt_state=make_optimizer(config).init(params),
-        runner=init_runner(k_env, parts.env, config.num_envs),
+        runner=init_runner(k_env, parts.env, config.num_envs, policy=parts.policy),
         key=key,
         update=jnp.zeros((), jnp.int32),
         last_return=jnp.full((), jnp.nan, jnp.float32),
@@ -232,7 +253,9 @@ def train_step(
     group_size = getattr(parts.estimator, "group_size", None)
     if group_size is not None:  # every window starts afresh, K envs per start state
         key, reset_key = jax.random.split(key)
-        runner = init_runner(reset_key, parts.env, config.num_envs, group_size=group_size)
+        runner = init_runner(
+            reset_key, parts.env, config.num_envs, group_size=group_size, policy=parts.policy
+        )
     runner, batch = rollout(key, parts.env, policy, runner, config.num_steps, unroll=config.unroll)
 
     (loss, aux), grads = loss_and_grad(state.params, config, parts, batch, runner.obs)

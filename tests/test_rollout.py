@@ -92,7 +92,8 @@ def test_transition_shapes_and_dtypes(cartpole):
         "final_obs": ((T, B, D), jnp.float32),
         "episode_return": ((T, B), jnp.float32),
     }
-    assert set(spec) == set(Transition._fields)
+    assert set(spec) | {"policy_carry"} == set(Transition._fields)
+    assert batch1.policy_carry is None  # a feedforward policy has no carry
     for name, (shape, dtype) in spec.items():
         chex.assert_shape(getattr(batch1, name), shape)
         chex.assert_type(getattr(batch1, name), dtype)
