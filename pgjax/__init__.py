@@ -19,10 +19,15 @@ from pgjax.policies import (
     DiagGaussian,
     Flatten,
     GaussianPolicy,
+    GRUPolicy,
     ValueNet,
+    init_policy,
+    policy_over_time,
+    step_policy,
 )
 from pgjax.returns import complete_episode_mask, discounted_returns, episode_start_mask
-from pgjax.rollout import RunnerState, Transition, init_runner, rollout
+from pgjax.evaluate import evaluate
+from pgjax.rollout import RecurrentRunnerState, RunnerState, Transition, init_runner, rollout
 from pgjax.sweep import sweep
 from pgjax.train import (
     Metrics,
@@ -64,7 +69,9 @@ __all__ = [
     "EstimatorInputs",
     "Flatten",
     "GaussianPolicy",
+    "GRUPolicy",
     "Metrics",
+    "RecurrentRunnerState",
     "RunnerState",
     "ReturnToGo",
     "Targets",
@@ -75,7 +82,9 @@ __all__ = [
     "complete_episode_mask",
     "discounted_returns",
     "episode_start_mask",
+    "evaluate",
     "evaluate_run",
+    "init_policy",
     "init_runner",
     "init_state",
     "loss_and_grad",
@@ -85,11 +94,13 @@ __all__ = [
     "masked_mean",
     "normalize",
     "policy_gradient_loss",
+    "policy_over_time",
     "reinforce_loss",
     "reproduce_run",
     "returns_and_mask",
     "rollout",
     "seed_keys",
+    "step_policy",
     "sweep",
     "train",
     "train_chunk",

@@ -250,3 +250,54 @@ def test_pendulum_improves():
 def test_rbg_keys_are_refused():
     with pytest.raises(ValueError, match="threefry2x32"):
         init_state(SMALL, jax.random.key(0, impl="unsafe_rbg"))
+
+
+def optimizer_steps(config, value_norms):
+    """Policy and value updates of three optimizer steps: the same policy gradients each time,
+    value gradients of the given norms."""
+    params = init_state(config, jax.random.key(0)).params
+    rng = np.random.default_rng(0)
+
+    def like(tree, norm):
+        g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), tree)
+        return jax.tree.map(lambda x: x * norm / optax.tree.norm(g), g)
+
+    policy_grads = [like(params["policy"], n) for n in (0.3, 0.05, 0.5)]
+    value_grads = [like(params["value"], n) for n in value_norms]
+    optimizer = pgjax.make_optimizer(config)
+    opt_state, updates = optimizer.init(params), []
+    for p, v in zip(policy_grads, value_grads, strict=True):
+        update, opt_state = optimizer.update({"policy": p, "value": v}, opt_state, params)
+        updates.append(update)
+    return updates
+
+
+def test_per_network_clip_keeps_the_policy_step_from_the_value_gradient():
+    config = SMALL.replace(baseline="value", lr_schedule="constant", max_grad_norm=1.0)
+    big_then_small, small_then_big = (1e3, 1e-3, 1e2), (1e-3, 1e3, 1e-3)
+    a = optimizer_steps(config, big_then_small)
+    b = optimizer_steps(config, small_then_big)
+    for ua, ub in zip(a, b, strict=True):
+        assert_bitwise(ua["policy"], ub["policy"])
+    # The value net's Adam step is scaled by value_coef.
+    half = optimizer_steps(config.replace(value_coef=0.5), big_then_small)
+    whole = optimizer_steps(config.replace(value_coef=1.0), big_then_small)
+    for h, w in zip(half, whole, strict=True):
+        chex.assert_trees_all_close(h["value"], jax.tree.map(lambda x: 0.5 * x, w["value"]))
+    # One global norm: a large value gradient shrinks the policy's share of the clip, and
+    # Adam does not undo a scale that changes from step to step.
+    config = config.replace(clip="global")
+    a = optimizer_steps(config, big_then_small)
+    b = optimizer_steps(config, small_then_big)
+    for ua, ub in zip(a[1:], b[1:], strict=True):
+        diff = optax.tree.norm(jax.tree.map(jnp.subtract, ua["policy"], ub["policy"]))
+        assert float(diff / optax.tree.norm(ub["policy"])) > 0.2
+
+
+def test_a_run_record_without_clip_reads_as_global():
+    fields = pgjax.config.to_dict(pgjax.Config(baseline="value"))
+    del fields["clip"]
+    assert pgjax.config.from_dict(fields, record=True).clip == "global"
+    assert pgjax.config.from_dict(fields).clip == "per-network"  # a spec: today's default
+    assert pgjax.config.from_dict({**fields, "clip": "per-network"}, record=True).clip \
+        == "per-network"
