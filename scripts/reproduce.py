@@ -1,31 +1,63 @@
-"""Rerun the README's results table: every experiments/configs/*.toml without a baseline and
-with the learned value baseline, 16 seeds each; write experiments/results.md and figures.
+"""Rerun the README's results table: every variant of every experiments/configs/*.toml, 16 seeds
+each; write experiments/results.md and experiments/figures/.
 
     python scripts/reproduce.py [--only cartpole acrobot] [--seeds 16] [--runs runs/experiments]
+                                [--configs experiments/configs] [--table experiments/results.md]
 
-Finished runs (a summary.json in their run directory) are reused, so an interrupted call can
-simply be repeated.
+A config's variants are the defaults below (no baseline; the learned value baseline with one
+global gradient clip, as before per-network clipping existed; the value baseline with the
+per-network clip of today's default), unless it sets `default_variants = false`, followed by its
+own `[[variant]]` tables (a `name` and the fields they change). A finished run (summary.json
+present, same config) is reused, so an interrupted call can simply be repeated. Figures go to
+figures/ beside the table.
 """
 
 import argparse
 import json
+import re
 import time
 import tomllib
 from pathlib import Path
 
 from pgjax import plots, runs, stats
-from pgjax.config import Config, from_dict
+from pgjax.config import Config, from_dict, to_dict
 from pgjax.experiment import format_summary, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
-BASELINES = ("none", "value")
+DEFAULT_VARIANTS = (
+    {"name": "no baseline", "baseline": "none"},
+    {"name": "value, global clip", "baseline": "value", "clip": "global"},
+    {"name": "value, per-network clip", "baseline": "value", "clip": "per-network"},
+)
 
 
-def load(path: Path) -> tuple[Config, dict]:
+def load(path: Path) -> tuple[list[tuple[str, Config]], dict]:
+    """([(variant name, config)], reference) of one experiments/configs file."""
     spec = tomllib.loads(path.read_text())
     reference = spec.pop("reference", {})
-    return from_dict(spec, where=f"{path.name}: ").validate(), reference
+    variants = list(DEFAULT_VARIANTS) if spec.pop("default_variants", True) else []
+    variants += spec.pop("variant", [])
+    base = from_dict(spec, where=f"{path.name}: ")
+    out = []
+    for variant in variants:
+        fields = dict(variant)
+        name = fields.pop("name")
+        out.append((name, from_dict({**to_dict(base), **fields}, where=f"{path.name}: ")
+                    .validate()))
+    return out, reference
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def finished(run_dir: Path, config: Config, seeds: int) -> bool:
+    """The run in `run_dir` is complete and was trained with this config and seed count."""
+    if not (run_dir / "summary.json").exists():
+        return False
+    record = json.loads((run_dir / "config.json").read_text())
+    return record["config"] == to_dict(config) and record["seeds"] == seeds
 
 
 def steps_to(run_dir: Path, threshold: float | None) -> int | None:
@@ -41,30 +73,41 @@ def main():
     parser.add_argument("--only", nargs="*", help="config names (file stems) to run")
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--runs", type=Path, default=Path("runs/experiments"))
+    parser.add_argument("--configs", type=Path, default=CONFIGS)
+    parser.add_argument("--table", type=Path, default=ROOT / "experiments" / "results.md")
     args = parser.parse_args()
-    names = args.only or sorted(p.stem for p in CONFIGS.glob("*.toml"))
+    names = args.only or sorted(p.stem for p in args.configs.glob("*.toml"))
     rows = []
     for name in names:
-        config, reference = load(CONFIGS / f"{name}.toml")
+        variants, reference = load(args.configs / f"{name}.toml")
         dirs = []
-        for baseline in BASELINES:
-            run_dir = args.runs / f"{name}-{baseline}"
+        for variant, config in variants:
+            run_dir = args.runs / f"{name}-{slug(variant)}"
             dirs.append(run_dir)
-            if not (run_dir / "summary.json").exists():
+            if not finished(run_dir, config, args.seeds):
                 t = time.perf_counter()
-                train_run(config.replace(baseline=baseline), run_dir, seeds=args.seeds,
-                          progress=False, overwrite=True)
-                print(f"[{name} {baseline}] {time.perf_counter() - t:.0f} s", flush=True)
+                train_run(config, run_dir, seeds=args.seeds, progress=False, overwrite=True)
+                print(f"[{name}: {variant}] {time.perf_counter() - t:.0f} s", flush=True)
             summary = json.loads((run_dir / "summary.json").read_text())
             print(format_summary(summary, run_dir), flush=True)
-            rows.append((name, config, baseline, summary, reference,
+            rows.append((config, variant, summary, reference,
                          steps_to(run_dir, reference.get("threshold"))))
-        figure = ROOT / "experiments" / "figures" / name
+        figure = args.table.parent / "figures" / name
         figure.parent.mkdir(exist_ok=True)
         plots.plot_runs(dirs, figure)
     # A partial rerun (--only) must not replace the committed table with a few rows.
-    table = "results.md" if not args.only else "results-partial.md"
-    write_table(rows, ROOT / "experiments" / table, args)
+    table = args.table if not args.only else args.table.with_stem(args.table.stem + "-partial")
+    write_table(rows, table, args)
+
+
+def command_options(args) -> str:
+    """The options of a non-default table (--configs, --table) as they were given."""
+    out = ""
+    if args.configs != CONFIGS:
+        out += f" --configs {args.configs}"
+    if args.table != ROOT / "experiments" / "results.md":
+        out += f" --table {args.table}"
+    return out
 
 
 def write_table(rows, path: Path, args) -> None:
@@ -72,25 +115,30 @@ def write_table(rows, path: Path, args) -> None:
     lines = [
         "# Results",
         "",
-        f"`python scripts/reproduce.py --seeds {args.seeds}`; pgjax {prov['versions']['pgjax']}, "
+        f"`python scripts/reproduce.py --seeds {args.seeds}{command_options(args)}`; pgjax {prov['versions']['pgjax']}, "
         f"jax {prov['versions']['jax']}, commit {prov['git_commit']}, {prov['platform']}, "
         f"devices {prov['devices']}.",
         "",
-        "| env | budget (steps/seed) | baseline | final return IQM [95% CI] | mean | "
-        "steps to threshold | wall s (compile s) | reference |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | --- |",
+        "| env | budget (steps/seed) | variant | final return IQM [95% CI] | mean | "
+        "seeds at threshold | steps to threshold | wall s (compile s) | reference |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for _, config, baseline, s, ref, steps in rows:
+    for config, variant, s, ref, steps in rows:
         f = s["final_return"]
         threshold = ref.get("threshold")
-        reached = "—" if threshold is None else (f"{steps:,}" if steps else "not reached")
+        if threshold is None:
+            reached = at = "—"
+        else:
+            reached = f"{steps:,}" if steps else "not reached"
+            at = f"{sum(r >= threshold for r in f['per_seed'])} of {len(f['per_seed'])}"
         ref_text = ref.get("source", "")
         if threshold is not None:
             ref_text = f"{threshold:g} ({ref_text})"
         lines.append(
-            f"| {config.env} | {s['env_steps_per_seed']:,} | {baseline} | "
+            f"| {config.env} | {s['env_steps_per_seed']:,} | {variant} | "
             f"{f['iqm']:.2f} [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}] | {f['mean']:.2f} | "
-            f"{reached} | {s['wall_seconds']:.0f} ({s['compile_seconds']:.0f}) | {ref_text} |"
+            f"{at} | {reached} | {s['wall_seconds']:.0f} ({s['compile_seconds']:.0f}) | "
+            f"{ref_text} |"
         )
     path.write_text("\n".join(lines) + "\n")
     print(path)
