@@ -1,5 +1,6 @@
 """Checkpoints of the full (vmapped) training state with orbax; host-only."""
 
+import contextlib
 import logging
 import sys
 import time
@@ -72,6 +73,7 @@ class Checkpoints:
         if not create and not self.root.is_dir():
             raise CheckpointError(f"{run_dir} has no checkpoints")
         self.max_to_keep = max_to_keep
+        self.pending = None  # the update being saved in the background
         quiet_orbax()
         self.manager = self._open()
 
@@ -80,10 +82,28 @@ class Checkpoints:
         return ocp.CheckpointManager(self.root, options=options)
 
     def save(self, update: int, state) -> None:
-        """Save and wait; a failed write (e.g. a full disk) is one CheckpointError line."""
-        try:
+        """Start saving `state` as checkpoint `update`; orbax writes it in the background.
+
+        Waits for the previous save first (`wait`). The caller must not delete or donate the
+        buffers of `state` until `wait` returns. A failed write (e.g. a full disk) is one
+        CheckpointError line, raised here or by the next `wait`.
+        """
+        self.wait()
+        with self._reporting(update):
             self.manager.save(update, args=ocp.args.StandardSave(to_saveable(state)), force=True)
-            self.manager.wait_until_finished()
+            self.pending = update
+
+    def wait(self) -> None:
+        """Wait until the save in progress (if any) is written; CheckpointError if it failed."""
+        update, self.pending = self.pending, None
+        if update is not None:
+            with self._reporting(update):
+                self.manager.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _reporting(self, update: int):
+        try:
+            yield
         except Exception as e:  # orbax wraps OS errors in ValueError / RuntimeError
             text = str(e)
             reason = "no space left on device" if "No space left on device" in text else \
@@ -94,6 +114,8 @@ class Checkpoints:
             ) from None
 
     def steps(self) -> list[int]:
+        """The saved updates, once the save in progress is written (`wait`)."""
+        self.wait()
         return sorted(self.manager.all_steps())
 
     def restore(self, like, step: int | None = None, *, set_aside: bool = False):
@@ -140,4 +162,6 @@ class Checkpoints:
         self.manager = self._open()
 
     def close(self) -> None:
+        """Wait for the save in progress (`wait`), then close orbax's manager."""
+        self.wait()
         self.manager.close()

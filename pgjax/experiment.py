@@ -174,9 +174,10 @@ def compile_programs(config: Config, parts: Components, seeds: int, seed: int, n
     with defer_interrupt():
         init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)),
                        out_shardings=shard).lower(keys).compile()
+        # Not donating its state: a checkpoint of it is written while the next chunk runs.
         step = jax.jit(
             jax.vmap(functools.partial(train_chunk, config, num_updates=n, parts=parts)),
-            in_shardings=shard, out_shardings=shard, donate_argnums=0,
+            in_shardings=shard, out_shardings=shard,
         ).lower(init.out_info).compile()
     check_memory([init, step], seeds)
     return init(keys), step, time.perf_counter() - t0
@@ -298,6 +299,9 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
                progress):
     """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints.
 
+    Chunk c + 1 runs while chunk c's rows and checkpoint are written (orbax writes in the
+    background); returns once the last checkpoint is written.
+
     Returns the final state and a [seeds] bool mask of the seeds that diverged (a non-finite
     loss or gradient norm in a chunk trained here, or non-finite final parameters).
     """
@@ -314,8 +318,7 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
         for c in chunks:
             state, metrics = running
             last = c + 1 == config.num_updates // n
-            save = last or (c + 1) % checkpoint_every == 0
-            if not save:
+            if not last:
                 running = step(state)  # the next chunk runs while this one's rows are written
             metrics = jax.tree.map(np.asarray, metrics)
             diverged |= ~(np.isfinite(metrics.loss).all(1) & np.isfinite(metrics.grad_norm).all(1))
@@ -324,12 +327,11 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
                 logger.log(rows)
             bar.update(per_chunk)
             bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
-            if save:  # after the rows (a checkpoint never runs ahead of metrics.csv), before
-                ckpt.save((c + 1) * n, state)  # the next chunk takes (donates) the state
-                if not last:
-                    running = step(state)
+            if last or (c + 1) % checkpoint_every == 0:  # after the rows: a checkpoint never
+                ckpt.save((c + 1) * n, state)  # runs ahead of metrics.csv
     for leaf in jax.tree.leaves(state.params):
         diverged |= ~np.isfinite(np.asarray(leaf)).reshape(seeds, -1).all(1)
+    ckpt.wait()
     return state, diverged
 
 
