@@ -104,7 +104,7 @@ def torso(config: Config, env: Env) -> nn.Module | None:
                 f"network='cnn' needs image observations [H, W, C]; {env.name} has "
                 f"observations of shape {env.obs_shape}"
             )
-        return ConvTorso()
+        return ConvTorso(impl=config.conv_impl)
     return None if len(env.obs_shape) == 1 else Flatten(len(env.obs_shape))
 
 

@@ -17,6 +17,7 @@ Window = Literal["episodes", "complete", "truncate", "bootstrap"]
 Schedule = Literal["constant", "linear"]
 Network = Literal["mlp", "cnn", "gru"]
 Clip = Literal["global", "per-network"]
+ConvImpl = Literal["patches", "lax"]
 EstimatorName = Literal[
     "reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae", "optimal-baseline"
 ]
@@ -27,6 +28,7 @@ CHOICES = {
     "lr_schedule": ("constant", "linear"),
     "network": ("mlp", "cnn", "gru"),
     "clip": ("global", "per-network"),
+    "conv_impl": ("patches", "lax"),
     "estimator": ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae",
                   "optimal-baseline"),
 }
@@ -75,6 +77,7 @@ class Config(struct.PyTreeNode):
     total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)  # env steps per seed
     hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # MLP widths
     network: Network = struct.field(pytree_node=False, default="mlp")  # mlp, cnn or gru
+    conv_impl: ConvImpl = struct.field(pytree_node=False, default="patches")  # cnn's convolution
     estimator: EstimatorName = struct.field(pytree_node=False, default="reward-to-go")
     group_size: int = struct.field(pytree_node=False, default=8)  # K of rloo / grpo / dr-grpo
     baseline: Baseline = struct.field(pytree_node=False, default="mean")  # subtracted from G_t
@@ -188,7 +191,7 @@ def to_dict(config: Config) -> dict:
 
 
 # What a run record written before a field existed had instead of today's default.
-RECORD_DEFAULTS = {"clip": "global"}
+RECORD_DEFAULTS = {"clip": "global", "conv_impl": "lax"}
 
 
 def from_dict(fields: dict, where: str = "", *, record: bool = False) -> Config:
@@ -196,7 +199,8 @@ def from_dict(fields: dict, where: str = "", *, record: bool = False) -> Config:
 
     Missing fields take their defaults. With `record` (a run's config.json, which holds every
     field of its time) a field that did not exist yet takes the behaviour of that time instead:
-    `RECORD_DEFAULTS` where the default has changed since (no `clip` field: "global").
+    `RECORD_DEFAULTS` where the default has changed since (no `clip` field: "global"; no
+    `conv_impl`: "lax").
 
     Raises:
       ValueError: one line naming the first unknown or mistyped field.

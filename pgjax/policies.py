@@ -129,20 +129,50 @@ class ConvTorso(nn.Module):
 
     The MinAtar network of Young & Tian (2019) is one 3×3 convolution of 16 channels, stride 1,
     followed by a dense layer: `ConvTorso((16,))` then the policy's `hidden` MLP.
+
+    impl="patches" (default) computes each convolution as one matmul over the k×k patches;
+    impl="lax" calls `nn.Conv`. Same parameters (`Conv_i/kernel` [k, k, C, width], `bias`), same
+    initialization, same function up to float rounding. On XLA:CPU a convolution inside the
+    training scan (a loop in a loop) ran about 12× slower than alone (9.3 s against 0.77 s per
+    Breakout-MinAtar update at 1 seed, jax 0.10.2); the patch matmul does not.
     """
 
     channels: Sequence[int] = (16,)
     kernel: int = 3
+    impl: str = "patches"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         batch = obs.shape[:-3]
         x = obs.reshape(-1, *obs.shape[-3:])
-        for width in self.channels:
-            x = nn.Conv(width, (self.kernel, self.kernel), padding="SAME",
-                        kernel_init=orthogonal(np.sqrt(2.0)))(x)
+        for i, width in enumerate(self.channels):
+            if self.impl == "lax":
+                x = nn.Conv(width, (self.kernel, self.kernel), padding="SAME",
+                            kernel_init=orthogonal(np.sqrt(2.0)))(x)
+            else:
+                x = PatchConv(width, self.kernel, name=f"Conv_{i}")(x)
             x = nn.relu(x)
         return x.reshape(*batch, -1)
+
+
+class PatchConv(nn.Module):
+    """A k×k convolution, stride 1, SAME padding, as a matmul of the k×k patches of x [N, H, W, C]
+    with the kernel [k, k, C, width] (the parameters and initialization of `nn.Conv`)."""
+
+    width: int
+    kernel: int = 3
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel
+        kernel = self.param("kernel", orthogonal(np.sqrt(2.0)), (k, k, x.shape[-1], self.width))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.width,))
+        h, w, lo, hi = x.shape[1], x.shape[2], (k - 1) // 2, k // 2  # XLA's SAME padding
+        x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+        patches = jnp.concatenate(
+            [x[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], -1
+        )  # [N, H, W, k·k·C], ordered as the kernel's (i, j, c)
+        return patches @ kernel.reshape(-1, self.width) + bias
 
 
 def torso_or_flatten(torso: nn.Module | None) -> nn.Module:

@@ -3,13 +3,15 @@ each; write experiments/results.md and experiments/figures/.
 
     python scripts/reproduce.py [--only cartpole acrobot] [--seeds 16] [--runs runs/experiments]
                                 [--configs experiments/configs] [--table experiments/results.md]
+                                [--budget ENV_STEPS]
 
 A config's variants are the defaults below (no baseline; the learned value baseline with one
 global gradient clip, as before per-network clipping existed; the value baseline with the
 per-network clip of today's default), unless it sets `default_variants = false`, followed by its
 own `[[variant]]` tables (a `name` and the fields they change). A finished run (summary.json
 present, same config) is reused, so an interrupted call can simply be repeated. Figures go to
-figures/ beside the table.
+figures/ beside the table. `--budget` sets every variant's total_timesteps (a cheaper slice of a
+study; the table's header says so).
 """
 
 import argparse
@@ -32,7 +34,7 @@ DEFAULT_VARIANTS = (
 )
 
 
-def load(path: Path) -> tuple[list[tuple[str, Config]], dict]:
+def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]], dict]:
     """([(variant name, config)], reference) of one experiments/configs file."""
     spec = tomllib.loads(path.read_text())
     reference = spec.pop("reference", {})
@@ -43,6 +45,8 @@ def load(path: Path) -> tuple[list[tuple[str, Config]], dict]:
     for variant in variants:
         fields = dict(variant)
         name = fields.pop("name")
+        if budget is not None:
+            fields["total_timesteps"] = budget
         out.append((name, from_dict({**to_dict(base), **fields}, where=f"{path.name}: ")
                     .validate()))
     return out, reference
@@ -53,11 +57,15 @@ def slug(text: str) -> str:
 
 
 def finished(run_dir: Path, config: Config, seeds: int) -> bool:
-    """The run in `run_dir` is complete and was trained with this config and seed count."""
+    """The run in `run_dir` is complete and was trained with this config and seed count
+    (conv_impl aside where there is no convolution: it cannot change such a run)."""
     if not (run_dir / "summary.json").exists():
         return False
     record = json.loads((run_dir / "config.json").read_text())
-    return record["config"] == to_dict(config) and record["seeds"] == seeds
+    recorded = from_dict(record["config"], record=True)
+    if config.network != "cnn":
+        recorded = recorded.replace(conv_impl=config.conv_impl)
+    return recorded == config and record["seeds"] == seeds
 
 
 def steps_to(run_dir: Path, threshold: float | None) -> int | None:
@@ -75,11 +83,12 @@ def main():
     parser.add_argument("--runs", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--configs", type=Path, default=CONFIGS)
     parser.add_argument("--table", type=Path, default=ROOT / "experiments" / "results.md")
+    parser.add_argument("--budget", type=int, help="env steps per seed of every variant")
     args = parser.parse_args()
     names = args.only or sorted(p.stem for p in args.configs.glob("*.toml"))
     rows = []
     for name in names:
-        variants, reference = load(args.configs / f"{name}.toml")
+        variants, reference = load(args.configs / f"{name}.toml", args.budget)
         dirs = []
         for variant, config in variants:
             run_dir = args.runs / f"{name}-{slug(variant)}"
@@ -107,6 +116,8 @@ def command_options(args) -> str:
         out += f" --configs {args.configs}"
     if args.table != ROOT / "experiments" / "results.md":
         out += f" --table {args.table}"
+    if args.budget is not None:
+        out += f" --budget {args.budget}"
     return out
 
 

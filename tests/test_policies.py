@@ -151,3 +151,18 @@ def test_orthogonal_init_is_orthogonal_and_needs_no_lapack():
     assert "custom_call" not in jax.jit(init).lower(keys).as_text()
     w = np.asarray(init(keys))
     assert not np.allclose(w[0], w[1])
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_patch_convolution_is_nn_conv(highest_precision, kernel):
+    """ConvTorso's default patch matmul: nn.Conv's parameters, initialization and function."""
+    from pgjax.policies import ConvTorso
+
+    obs = jax.random.normal(jax.random.key(0), (2, 5, 10, 10, 4))  # [..., H, W, C]
+    fast, lax = ConvTorso((16, 8), kernel), ConvTorso((16, 8), kernel, impl="lax")
+    params = fast.init(jax.random.key(1), obs)
+    lax_params = lax.init(jax.random.key(1), obs)
+    chex.assert_trees_all_equal(params, lax_params)  # same tree, same bits
+    out = fast.apply(params, obs)
+    chex.assert_shape(out, (2, 5, 10 * 10 * 8))
+    np.testing.assert_allclose(out, lax.apply(params, obs), rtol=1e-5, atol=1e-5)

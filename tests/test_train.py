@@ -294,10 +294,12 @@ def test_per_network_clip_keeps_the_policy_step_from_the_value_gradient():
         assert float(diff / optax.tree.norm(ub["policy"])) > 0.2
 
 
-def test_a_run_record_without_clip_reads_as_global():
+def test_a_run_record_without_new_fields_reads_as_before_them():
     fields = pgjax.config.to_dict(pgjax.Config(baseline="value"))
-    del fields["clip"]
-    assert pgjax.config.from_dict(fields, record=True).clip == "global"
-    assert pgjax.config.from_dict(fields).clip == "per-network"  # a spec: today's default
+    del fields["clip"], fields["conv_impl"]
+    old = pgjax.config.from_dict(fields, record=True)
+    assert (old.clip, old.conv_impl) == ("global", "lax")
+    new = pgjax.config.from_dict(fields)  # a spec or TOML file: today's defaults
+    assert (new.clip, new.conv_impl) == ("per-network", "patches")
     assert pgjax.config.from_dict({**fields, "clip": "per-network"}, record=True).clip \
         == "per-network"
