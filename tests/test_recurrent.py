@@ -116,6 +116,7 @@ def test_only_the_gru_solves_memory_chain():
     assert abs(finals["mlp"]) < 0.25, finals
 
 
+@pytest.mark.slow
 def test_gru_run_from_the_cli_evaluates_and_reproduces(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "pgjax.cli"]
