@@ -4,6 +4,7 @@ from pgjax.components import Components, build
 from pgjax.config import Config
 from pgjax.envs import Env
 from pgjax.estimators import Estimator, EstimatorInputs, ReturnToGo, returns_and_mask
+from pgjax.evaluate import evaluate
 from pgjax.losses import (
     Targets,
     masked_mean,
@@ -26,7 +27,6 @@ from pgjax.policies import (
     step_policy,
 )
 from pgjax.returns import complete_episode_mask, discounted_returns, episode_start_mask
-from pgjax.evaluate import evaluate
 from pgjax.rollout import RecurrentRunnerState, RunnerState, Transition, init_runner, rollout
 from pgjax.sweep import sweep
 from pgjax.train import (

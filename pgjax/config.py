@@ -207,3 +207,16 @@ def from_dict(fields: dict, where: str = "", *, record: bool = False) -> Config:
     """
     fields = {**RECORD_DEFAULTS, **fields} if record else fields
     return Config(**{k: check_value(k, v, where) for k, v in fields.items()})
+
+
+# Keys of an experiments/configs TOML file that are not config fields: what the results table
+# compares against, the file's variants (each a `name` and the fields it changes), and whether
+# scripts/reproduce.py adds its default variants.
+EXPERIMENT_KEYS = ("reference", "variant", "default_variants")
+
+
+def from_experiment(spec: dict, where: str = "") -> tuple[Config, dict]:
+    """(base Config, {key: value} of the EXPERIMENT_KEYS present) of a TOML experiment file."""
+    rest = {k: v for k, v in spec.items() if k in EXPERIMENT_KEYS}
+    fields = {k: v for k, v in spec.items() if k not in EXPERIMENT_KEYS}
+    return from_dict(fields, where), rest

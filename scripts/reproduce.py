@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 
 from pgjax import plots, runs, stats
-from pgjax.config import Config, from_dict, to_dict
+from pgjax.config import Config, from_dict, from_experiment, to_dict
 from pgjax.experiment import format_summary, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,11 +36,9 @@ DEFAULT_VARIANTS = (
 
 def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]], dict]:
     """([(variant name, config)], reference) of one experiments/configs file."""
-    spec = tomllib.loads(path.read_text())
-    reference = spec.pop("reference", {})
-    variants = list(DEFAULT_VARIANTS) if spec.pop("default_variants", True) else []
-    variants += spec.pop("variant", [])
-    base = from_dict(spec, where=f"{path.name}: ")
+    base, rest = from_experiment(tomllib.loads(path.read_text()), where=f"{path.name}: ")
+    variants = list(DEFAULT_VARIANTS) if rest.get("default_variants", True) else []
+    variants += rest.get("variant", [])
     out = []
     for variant in variants:
         fields = dict(variant)
@@ -49,7 +47,7 @@ def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]
             fields["total_timesteps"] = budget
         out.append((name, from_dict({**to_dict(base), **fields}, where=f"{path.name}: ")
                     .validate()))
-    return out, reference
+    return out, rest.get("reference", {})
 
 
 def slug(text: str) -> str:
@@ -126,7 +124,8 @@ def write_table(rows, path: Path, args) -> None:
     lines = [
         "# Results",
         "",
-        f"`python scripts/reproduce.py --seeds {args.seeds}{command_options(args)}`; pgjax {prov['versions']['pgjax']}, "
+        f"`python scripts/reproduce.py --seeds {args.seeds}{command_options(args)}`; "
+        f"pgjax {prov['versions']['pgjax']}, "
         f"jax {prov['versions']['jax']}, commit {prov['git_commit']}, {prov['platform']}, "
         f"devices {prov['devices']}.",
         "",

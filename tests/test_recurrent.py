@@ -108,9 +108,10 @@ def test_only_the_gru_solves_memory_chain():
         state, metrics = jax.jit(jax.vmap(pgjax.make_train(config)))(keys)
         finals[network] = np.asarray(metrics.episode_return)[:, -5:].mean()
         if network == "gru":
-            parts = pgjax.build(config)
-            greedy = jax.vmap(lambda p, k: pgjax.evaluate(parts, p, k, 64, greedy=True))(
-                state.params["policy"], pgjax.seed_keys(0, 4, stream="eval"))
+            evaluate = functools.partial(pgjax.evaluate, pgjax.build(config),
+                                         num_episodes=64, greedy=True)
+            greedy = jax.vmap(evaluate)(state.params["policy"],
+                                        pgjax.seed_keys(0, 4, stream="eval"))
             assert float(greedy.mean()) > 0.95
     assert finals["gru"] > 0.9, finals
     assert abs(finals["mlp"]) < 0.25, finals

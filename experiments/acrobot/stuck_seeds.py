@@ -18,7 +18,7 @@ import numpy as np
 
 import pgjax
 from pgjax import runs
-from pgjax.config import from_dict
+from pgjax.config import from_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,8 +28,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=16)
     args = parser.parse_args()
     spec = tomllib.loads((ROOT / "experiments/configs/acrobot.toml").read_text())
-    spec.pop("reference")
-    base = from_dict(spec).validate()
+    base = from_experiment(spec)[0].validate()
     lines = ["# Acrobot-v1: stuck seeds", "",
              f"`python experiments/acrobot/stuck_seeds.py --seeds {args.seeds}`; "
              f"commit {runs.provenance()['git_commit']}.", ""]

@@ -30,7 +30,7 @@ import numpy as np
 
 import pgjax
 from pgjax import exact, plots, runs, stats
-from pgjax.config import from_dict
+from pgjax.config import from_experiment
 from pgjax.estimators import GAE, GroupRelative, OptimalBaseline, ReturnToGo, TotalReturn
 
 HERE = Path(__file__).resolve().parent
@@ -83,9 +83,9 @@ def run_exact(episodes: int) -> list[dict]:
 
 
 def learn_config(name: str, estimator: str) -> tuple[pgjax.Config, dict]:
-    spec = tomllib.loads((CONFIGS / f"{ENVS[name]}.toml").read_text())
-    reference = spec.pop("reference", {})
-    config = from_dict(spec).replace(estimator=estimator)
+    config, rest = from_experiment(tomllib.loads((CONFIGS / f"{ENVS[name]}.toml").read_text()))
+    reference = rest.get("reference", {})
+    config = config.replace(estimator=estimator)
     if estimator == "total-return" and config.window not in ("complete", "episodes"):
         config = config.replace(window="complete")
     if estimator in ("rloo", "grpo", "dr-grpo", "optimal-baseline"):
