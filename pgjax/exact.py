@@ -468,6 +468,30 @@ def reinforce_grads(
     return episode_grads(theta, batch, returns, mask, baseline=b, weights=weights)
 
 
+class EstimatorProblem(NamedTuple):
+    """The tabular problem on which estimators are checked against the exact gradient."""
+
+    mdp: MDPParams
+    theta: jax.Array  # [S, A] softmax policy logits
+    env: Env  # the MDP as a batched env
+    v_table: jax.Array  # exact V_t(s) of theta, for estimators that use a value
+    truth: jax.Array  # exact ∇J(theta), float64
+
+
+def estimator_problem(num_states: int = 6, num_actions: int = 3, horizon: int = 20,
+                      gamma: float = 1.0) -> EstimatorProblem:
+    """The random MDP (key 1) and policy (key 2) of tests/test_estimators.py and
+    experiments/estimators, with its exact values and gradient."""
+    mdp = random_mdp(jax.random.key(1), num_states, num_actions, horizon=horizon)
+    theta = jax.random.normal(jax.random.key(2), (num_states, num_actions))
+    env = make_env(mdp, "TabularMDP-estimators")
+    v_table = finite_horizon_values(theta, mdp, gamma, horizon).v
+    with jax.enable_x64(True):
+        truth = exact_grad(theta.astype(jnp.float64), mdp.astype(jnp.float64), gamma,
+                           horizon=horizon)
+    return EstimatorProblem(mdp, theta, env, v_table, truth)
+
+
 def estimator_grads(
     key: jax.Array,
     env: Env,

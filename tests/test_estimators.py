@@ -192,13 +192,7 @@ S, A, H, N = 6, 3, 20, 2**15
 
 @pytest.fixture(scope="module")
 def harness():
-    mdp = exact.random_mdp(jax.random.key(1), S, A, horizon=H)
-    theta = jax.random.normal(jax.random.key(2), (S, A))
-    env = exact.make_env(mdp, "TabularMDP-estimators")
-    v_table = exact.finite_horizon_values(theta, mdp, 1.0, H).v
-    with jax.enable_x64(True):
-        truth = exact.exact_grad(theta.astype(jnp.float64), mdp.astype(jnp.float64), 1.0,
-                                 horizon=H)
+    _, theta, env, v_table, truth = exact.estimator_problem(S, A, H)
 
     @functools.cache
     def estimate(estimator):

@@ -25,7 +25,6 @@ import tomllib
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import pgjax
@@ -55,14 +54,7 @@ EXACT = {
 
 
 def run_exact(episodes: int) -> list[dict]:
-    S, A, H = 6, 3, 20
-    mdp = exact.random_mdp(jax.random.key(1), S, A, horizon=H)
-    theta = jax.random.normal(jax.random.key(2), (S, A))
-    env = exact.make_env(mdp, "TabularMDP-estimators")
-    v_table = exact.finite_horizon_values(theta, mdp, 1.0, H).v
-    with jax.enable_x64(True):
-        truth = exact.exact_grad(theta.astype(jnp.float64), mdp.astype(jnp.float64), 1.0,
-                                 horizon=H)
+    _, theta, env, v_table, truth = exact.estimator_problem(6, 3, 20)
     rows = []
     for name, estimator in EXACT.items():
         k = getattr(estimator, "group_size", 1)
