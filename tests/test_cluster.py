@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sweep_chunks import chunk_metrics
 
 from pgjax.cli import main
 from pgjax.sweep_claims import claim_path
@@ -64,16 +65,6 @@ def reference(spec, tmp_path_factory):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         yield root / "out"
-
-
-def chunk_metrics(out: Path) -> dict[int, dict]:
-    """run id -> {metric: [updates]} from every chunk's npz."""
-    per_run = {}
-    for path in sorted((out / "chunks").glob("chunk-*.npz")):
-        with np.load(path) as data:
-            for i, run in enumerate(data["run"]):
-                per_run[int(run)] = {k: data[k][i] for k in data.files if k != "run"}
-    return per_run
 
 
 def records(out: Path) -> dict[int, dict]:

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from sweep_chunks import chunk_metrics
 from user_components import EnvParams, LogitsOnly, ShortCorridor
 
 import pgjax
@@ -72,16 +73,6 @@ def background(tmp_path_factory):
 def reference(background, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     return out, pgjax.sweep(SPEC, out)
-
-
-def chunk_metrics(out) -> dict[int, dict]:
-    """run id -> {metric: [updates]} from every chunk's npz."""
-    per_run = {}
-    for path in sorted((out / "chunks").glob("chunk-*.npz")):
-        with np.load(path) as data:
-            for i, run in enumerate(data["run"]):
-                per_run[int(run)] = {k: data[k][i] for k in data.files if k != "run"}
-    return per_run
 
 
 def by_config_seed(out) -> dict[tuple, dict]:
