@@ -23,6 +23,7 @@ from pgjax.policies import (
     GRUPolicy,
     ValueNet,
     init_policy,
+    initial_carry,
     policy_over_time,
     step_policy,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "evaluate",
     "evaluate_run",
     "init_policy",
+    "initial_carry",
     "init_runner",
     "init_state",
     "loss_and_grad",

@@ -30,7 +30,7 @@ from pgjax.policies import (
     GRUPolicy,
     ValueNet,
     init_policy,
-    is_recurrent,
+    initial_carry,
     step_policy,
 )
 
@@ -188,7 +188,7 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
         )
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), jnp.float32)
     key = jax.random.key(0)
-    carry = policy.initialize_carry((1,)) if is_recurrent(policy) else None
+    carry = initial_carry(policy, (1,))
     first = jnp.ones(1, bool)
 
     def policy_dist(o):

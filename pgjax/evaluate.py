@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from pgjax.components import Components
-from pgjax.policies import is_recurrent, step_policy
+from pgjax.policies import initial_carry, step_policy
 
 
 def evaluate(
@@ -25,7 +25,7 @@ def evaluate(
     env, policy = parts.env, parts.policy
     key, k_reset = jax.random.split(key)
     obs, state = env.reset(k_reset, num_episodes)
-    carry = policy.initialize_carry((num_episodes,)) if is_recurrent(policy) else None
+    carry = initial_carry(policy, (num_episodes,))
 
     def step(loop, key):
         obs, state, carry, first, ret, running = loop

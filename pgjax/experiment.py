@@ -25,7 +25,7 @@ from pgjax.config import Config, from_dict
 from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
 from pgjax.loggers import make_loggers
-from pgjax.policies import is_recurrent, step_policy
+from pgjax.policies import initial_carry, step_policy
 from pgjax.train import init_state, seed_keys, train_chunk
 
 
@@ -403,7 +403,7 @@ def render_episode(
 
     key, k_reset = jax.random.split(seed_keys(seed, 1, stream="eval")[0])
     obs, env_state = env.reset(k_reset, 1)
-    carry = parts.policy.initialize_carry((1,)) if is_recurrent(parts.policy) else None
+    carry = initial_carry(parts.policy, (1,))
     only = lambda tree: jax.tree.map(lambda x: x[0], tree)
     states, rewards = [only(env_state)], [0.0]
     for t in range(env.max_episode_steps):

@@ -276,6 +276,11 @@ def is_recurrent(policy: nn.Module) -> bool:
     return hasattr(policy, "initialize_carry")
 
 
+def initial_carry(policy: nn.Module, batch_shape: tuple[int, ...]):
+    """A recurrent policy's initial carry for `batch_shape`; None for a feedforward one."""
+    return policy.initialize_carry(batch_shape) if is_recurrent(policy) else None
+
+
 def init_policy(policy: nn.Module, key: jax.Array, obs: jax.Array):
     """Parameters of `policy` for a batch of observations obs [B, *obs_shape]."""
     if is_recurrent(policy):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from pgjax.envs import Env
-from pgjax.policies import is_recurrent
+from pgjax.policies import initial_carry
 
 PolicyFn = Callable[[jax.Array], Any]  # obs [B, D] -> distribution with sample / log_prob
 
@@ -70,9 +70,8 @@ def init_runner(
         obs, env_state = env.reset_each(keys)
     zeros = jnp.zeros((num_envs,), jnp.float32)
     runner = RunnerState(env_state, obs, jnp.zeros((num_envs,), jnp.int32), zeros)
-    if policy is None or not is_recurrent(policy):
-        return runner
-    return RecurrentRunnerState(*runner, policy.initialize_carry((num_envs,)))
+    carry = None if policy is None else initial_carry(policy, (num_envs,))
+    return runner if carry is None else RecurrentRunnerState(*runner, carry)
 
 
 def noisy_or_none(dist: Any) -> Any:
@@ -142,7 +141,7 @@ def rollout(
             episode_t=runner.episode_t,
             final_obs=out.final_obs,
             episode_return=ep_return,
-            policy_carry=getattr(runner, "policy_carry", None),
+            policy_carry=runner.policy_carry if recurrent else None,
         )
         runner = runner._replace(
             env_state=out.state,
