@@ -6,9 +6,12 @@ For each seed count, alternately (so a noisy machine slows both alike):
   program   `jax.jit(jax.vmap(make_train(config)))` on the seed keys, compiled once, timed alone;
   host      `pgjax.train_run` into a fresh temporary run directory with the default chunking,
             checkpointing and metrics files (progress bar off): its wall time from the first
-            chunk to the last checkpoint, compile excluded (summary.json's `wall_seconds`).
+            chunk to the last chunk's metrics rows (summary.json's `wall_seconds`), compile
+            excluded; the last checkpoint is written while the summary is computed;
+  end to end  the same call's whole time less its compile: also the summary (bootstrap CIs),
+            the wait for the last checkpoint, summary.json and curve.png.
 Prints env steps/s of both, host / program (best of the repeats and median of per-round
-ratios), and whether the host's per-seed final returns are bitwise those of the program
+ratios), the end-to-end time, and whether the host's per-seed final returns are bitwise those of the program
 (`same`) and of the host's own split of it (`same split`: init jitted alone, then one
 `train_chunk` of every update; chunks compose bitwise, see tests/test_train.py). `same` is
 False on CPU: XLA compiles the parameter step differently when init is part of the same
@@ -45,22 +48,26 @@ def split_program_final(config, keys) -> np.ndarray:
     return np.asarray(metrics.episode_return[:, -1])
 
 
-def time_host(config, seeds: int) -> tuple[float, np.ndarray]:
+def time_host(config, seeds: int) -> tuple[float, float, np.ndarray]:
+    """(training wall seconds, end-to-end seconds less compile, final returns) of `train_run`."""
     with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
         _, summary = pgjax.train_run(config, Path(tmp) / "run", seeds=seeds, progress=False)
-    return summary["wall_seconds"], np.array(summary["final_return"]["per_seed"])
+        whole = time.perf_counter() - t - summary["compile_seconds"]
+    return summary["wall_seconds"], whole, np.array(summary["final_return"]["per_seed"])
 
 
 def measure(config, seeds: int, repeats: int) -> dict:
     keys = jax.random.split(jax.random.key(0), seeds)
     train = jax.jit(jax.vmap(pgjax.make_train(config))).lower(keys).compile()
     time_host(config, seeds)  # warm: the host path's compile and first files
-    program, host = [], []
+    program, host, whole = [], [], []
     for _ in range(repeats):
         p, p_final = time_program(train, keys)
-        h, h_final = time_host(config, seeds)
+        h, w, h_final = time_host(config, seeds)
         program.append(p)
         host.append(h)
+        whole.append(w)
     steps = seeds * config.num_updates * config.steps_per_update
     return {
         "seeds": seeds,
@@ -70,6 +77,7 @@ def measure(config, seeds: int, repeats: int) -> dict:
         "host_over_program_median_of_rounds": float(np.median(np.array(program) / host)),
         "program_seconds": program,
         "host_seconds": host,
+        "end_to_end_seconds": whole,
         "same_final_returns": bool(np.array_equal(p_final, h_final, equal_nan=True)),
         "same_final_returns_as_split": bool(np.array_equal(split_program_final(config, keys),
                                                            h_final, equal_nan=True)),
@@ -85,11 +93,12 @@ def main():
     config = pgjax.Config(total_timesteps=args.total_timesteps)
     rows = [measure(config, seeds, args.repeats) for seeds in args.seeds]
     print(f"{'seeds':>5} {'program steps/s':>16} {'host steps/s':>14} {'host/program best':>18} "
-          f"{'median of rounds':>17} same same split")
+          f"{'median of rounds':>17} {'end to end s':>13} same same split")
     for r in rows:
         print(f"{r['seeds']:>5} {r['program_env_steps_per_second']:>16,.0f} "
               f"{r['host_env_steps_per_second']:>14,.0f} {r['host_over_program_best']:>18.3f} "
-              f"{r['host_over_program_median_of_rounds']:>17.3f} {r['same_final_returns']!s:>4} "
+              f"{r['host_over_program_median_of_rounds']:>17.3f} "
+              f"{min(r['end_to_end_seconds']):>13.2f} {r['same_final_returns']!s:>4} "
               f"{r['same_final_returns_as_split']}")
     out = Path(__file__).parent / "results" / "host_path.json"
     out.parent.mkdir(exist_ok=True)

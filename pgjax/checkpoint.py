@@ -4,6 +4,7 @@ import contextlib
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -73,7 +74,8 @@ class Checkpoints:
         if not create and not self.root.is_dir():
             raise CheckpointError(f"{run_dir} has no checkpoints")
         self.max_to_keep = max_to_keep
-        self.pending = None  # the update being saved in the background
+        self.pending = None  # (update, future) of the save in progress
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgjax-checkpoint")
         quiet_orbax()
         self.manager = self._open()
 
@@ -82,23 +84,27 @@ class Checkpoints:
         return ocp.CheckpointManager(self.root, options=options)
 
     def save(self, update: int, state) -> None:
-        """Start saving `state` as checkpoint `update`; orbax writes it in the background.
+        """Start saving `state` as checkpoint `update` on a writer thread, and return.
 
         Waits for the previous save first (`wait`). The caller must not delete or donate the
         buffers of `state` until `wait` returns. A failed write (e.g. a full disk) is one
-        CheckpointError line, raised here or by the next `wait`.
+        CheckpointError line, raised by the next `wait` (also through `save`, `steps`, `restore`
+        or `close`).
         """
         self.wait()
-        with self._reporting(update):
-            self.manager.save(update, args=ocp.args.StandardSave(to_saveable(state)), force=True)
-            self.pending = update
+        self.pending = update, self.writer.submit(self._write, update, to_saveable(state))
+
+    def _write(self, update: int, tree) -> None:
+        self.manager.save(update, args=ocp.args.StandardSave(tree), force=True)
+        self.manager.wait_until_finished()
 
     def wait(self) -> None:
         """Wait until the save in progress (if any) is written; CheckpointError if it failed."""
-        update, self.pending = self.pending, None
-        if update is not None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            update, written = pending
             with self._reporting(update):
-                self.manager.wait_until_finished()
+                written.result()
 
     @contextlib.contextmanager
     def _reporting(self, update: int):
@@ -164,4 +170,5 @@ class Checkpoints:
     def close(self) -> None:
         """Wait for the save in progress (`wait`), then close orbax's manager."""
         self.wait()
+        self.writer.shutdown()
         self.manager.close()

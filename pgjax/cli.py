@@ -40,7 +40,8 @@ def train_command(
     overwrite: bool = False,
     resume: Path | None = None,
     chunks: int = 20,
-    checkpoint_every: int = 5,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float = 5.0,
     progress: bool = True,
     log: tuple[Literal["tensorboard", "wandb"], ...] = (),
 ) -> None:
@@ -54,7 +55,8 @@ def train_command(
       overwrite: replace the run already in --out.
       resume: continue the run in this directory from its last checkpoint (other flags ignored).
       chunks: progress updates (each a jitted chunk of updates; results do not depend on it).
-      checkpoint_every: save a checkpoint every this many chunks (and at the end).
+      checkpoint_every: checkpoint every this many chunks and at the end (None: by minutes).
+      checkpoint_minutes: least minutes between checkpoints when --checkpoint-every is None.
       progress: show the progress bar.
       log: also log to TensorBoard (RUN_DIR/tensorboard) and/or W&B (offline unless WANDB_MODE).
     """
@@ -67,7 +69,8 @@ def train_command(
     try:
         run_dir, summary = train_run(
             config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
-            checkpoint_every=checkpoint_every, progress=progress, resume=resume is not None,
+            checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
+            progress=progress, resume=resume is not None,
             overwrite=overwrite, log=log,
         )
     except (CheckpointError, ValueError, MemoryError) as e:

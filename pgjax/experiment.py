@@ -85,13 +85,14 @@ def run_components(config: Config, record: dict, given: dict) -> Components:
     return parts
 
 
-def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every, log):
+def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every,
+               checkpoint_minutes, log):
     """The config (env named after the run's env) and config.json of a new run."""
     config = config.replace(env=parts.env.name)
     n = chunk_length(config.num_updates, chunks)
     record = runs.config_record(
         config, seeds=seeds, seed=seed, chunk_updates=n, checkpoint_every=checkpoint_every,
-        log=list(log), components=describe_given(given),
+        checkpoint_minutes=checkpoint_minutes, log=list(log), components=describe_given(given),
     )
     return config, record
 
@@ -210,7 +211,8 @@ def train_run(
     seeds: int = 16,
     seed: int = 0,
     chunks: int = 20,
-    checkpoint_every: int = 5,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float = 5.0,
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
@@ -219,7 +221,9 @@ def train_run(
 ) -> tuple[Path, dict]:
     """Train `seeds` seeds in jitted chunks into `run_dir`.
 
-    Checkpoints the whole vmapped TrainState every `checkpoint_every` chunks and at the end. With
+    Checkpoints the whole vmapped TrainState at the end of the first chunk that ends
+    `checkpoint_minutes` after the previous checkpoint (or the start), or every
+    `checkpoint_every` chunks when that is given, and at the end. With
     `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
     with the stored config and checkpoint interval (the arguments are ignored) and ends with the
     numbers of an uninterrupted run; damaged checkpoints and those newer than the one restored
@@ -232,7 +236,9 @@ def train_run(
         to resume, or to replace with `overwrite`.
       seeds, seed: seed i's key is `train.seed_keys(seed, seeds)[i]`.
       chunks: progress updates, each one jitted call of several updates.
-      checkpoint_every: chunks between checkpoints.
+      checkpoint_every: chunks between checkpoints (None: by `checkpoint_minutes`).
+      checkpoint_minutes: the least wall time between checkpoints when `checkpoint_every` is
+        None; a run shorter than that has only its final checkpoint.
       progress: show a progress bar.
       resume: continue the run in `run_dir`.
       overwrite: replace the run that `run_dir` holds (once the new one has compiled).
@@ -255,16 +261,20 @@ def train_run(
             return run_dir, summary
         seeds, seed, log = record["seeds"], record["seed"], tuple(record.get("log", ()))
         checkpoint_every = record.get("checkpoint_every", checkpoint_every)
+        checkpoint_minutes = record.get("checkpoint_minutes", checkpoint_minutes)
     else:
         for name, value in (("seeds", seeds), ("chunks", chunks),
-                            ("checkpoint_every", checkpoint_every)):
-            if value <= 0:
+                            ("checkpoint_every", 1 if checkpoint_every is None
+                             else checkpoint_every),
+                            ("checkpoint_minutes", checkpoint_minutes)):
+            if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         parts = build(config, **components)
         run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name,
                                      overwrite=overwrite)
         config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
-                                    chunks=chunks, checkpoint_every=checkpoint_every, log=log)
+                                    chunks=chunks, checkpoint_every=checkpoint_every,
+                                    checkpoint_minutes=checkpoint_minutes, log=log)
     n = record["chunk_updates"]
     announce(run_dir, "resuming" if resume else "training into", progress)
     state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
@@ -281,13 +291,15 @@ def train_run(
     t1 = time.perf_counter()
     state, diverged = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
                                  start=start, n=n, checkpoint_every=checkpoint_every,
-                                 progress=progress)
+                                 checkpoint_minutes=checkpoint_minutes, progress=progress)
     wall = time.perf_counter() - t1
-    ckpt.close()
     for logger in loggers:
         logger.close()
     summary = summarize(config, csv, diverged, seeds=seeds, start=start if resume else None,
                         wall=wall, compile_seconds=compile_seconds)
+    t2 = time.perf_counter()
+    ckpt.close()  # the last checkpoint was written while the summary was computed
+    summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
     runs.write_json(run_dir / "summary.json", summary)
     returns = csv.returns()
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
@@ -296,11 +308,13 @@ def train_run(
 
 
 def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, checkpoint_every,
-               progress):
-    """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints.
+               checkpoint_minutes, progress):
+    """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints
+    (see `train_run` for when).
 
-    Chunk c + 1 runs while chunk c's rows and checkpoint are written (orbax writes in the
-    background); returns once the last checkpoint is written.
+    Chunk c + 1 runs while chunk c's rows and checkpoint are written (`Checkpoints.save`
+    writes on its own thread); returns once the last checkpoint is started (`ckpt.wait` waits
+    for it).
 
     Returns the final state and a [seeds] bool mask of the seeds that diverged (a non-finite
     loss or gradient norm in a chunk trained here, or non-finite final parameters).
@@ -313,7 +327,7 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
         disable=not progress, desc=f"{config.env} × {seeds} seeds", dynamic_ncols=True,
         initial=start * config.steps_per_update,
     ) as bar:
-        t1 = time.perf_counter()
+        t1 = saved = time.perf_counter()
         running = step(state) if chunks else None
         for c in chunks:
             state, metrics = running
@@ -327,11 +341,13 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
                 logger.log(rows)
             bar.update(per_chunk)
             bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
-            if last or (c + 1) % checkpoint_every == 0:  # after the rows: a checkpoint never
-                ckpt.save((c + 1) * n, state)  # runs ahead of metrics.csv
+            due = ((c + 1) % checkpoint_every == 0 if checkpoint_every
+                   else time.perf_counter() - saved >= 60 * checkpoint_minutes)
+            if last or due:  # after the rows: a checkpoint never runs ahead of metrics.csv
+                ckpt.save((c + 1) * n, state)
+                saved = time.perf_counter()
     for leaf in jax.tree.leaves(state.params):
         diverged |= ~np.isfinite(np.asarray(leaf)).reshape(seeds, -1).all(1)
-    ckpt.wait()
     return state, diverged
 
 

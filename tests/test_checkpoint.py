@@ -3,6 +3,7 @@
 import csv
 import functools
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -97,3 +98,37 @@ def test_resume_of_a_non_run_is_one_line(tmp_path, capsys):
         main(["train", "--resume", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "is not a pgjax run directory" in capsys.readouterr().err
+
+
+def checkpoint_steps(run_dir):
+    return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_checkpoint_schedule_by_time_or_by_chunks(tmp_path):
+    config = pgjax.Config(num_envs=4, num_steps=10, total_timesteps=4 * 10 * 6)
+    run = functools.partial(pgjax.train_run, config, seeds=1, chunks=6, progress=False)
+    run(tmp_path / "short")  # shorter than the default 5 minutes: only the final checkpoint
+    assert checkpoint_steps(tmp_path / "short") == [6]
+    run(tmp_path / "often", checkpoint_minutes=1e-9)  # due after every chunk (max_to_keep 3)
+    assert checkpoint_steps(tmp_path / "often") == [4, 5, 6]
+    run(tmp_path / "chunks", checkpoint_every=4, checkpoint_minutes=1e-9)  # chunks win
+    assert checkpoint_steps(tmp_path / "chunks") == [4, 6]
+    record = json.loads((tmp_path / "chunks" / "config.json").read_text())
+    assert (record["checkpoint_every"], record["checkpoint_minutes"]) == (4, 1e-9)
+    for bad in ({"checkpoint_every": 0}, {"checkpoint_minutes": 0.0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            run(tmp_path / "bad", **bad)
+
+
+def test_resume_keeps_a_recorded_chunk_schedule(tmp_path):
+    """config.json files written before the time schedule hold only `checkpoint_every`."""
+    config = pgjax.Config(num_envs=4, num_steps=10, total_timesteps=4 * 10 * 6)
+    run_dir = tmp_path / "old"
+    pgjax.train_run(config, run_dir, seeds=1, chunks=6, checkpoint_every=2, progress=False)
+    record = json.loads((run_dir / "config.json").read_text())
+    del record["checkpoint_minutes"]
+    (run_dir / "config.json").write_text(json.dumps(record))
+    (run_dir / "summary.json").unlink()
+    shutil.rmtree(run_dir / "checkpoints" / "6")  # as if killed during the last chunk
+    pgjax.train_run(None, run_dir, resume=True, progress=False)
+    assert checkpoint_steps(run_dir) == [2, 4, 6]
