@@ -1,8 +1,11 @@
 """The host path against the steady-state program it runs, side by side in one process.
 
-    python -m benchmarks.host_path [--seeds 16 1] [--repeats 3] [--total-timesteps N]
+    python -m benchmarks.host_path [--seeds 16 1] [--repeats 3] [--min-seconds 30]
+                                   [--total-timesteps N]
 
-For each seed count, alternately (so a noisy machine slows both alike):
+For each seed count, alternately (so a noisy machine slows both alike), `--repeats` rounds and
+more until the program has run `--min-seconds` in all (a 1-seed run is about a second, and a
+shared machine's noise is larger than the 5% looked for):
   program   `jax.jit(jax.vmap(make_train(config)))` on the seed keys, compiled once, timed alone;
   host      `pgjax.train_run` into a fresh temporary run directory with the default chunking,
             checkpointing and metrics files (progress bar off): its wall time from the first
@@ -57,12 +60,12 @@ def time_host(config, seeds: int) -> tuple[float, float, np.ndarray]:
     return summary["wall_seconds"], whole, np.array(summary["final_return"]["per_seed"])
 
 
-def measure(config, seeds: int, repeats: int) -> dict:
+def measure(config, seeds: int, repeats: int, min_seconds: float) -> dict:
     keys = jax.random.split(jax.random.key(0), seeds)
     train = jax.jit(jax.vmap(pgjax.make_train(config))).lower(keys).compile()
     time_host(config, seeds)  # warm: the host path's compile and first files
     program, host, whole = [], [], []
-    for _ in range(repeats):
+    while len(program) < repeats or sum(program) < min_seconds:
         p, p_final = time_program(train, keys)
         h, w, h_final = time_host(config, seeds)
         program.append(p)
@@ -88,14 +91,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[16, 1])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=30.0)
     parser.add_argument("--total-timesteps", type=int, default=pgjax.Config.total_timesteps)
     args = parser.parse_args()
     config = pgjax.Config(total_timesteps=args.total_timesteps)
-    rows = [measure(config, seeds, args.repeats) for seeds in args.seeds]
-    print(f"{'seeds':>5} {'program steps/s':>16} {'host steps/s':>14} {'host/program best':>18} "
+    rows = [measure(config, seeds, args.repeats, args.min_seconds) for seeds in args.seeds]
+    print(f"{'seeds':>5} {'rounds':>6} {'program steps/s':>16} {'host steps/s':>14} {'host/program best':>18} "
           f"{'median of rounds':>17} {'end to end s':>13} same same split")
     for r in rows:
-        print(f"{r['seeds']:>5} {r['program_env_steps_per_second']:>16,.0f} "
+        print(f"{r['seeds']:>5} {len(r['program_seconds']):>6} "
+              f"{r['program_env_steps_per_second']:>16,.0f} "
               f"{r['host_env_steps_per_second']:>14,.0f} {r['host_over_program_best']:>18.3f} "
               f"{r['host_over_program_median_of_rounds']:>17.3f} "
               f"{min(r['end_to_end_seconds']):>13.2f} {r['same_final_returns']!s:>4} "

@@ -3,7 +3,7 @@ each; write experiments/results.md and experiments/figures/.
 
     python scripts/reproduce.py [--only cartpole acrobot] [--seeds 16] [--runs runs/experiments]
                                 [--configs experiments/configs] [--table experiments/results.md]
-                                [--budget ENV_STEPS]
+                                [--budget ENV_STEPS] [--variants NAME ...]
 
 A config's variants are the defaults below (no baseline; the learned value baseline with one
 global gradient clip, as before per-network clipping existed; the value baseline with the
@@ -11,7 +11,7 @@ per-network clip of today's default), unless it sets `default_variants = false`,
 own `[[variant]]` tables (a `name` and the fields they change). A finished run (summary.json
 present, same config) is reused, so an interrupted call can simply be repeated. Figures go to
 figures/ beside the table. `--budget` sets every variant's total_timesteps (a cheaper slice of a
-study; the table's header says so).
+study; the table's header says so). `--variants` runs only the variants of those names.
 """
 
 import argparse
@@ -82,11 +82,21 @@ def main():
     parser.add_argument("--configs", type=Path, default=CONFIGS)
     parser.add_argument("--table", type=Path, default=ROOT / "experiments" / "results.md")
     parser.add_argument("--budget", type=int, help="env steps per seed of every variant")
+    parser.add_argument("--variants", nargs="*", help="variant names to run")
     args = parser.parse_args()
     names = args.only or sorted(p.stem for p in args.configs.glob("*.toml"))
+    partial = bool(args.only or args.variants)
+    if args.variants:
+        known = {v for name in names for v, _ in load(args.configs / f"{name}.toml")[0]}
+        if unknown := sorted(set(args.variants) - known):
+            parser.error(f"no variant named {', '.join(unknown)} in {args.configs}")
     rows = []
     for name in names:
         variants, reference = load(args.configs / f"{name}.toml", args.budget)
+        if args.variants:
+            variants = [(v, c) for v, c in variants if v in args.variants]
+            if not variants:
+                continue
         dirs = []
         for variant, config in variants:
             run_dir = args.runs / f"{name}-{slug(variant)}"
@@ -99,11 +109,11 @@ def main():
             print(format_summary(summary, run_dir), flush=True)
             rows.append((config, variant, summary, reference,
                          steps_to(run_dir, reference.get("threshold"))))
-        figure = args.table.parent / "figures" / name
+        figure = args.table.parent / "figures" / (name + "-partial" * partial)
         figure.parent.mkdir(exist_ok=True)
         plots.plot_runs(dirs, figure)
-    # A partial rerun (--only) must not replace the committed table with a few rows.
-    table = args.table if not args.only else args.table.with_stem(args.table.stem + "-partial")
+    # A partial rerun must not replace the committed table and figures with a few rows.
+    table = args.table.with_stem(args.table.stem + "-partial") if partial else args.table
     write_table(rows, table, args)
 
 
@@ -116,6 +126,8 @@ def command_options(args) -> str:
         out += f" --table {args.table}"
     if args.budget is not None:
         out += f" --budget {args.budget}"
+    if args.variants:
+        out += " --variants " + " ".join(f'"{v}"' for v in args.variants)
     return out
 
 

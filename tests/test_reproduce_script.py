@@ -1,0 +1,58 @@
+"""scripts/reproduce.py: variants of a config file, --variants, reuse of finished runs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
+TOML = """env = "CartPole-v1"
+num_envs = 4
+num_steps = 10
+total_timesteps = 120
+default_variants = false
+
+[[variant]]
+name = "lr small"
+lr = 0.001
+
+[[variant]]
+name = "lr large"
+lr = 0.01
+
+[reference]
+threshold = 475.0
+source = "test"
+"""
+
+
+def reproduce(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--configs", str(tmp_path / "configs"), "--seeds", "2",
+         "--runs", str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), *args],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_variants_filter_partial_table_and_reuse(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.toml").write_text(TOML)
+    bad = reproduce(tmp_path, "--variants", "lr medium")
+    assert bad.returncode == 2 and "no variant named lr medium" in bad.stderr
+    one = reproduce(tmp_path, "--variants", "lr large")
+    assert one.returncode == 0, one.stderr
+    rows = [line for line in (tmp_path / "t-partial.md").read_text().splitlines()
+            if line.startswith("| CartPole-v1")]
+    assert len(rows) == 1 and "| lr large |" in rows[0]
+    assert '--variants "lr large"' in (tmp_path / "t-partial.md").read_text()
+    assert not (tmp_path / "t.md").exists()
+    assert (tmp_path / "figures" / "tiny-partial.png").exists()
+    assert not (tmp_path / "runs" / "tiny-lr-small").exists()
+    both = reproduce(tmp_path)  # "lr large" is reused, "lr small" trained
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.count("[tiny: ") == 1 and "[tiny: lr small]" in both.stdout
+    rows = [line for line in (tmp_path / "t.md").read_text().splitlines()
+            if line.startswith("| CartPole-v1")]
+    assert [r.split(" | ")[2] for r in rows] == ["lr small", "lr large"]
