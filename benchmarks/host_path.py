@@ -14,13 +14,12 @@ shared machine's noise is larger than the 5% looked for):
   end to end  the same call's whole time less its compile: also the summary (bootstrap CIs),
             the wait for the last checkpoint, summary.json and curve.png.
 Prints env steps/s of both, host / program (best of the repeats and median of per-round
-ratios), the end-to-end time, and whether the host's per-seed final returns are bitwise those of the program
-(`same`) and of the host's own split of it (`same split`: init jitted alone, then one
-`train_chunk` of every update; chunks compose bitwise, see tests/test_train.py). `same` is
-False on CPU: XLA compiles the parameter step differently when init is part of the same
-program, so parameters differ in the last bit from the first update on, and training amplifies
-that. Writes
-benchmarks/results/host_path.json with versions and the git commit.
+ratios), the end-to-end time, and whether the host's per-seed final returns are bitwise those
+of the program (`same`) and of the host's own split of it (`same split`: init jitted alone,
+then one `train_chunk` of every update; chunks compose bitwise, see tests/test_train.py).
+`same` is False on CPU: XLA compiles the parameter step differently when init is part of the
+same program, so parameters differ in the last bit from the first update on, and training
+amplifies that. Writes benchmarks/results/host_path.json with versions and the git commit.
 """
 
 import argparse
@@ -96,8 +95,9 @@ def main():
     args = parser.parse_args()
     config = pgjax.Config(total_timesteps=args.total_timesteps)
     rows = [measure(config, seeds, args.repeats, args.min_seconds) for seeds in args.seeds]
-    print(f"{'seeds':>5} {'rounds':>6} {'program steps/s':>16} {'host steps/s':>14} {'host/program best':>18} "
-          f"{'median of rounds':>17} {'end to end s':>13} same same split")
+    print(f"{'seeds':>5} {'rounds':>6} {'program steps/s':>16} {'host steps/s':>14} "
+          f"{'host/program best':>18} {'median of rounds':>17} {'end to end s':>13} "
+          "same same split")
     for r in rows:
         print(f"{r['seeds']:>5} {len(r['program_seconds']):>6} "
               f"{r['program_env_steps_per_second']:>16,.0f} "

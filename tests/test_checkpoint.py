@@ -4,13 +4,12 @@ import csv
 import functools
 import json
 import shutil
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
+from killed_runs import kill_after_first_checkpoint
 
 import pgjax
 from pgjax.checkpoint import CheckpointError, Checkpoints
@@ -71,15 +70,8 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
             str(64 * 200 * 30), "--seeds", "2", "--chunks", "30", "--checkpoint-every", "1",
             "--no-progress"]
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen([sys.executable, "-m", "pgjax.cli", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not list((killed / "checkpoints").glob("[0-9]*/commit_success.txt")):
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
-    proc.kill()
-    proc.wait()
-    assert not (killed / "summary.json").exists()
+    kill_after_first_checkpoint([sys.executable, "-m", "pgjax.cli", *args, "--out", str(killed)],
+                                killed)
 
     main(["train", "--resume", str(killed), "--no-progress"])
     main([*args, "--out", str(whole)])

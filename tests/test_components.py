@@ -3,9 +3,7 @@
 import dataclasses
 import functools
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import chex
@@ -16,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 from gymnax.environments import spaces
+from killed_runs import kill_after_first_checkpoint
 from user_components import BiasedPolicy, LogitsOnly, ShortCorridor
 
 import pgjax
@@ -194,15 +193,8 @@ def rows(run_dir):
 @pytest.mark.slow
 def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, capsys):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen([sys.executable, "-c", RUN.format(tests=str(TESTS), out=str(killed))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not list((killed / "checkpoints").glob("[0-9]*/commit_success.txt")):
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
-    proc.kill()
-    proc.wait()
-    assert not (killed / "summary.json").exists()
+    kill_after_first_checkpoint(
+        [sys.executable, "-c", RUN.format(tests=str(TESTS), out=str(killed))], killed)
     record = json.loads((killed / "config.json").read_text())
     assert record["config"]["env"] == "corridor"
     assert record["components"]["given"] == ["env", "policy"]
