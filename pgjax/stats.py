@@ -57,7 +57,11 @@ def _bootstrap(scores: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray]:
 
     rliable 1.2 draws its resample indices from numpy's global RNG (`np.random.choice`) and
     ignores `random_state`, so the global RNG is seeded for the call and restored after it.
+    One seed has one resample, itself: its interval is the score, without the 0.5 s of
+    resampling.
     """
+    if scores.shape[0] == 1:
+        return scores[0], np.stack([scores[0], scores[0]])
     from rliable import library as rly
 
     global_state = np.random.get_state()

@@ -42,3 +42,16 @@ def test_first_reaching_uses_the_iqm_of_finite_seeds():
     assert stats.first_reaching(steps, returns, 6.0) == 200  # IQM of (5, 6, 7, 100) = 6.5
     assert stats.first_reaching(steps, returns, 9.0) == 300
     assert stats.first_reaching(steps, returns, 10.0) is None
+
+
+def test_one_seed_interval_is_the_score_as_resampled():
+    scores = np.array([[3.25, -1.5, 7.0]])
+    point, ci = stats.iqm_intervals(scores)
+    np.testing.assert_array_equal(point, scores[0])
+    np.testing.assert_array_equal(ci, [scores[0], scores[0]])
+    from rliable import library as rly  # what the resampling gives, for comparison
+
+    rl_point, rl_ci = rly.get_interval_estimates({"x": scores}, lambda x: stats.iqm(x, axis=0),
+                                                 reps=200)
+    np.testing.assert_array_equal(point, rl_point["x"])
+    np.testing.assert_array_equal(ci, rl_ci["x"])
