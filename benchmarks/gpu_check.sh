@@ -5,20 +5,24 @@
 # gymnax or its other dependencies; `pip show gymnax` requires flax, gymnasium, jax, matplotlib and
 # seaborn, and gymnax imports seaborn at import time (environments/misc/pong.py), so seaborn's
 # pandas comes too, and six for gymnax's MNIST loader (python-dateutil 4 no longer brings it).
-# Python 3.12 wheels, about 14 MB, downloaded on a dev machine into .whl/
-# (ignored by git: `echo /.whl/ >> .git/info/exclude`):
+# A run's summary takes rliable's bootstrap: rliable, arch, statsmodels and what they import.
+# Python 3.12 wheels, about 28 MB, made on a dev machine in .whl/ (ignored by git):
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
 #     gymnax==1.0.1 gymnasium==1.3.0 cloudpickle==2.1.0 farama-notifications==0.0.4 \
-#     seaborn==0.13.2 pytz==2026.6 tzdata==2026.6 six==1.17.0
+#     seaborn==0.13.2 pytz==2026.6 tzdata==2026.6 six==1.17.0 patsy==1.0.3 formulaic==1.2.2 \
+#     interface-meta==2.0.1 narwhals==2.29.0
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 -d .whl pandas==2.3.3
+#     --platform manylinux2014_x86_64 -d .whl pandas==2.3.3 arch==7.2.0 statsmodels==0.15.0 \
+#     wrapt==2.5.2
+#   python3 -m pip wheel --no-deps -w .whl rliable==1.2.0  # no wheel on PyPI; pure Python
 #
 # Run from the repository root with .whl/ beside it (the device tool: carry [".whl"]):
 #
 #   bash benchmarks/gpu_check.sh                          # variants, trace, xla: ~6 min
 #   STEPS="speed solve" bash benchmarks/gpu_check.sh      # the suite recorded before, ~6 min
+#   STEPS=minatar bash benchmarks/gpu_check.sh            # the 10M-step MinAtar study
 #
 # A dry run of this script on a CPU at tiny sizes (Python 3.12 with jax, flax, optax, chex):
 #   SMOKE=1 PYTHON=/path/to/python3.12 OUT=/tmp/smoke bash benchmarks/gpu_check.sh
@@ -43,6 +47,10 @@
 #             chunk program's compile seconds); the default config's whole run at 1024 seeds
 #             under matmul precision default, bfloat16 and float32 (throughput, final return,
 #             compile seconds).
+#   minatar   scripts/reproduce.py --configs experiments/minatar: every game at 10.24M steps,
+#             16 seeds, MLP and CNN -> minatar/results.md (and figures/); runs in
+#             minatar/runs without their checkpoints. Finished runs are reused, so a call cut
+#             short by the deadline can be continued by carrying minatar/runs back.
 # Also nvidia-smi.txt and log.txt (everything printed). Each step has its own timeout, cut to
 # what is left of a 560 s deadline (a full run may cut solve short: split it over two calls
 # with STEPS then); benchmarks.run writes its JSON after every measurement and stops starting
@@ -84,8 +92,8 @@ PY=${PYTHON:-python3}
 STEPS=${STEPS:-variants trace xla}
 for s in $STEPS; do
   case $s in
-    variants | trace | xla | speed | solve) ;;
-    *) echo "unknown step '$s' in STEPS (variants trace xla speed solve)"; exit 2 ;;
+    variants | trace | xla | speed | solve | minatar) ;;
+    *) echo "unknown step '$s' in STEPS (variants trace xla speed solve minatar)"; exit 2 ;;
   esac
 done
 want() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -97,6 +105,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   VARIANTS+=(--seeds 2 --updates 1 --repeats 1)
   TRACE_SEEDS=2
   XLA_RUN=(--seeds 2 --updates 1 --repeats 1)
+  MINATAR=(--seeds 2 --budget 16384)
 else
   SPEED=(--seeds 1024 4096 --ceiling-envs 16384 131072 --minatar-seeds 1024 --updates 3
          --repeats 3 --profile-seeds 1024 --profile-repeats 3 --profile-map-batch 64)
@@ -104,7 +113,9 @@ else
   VARIANTS+=(--seeds 1024 4096 16384 --updates 3 --repeats 3)
   TRACE_SEEDS=1024
   XLA_RUN=(--seeds 1024 --updates 3 --repeats 3)
+  MINATAR=(--seeds 16)
 fi
+MINATAR_RUNS=${MINATAR_RUNS:-$OUT/minatar/runs}
 declare -A XLA_SETS=(
   [none]=""
   [cmdbuf]="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
@@ -132,6 +143,12 @@ declare -A XLA_SETS=(
   want solve && step solve 200 "$PY" -m benchmarks.run --out "$OUT" --tag gpu_solve \
     --budget "$(budget 200)" --parts solve precision --solve-chunk 4 \
     --precisions default bfloat16 float32 "${SOLVE[@]}"
+  if want minatar; then
+    mkdir -p "$OUT/minatar"
+    step minatar "$(left)" "$PY" scripts/reproduce.py --configs experiments/minatar \
+      --runs "$MINATAR_RUNS" --table "$OUT/minatar/results.md" "${MINATAR[@]}"
+    find "$MINATAR_RUNS" -maxdepth 2 -name checkpoints -type d -exec rm -rf {} +
+  fi
   echo "=== [$((SECONDS - T0)) s] all done; files in $OUT:"
   ls -la "$OUT"
 } 2>&1 | tee "$OUT/log.txt"

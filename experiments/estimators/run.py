@@ -2,6 +2,7 @@
 
     python experiments/estimators/run.py [--parts exact learn] [--episodes 262144] [--seeds 16]
                                          [--envs cartpole acrobot breakout] [--runs DIR]
+                                         [--estimators gae ...]
 
 exact: every estimator on the random tabular MDP of `pgjax.exact` (6 states, 3 actions, H = 20,
   γ = 1, so no γ^t question arises), the same number of episodes each: relative bias
@@ -13,7 +14,9 @@ learn: CartPole-v1, Acrobot-v1 and Breakout-MinAtar, each estimator with the env
   95% bootstrap CI, the first env step at which the IQM over seeds reaches the threshold, and
   throughput. Group estimators need a window of at least the episode limit H; where the
   config's is shorter they get T = H with fewer envs (same steps per update or fewer).
-Runs are kept in --runs (default runs/estimators) and reused, so a stopped call can be repeated.
+  `--estimators` trains only those; the other rows come from results.json as they were.
+Runs are kept in --runs (default runs/estimators) and reused when their recorded config is the
+one asked for, so a stopped call can be repeated.
 Writes experiments/estimators/results.md, exact.png and learn-<env>.png.
 """
 
@@ -31,6 +34,7 @@ import pgjax
 from pgjax import exact, plots, runs, stats
 from pgjax.config import from_experiment
 from pgjax.estimators import GAE, GroupRelative, OptimalBaseline, ReturnToGo, TotalReturn
+from pgjax.experiment import load_run
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
@@ -100,15 +104,28 @@ def steps_to(run_dir: Path, threshold: float | None) -> int | None:
     return stats.first_reaching(cols["env_steps"], runs.seed_returns(cols), threshold)
 
 
-def run_learn(envs: list[str], seeds: int, root: Path) -> list[dict]:
+def trained(run_dir: Path, config: pgjax.Config, seeds: int) -> bool:
+    """`run_dir` holds a finished run of `config` with `seeds` seeds."""
+    if not (run_dir / "summary.json").exists():
+        return False
+    recorded, record = load_run(run_dir)
+    return recorded == config and record["seeds"] == seeds
+
+
+def run_learn(envs: list[str], estimators: list[str], seeds: int, root: Path,
+              saved: list[dict]) -> list[dict]:
+    """Rows of every env × estimator: trained (or reused) for `estimators`, else from `saved`."""
     rows = []
     for name in envs:
         dirs = []
         for estimator in LEARN:
             config, reference = learn_config(name, estimator)
             run_dir = root / f"{name}-{estimator}"
+            if estimator not in estimators:
+                rows += [r for r in saved if (r["env"], r["estimator"]) == (config.env, estimator)]
+                continue
             dirs.append(run_dir)
-            if not (run_dir / "summary.json").exists():
+            if not trained(run_dir, config, seeds):
                 t = time.perf_counter()
                 pgjax.train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)
                 print(f"[{name} {estimator}] {time.perf_counter() - t:.0f} s", flush=True)
@@ -124,7 +141,8 @@ def run_learn(envs: list[str], seeds: int, root: Path) -> list[dict]:
                 "diverged": len(summary.get("diverged_seeds", [])),
             })
             print(json.dumps(rows[-1]), flush=True)
-        plots.plot_runs(dirs, HERE / f"learn-{name}")
+        if set(estimators) == set(LEARN):  # a figure of some estimators would replace the whole
+            plots.plot_runs(dirs, HERE / f"learn-{name}")
     return rows
 
 
@@ -150,6 +168,10 @@ def write(exact_rows, learn_rows, args) -> None:
     lines = ["# Estimators", "", f"`python experiments/estimators/run.py`; pgjax "
              f"{prov['versions']['pgjax']}, jax {prov['versions']['jax']}, commit "
              f"{prov['git_commit']}, {prov['platform']}, devices {prov['devices']}.", ""]
+    if "learn" in args.parts and set(args.estimators) != set(LEARN):
+        lines[-1:] = [f"Learning rows of {', '.join(args.estimators)} from this commit (`--parts "
+                      f"learn --estimators {' '.join(args.estimators)}`); the other rows and the "
+                      "figures as they were.", ""]
     if exact_rows:
         lines += ["## Against the exact gradient (tabular MDP, γ = 1, H = 20)", "",
                   "| estimator | episodes | relative bias [99% noise radius] | χ² p | cos | "
@@ -180,6 +202,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--runs", type=Path, default=Path("runs/estimators"))
+    parser.add_argument("--estimators", nargs="+", default=list(LEARN), choices=list(LEARN))
     args = parser.parse_args()
     exact_rows = learn_rows = []
     results = HERE / "results.json"
@@ -190,7 +213,8 @@ def main():
     else:
         exact_rows = saved.get("exact", [])
     if "learn" in args.parts:
-        learn_rows = run_learn(args.envs, args.seeds, args.runs)
+        learn_rows = run_learn(args.envs, args.estimators, args.seeds, args.runs,
+                               saved.get("learn", []))
     else:
         learn_rows = saved.get("learn", [])
     results.write_text(json.dumps({"exact": exact_rows, "learn": learn_rows}, indent=1) + "\n")
