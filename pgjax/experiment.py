@@ -204,6 +204,23 @@ def finished(run_dir: Path, config: Config) -> dict | None:
     return summary if done else None
 
 
+def same_finished_run(run_dir: Path, config: Config, seeds: int) -> bool:
+    """`run_dir` holds a finished run (summary.json) of `config` with `seeds` seeds, up to the
+    fields that cannot change it: `conv_impl` without a convolution, `clip` without a value net.
+
+    For scripts that reuse runs (scripts/reproduce.py, experiments/*/run.py); a config.json
+    without a field reads as that field's old behaviour (`config.RECORD_DEFAULTS`).
+    """
+    if not (run_dir / "summary.json").exists():
+        return False
+    recorded, record = load_run(run_dir)
+    if config.network != "cnn":
+        recorded = recorded.replace(conv_impl=config.conv_impl)
+    if not build(config).estimator.uses_value:
+        recorded = recorded.replace(clip=config.clip)
+    return recorded == config and record["seeds"] == seeds
+
+
 def train_run(
     config: Config | None,
     run_dir: "str | Path | None",

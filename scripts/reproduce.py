@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pgjax import plots, runs, stats
 from pgjax.config import Config, from_dict, from_experiment, to_dict
-from pgjax.experiment import format_summary, train_run
+from pgjax.experiment import format_summary, same_finished_run, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
@@ -52,18 +52,6 @@ def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def finished(run_dir: Path, config: Config, seeds: int) -> bool:
-    """The run in `run_dir` is complete and was trained with this config and seed count
-    (conv_impl aside where there is no convolution: it cannot change such a run)."""
-    if not (run_dir / "summary.json").exists():
-        return False
-    record = json.loads((run_dir / "config.json").read_text())
-    recorded = from_dict(record["config"], record=True)
-    if config.network != "cnn":
-        recorded = recorded.replace(conv_impl=config.conv_impl)
-    return recorded == config and record["seeds"] == seeds
 
 
 def steps_to(run_dir: Path, threshold: float | None) -> int | None:
@@ -101,7 +89,7 @@ def main():
         for variant, config in variants:
             run_dir = args.runs / f"{name}-{slug(variant)}"
             dirs.append(run_dir)
-            if not finished(run_dir, config, args.seeds):
+            if not same_finished_run(run_dir, config, args.seeds):
                 t = time.perf_counter()
                 train_run(config, run_dir, seeds=args.seeds, progress=False, overwrite=True)
                 print(f"[{name}: {variant}] {time.perf_counter() - t:.0f} s", flush=True)

@@ -56,3 +56,15 @@ def test_variants_filter_partial_table_and_reuse(tmp_path):
     rows = [line for line in (tmp_path / "t.md").read_text().splitlines()
             if line.startswith("| CartPole-v1")]
     assert [r.split(" | ")[2] for r in rows] == ["lr small", "lr large"]
+
+    from pgjax import Config
+    from pgjax.experiment import same_finished_run
+
+    run = tmp_path / "runs" / "tiny-lr-large"
+    config = Config(env="CartPole-v1", num_envs=4, num_steps=10, total_timesteps=120, lr=0.01)
+    assert same_finished_run(run, config, 2)
+    assert same_finished_run(run, config.replace(clip="global"), 2)  # no value net: same run
+    assert same_finished_run(run, config.replace(conv_impl="lax"), 2)  # no convolution
+    assert not same_finished_run(run, config.replace(lr=0.02), 2)
+    assert not same_finished_run(run, config, 3)
+    assert not same_finished_run(tmp_path / "runs" / "missing", config, 2)

@@ -34,7 +34,7 @@ import pgjax
 from pgjax import exact, plots, runs, stats
 from pgjax.config import from_experiment
 from pgjax.estimators import GAE, GroupRelative, OptimalBaseline, ReturnToGo, TotalReturn
-from pgjax.experiment import load_run
+from pgjax.experiment import same_finished_run
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
@@ -104,14 +104,6 @@ def steps_to(run_dir: Path, threshold: float | None) -> int | None:
     return stats.first_reaching(cols["env_steps"], runs.seed_returns(cols), threshold)
 
 
-def trained(run_dir: Path, config: pgjax.Config, seeds: int) -> bool:
-    """`run_dir` holds a finished run of `config` with `seeds` seeds."""
-    if not (run_dir / "summary.json").exists():
-        return False
-    recorded, record = load_run(run_dir)
-    return recorded == config and record["seeds"] == seeds
-
-
 def run_learn(envs: list[str], estimators: list[str], seeds: int, root: Path,
               saved: list[dict]) -> list[dict]:
     """Rows of every env × estimator: trained (or reused) for `estimators`, else from `saved`."""
@@ -125,7 +117,7 @@ def run_learn(envs: list[str], estimators: list[str], seeds: int, root: Path,
                 rows += [r for r in saved if (r["env"], r["estimator"]) == (config.env, estimator)]
                 continue
             dirs.append(run_dir)
-            if not trained(run_dir, config, seeds):
+            if not same_finished_run(run_dir, config, seeds):
                 t = time.perf_counter()
                 pgjax.train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)
                 print(f"[{name} {estimator}] {time.perf_counter() - t:.0f} s", flush=True)
