@@ -39,7 +39,7 @@ def train_command(
     out: Path | None = None,
     overwrite: bool = False,
     resume: Path | None = None,
-    chunks: int = 20,
+    chunks: int | None = None,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float = 5.0,
     progress: bool = True,
@@ -54,7 +54,8 @@ def train_command(
       out: run directory (default runs/<env>-<timestamp>/).
       overwrite: replace the run already in --out.
       resume: continue the run in this directory from its last checkpoint (other flags ignored).
-      chunks: progress updates (each a jitted chunk of updates; results do not depend on it).
+      chunks: progress updates (each a jitted chunk of updates; results do not depend on it;
+        None: about 20 of at least 16 updates each).
       checkpoint_every: checkpoint every this many chunks and at the end (None: by minutes).
       checkpoint_minutes: least minutes between checkpoints when --checkpoint-every is None.
       progress: show the progress bar.

@@ -28,11 +28,22 @@ from pgjax.loggers import make_loggers
 from pgjax.policies import initial_carry, step_policy
 from pgjax.train import init_state, seed_keys, train_chunk
 
+DEFAULT_CHUNKS = 20
+MIN_CHUNK_UPDATES = 16  # the default's least updates per chunk
 
-def chunk_length(num_updates: int, num_chunks: int) -> int:
+
+def chunk_length(num_updates: int, num_chunks: int | None = None) -> int:
     """Updates per chunk: the divisor of num_updates (one compiled program) whose number of
-    chunks is closest to `num_chunks` (the fewer chunks on a tie)."""
+    chunks is closest to `num_chunks` (the fewer chunks on a tie).
+
+    By default (None) about DEFAULT_CHUNKS chunks of at least MIN_CHUNK_UPDATES updates (or
+    all of them): each call of the chunk program allocates and faults in its temporaries afresh
+    (XLA:CPU; 258 MiB, ~0.1 s at the default shape × 16 seeds), which chunks of 4 updates felt.
+    """
     divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0]
+    if num_chunks is None:
+        num_chunks = DEFAULT_CHUNKS
+        divisors = [d for d in divisors if d >= min(MIN_CHUNK_UPDATES, num_updates)]
     return min(divisors, key=lambda d: (abs(num_updates // d - num_chunks), -d))
 
 
@@ -227,7 +238,7 @@ def train_run(
     *,
     seeds: int = 16,
     seed: int = 0,
-    chunks: int = 20,
+    chunks: int | None = None,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float = 5.0,
     progress: bool = True,
@@ -252,7 +263,8 @@ def train_run(
       run_dir: the run directory: new or empty (None: runs/<env>-<timestamp>), or holding a run
         to resume, or to replace with `overwrite`.
       seeds, seed: seed i's key is `train.seed_keys(seed, seeds)[i]`.
-      chunks: progress updates, each one jitted call of several updates.
+      chunks: progress updates, each one jitted call of several updates (None: about 20 of at
+        least 16 updates each, `chunk_length`).
       checkpoint_every: chunks between checkpoints (None: by `checkpoint_minutes`).
       checkpoint_minutes: the least wall time between checkpoints when `checkpoint_every` is
         None; a run shorter than that has only its final checkpoint.
@@ -280,7 +292,7 @@ def train_run(
         checkpoint_every = record.get("checkpoint_every", checkpoint_every)
         checkpoint_minutes = record.get("checkpoint_minutes", checkpoint_minutes)
     else:
-        for name, value in (("seeds", seeds), ("chunks", chunks),
+        for name, value in (("seeds", seeds), ("chunks", 1 if chunks is None else chunks),
                             ("checkpoint_every", 1 if checkpoint_every is None
                              else checkpoint_every),
                             ("checkpoint_minutes", checkpoint_minutes)):

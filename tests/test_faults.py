@@ -225,6 +225,9 @@ def test_chunks_are_the_divisor_closest_to_the_request():
 
     assert 64 // chunk_length(64, 20) == 16  # not 32
     assert chunk_length(64, 64) == 1 and chunk_length(7, 3) == 7 and chunk_length(12, 5) == 3
+    # The default: about 20 chunks of at least 16 updates (or all updates in one).
+    assert chunk_length(64) == 16 and chunk_length(1250) == 50 and chunk_length(7) == 7
+    assert chunk_length(640) == 32 and chunk_length(17) == 17
 
 
 def test_overwrite_keeps_the_old_run_until_the_new_one_compiled(finished_run, tmp_path, capsys):
