@@ -38,7 +38,8 @@ def chunk_length(num_updates: int, num_chunks: int | None = None) -> int:
 
     By default (None) about DEFAULT_CHUNKS chunks of at least MIN_CHUNK_UPDATES updates (or
     all of them): each call of the chunk program allocates and faults in its temporaries afresh
-    (XLA:CPU; 258 MiB, ~0.1 s at the default shape × 16 seeds), which chunks of 4 updates felt.
+    (XLA:CPU; 258 MiB, ~0.1 s at the default shape × 16 seeds), so a chunk must be long enough
+    to hide that.
     """
     divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0]
     if num_chunks is None:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pgjax import Config
+from pgjax.experiment import same_finished_run
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 TOML = """env = "CartPole-v1"
 num_envs = 4
@@ -56,9 +59,6 @@ def test_variants_filter_partial_table_and_reuse(tmp_path):
     rows = [line for line in (tmp_path / "t.md").read_text().splitlines()
             if line.startswith("| CartPole-v1")]
     assert [r.split(" | ")[2] for r in rows] == ["lr small", "lr large"]
-
-    from pgjax import Config
-    from pgjax.experiment import same_finished_run
 
     run = tmp_path / "runs" / "tiny-lr-large"
     config = Config(env="CartPole-v1", num_envs=4, num_steps=10, total_timesteps=120, lr=0.01)
