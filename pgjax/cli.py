@@ -116,6 +116,10 @@ def eval_command(
     for i, (g, s) in enumerate(zip(greedy, sampled, strict=True)):
         print(f"{i:>4}  {g:>10.2f}  {s:>10.2f}")
     print(f"{'mean':>4}  {result['greedy']['mean']:>10.2f}  {result['sampled']['mean']:>10.2f}")
+    for mode in ("greedy", "sampled"):
+        r = result[mode]
+        print(f"{mode} IQM [95% CI] over seeds: {r['iqm']:.2f} [{r['ci95'][0]:.2f}, "
+              f"{r['ci95'][1]:.2f}]")
     if gif is not None:
         try:
             ret = render_episode(run_dir, gif, step=checkpoint, seed=seed)

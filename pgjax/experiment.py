@@ -419,7 +419,8 @@ def evaluate_run(
     """Greedy and sampled returns of every seed's policy over `episodes` episodes.
 
     Seed i is evaluated with `train.seed_keys(seed, seeds, stream="eval")[i]`, a key stream
-    that shares no key with training.
+    that shares no key with training. Per mode: each seed's mean return, their mean, and their
+    IQM with its 95% bootstrap interval (`stats.score_summary`).
     """
     _, record, parts, update, state = restore_run(run_dir, step, **components)
     keys = seed_keys(seed, record["seeds"], stream="eval")
@@ -427,7 +428,9 @@ def evaluate_run(
     for mode in ("greedy", "sampled"):
         fn = functools.partial(evaluate, parts, num_episodes=episodes, greedy=mode == "greedy")
         returns = np.asarray(jax.jit(jax.vmap(fn))(state.params["policy"], keys))
-        result[mode] = {"per_seed_mean": returns.mean(1).tolist(), "mean": float(returns.mean())}
+        summary = stats.score_summary(returns.mean(1))
+        result[mode] = {"per_seed_mean": summary["per_seed"], "mean": float(returns.mean()),
+                        "iqm": summary["iqm"], "ci95": summary["ci95"]}
     return result
 
 

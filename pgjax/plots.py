@@ -1,5 +1,6 @@
 """Learning-curve figures (matplotlib, Agg backend); host-only."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,10 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: st
 
     plt = pyplot()
     n = np.isfinite(returns).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nanmean(returns, 0) if n.any() else np.full(returns.shape[1], np.nan)
+    # An update in which no seed finished an episode (one longer than the window) has no mean.
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(returns, 0)
         sem = np.nanstd(returns, 0, ddof=1) / np.sqrt(n)
         half = scipy_stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sem
     fig, ax = plt.subplots(figsize=(6, 4))

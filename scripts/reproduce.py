@@ -3,7 +3,7 @@ each; write experiments/results.md and experiments/figures/.
 
     python scripts/reproduce.py [--only cartpole acrobot] [--seeds 16] [--runs runs/experiments]
                                 [--configs experiments/configs] [--table experiments/results.md]
-                                [--budget ENV_STEPS] [--variants NAME ...]
+                                [--budget ENV_STEPS] [--variants NAME ...] [--eval EPISODES]
 
 A config's variants are the defaults below (no baseline; the learned value baseline with one
 global gradient clip, as before per-network clipping existed; the value baseline with the
@@ -12,6 +12,8 @@ own `[[variant]]` tables (a `name` and the fields they change). A finished run (
 present, same config) is reused, so an interrupted call can simply be repeated. Figures go to
 figures/ beside the table. `--budget` sets every variant's total_timesteps (a cheaper slice of a
 study; the table's header says so). `--variants` runs only the variants of those names.
+`--eval EPISODES` also evaluates every run's final policy, greedy and sampled, over EPISODES
+episodes per seed (`pgjax eval`; kept in the run's eval.json and reused) and adds their IQMs.
 """
 
 import argparse
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from pgjax import plots, runs, stats
 from pgjax.config import Config, from_dict, from_experiment, to_dict
-from pgjax.experiment import format_summary, same_finished_run, train_run
+from pgjax.experiment import evaluate_run, format_summary, same_finished_run, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
@@ -71,7 +73,11 @@ def main():
     parser.add_argument("--table", type=Path, default=ROOT / "experiments" / "results.md")
     parser.add_argument("--budget", type=int, help="env steps per seed of every variant")
     parser.add_argument("--variants", nargs="*", help="variant names to run")
+    parser.add_argument("--eval", type=int, metavar="EPISODES",
+                        help="also evaluate each final policy over EPISODES episodes per seed")
     args = parser.parse_args()
+    if args.eval is not None and args.eval <= 0:
+        parser.error(f"--eval must be positive, got {args.eval}")
     names = args.only or sorted(p.stem for p in args.configs.glob("*.toml"))
     partial = bool(args.only or args.variants)
     if args.variants:
@@ -96,13 +102,28 @@ def main():
             summary = json.loads((run_dir / "summary.json").read_text())
             print(format_summary(summary, run_dir), flush=True)
             rows.append((config, variant, summary, reference,
-                         steps_to(run_dir, reference.get("threshold"))))
+                         steps_to(run_dir, reference.get("threshold")),
+                         None if args.eval is None else evaluation(run_dir, config, args.eval)))
         figure = args.table.parent / "figures" / (name + "-partial" * partial)
         figure.parent.mkdir(exist_ok=True)
         plots.plot_runs(dirs, figure)
     # A partial rerun must not replace the committed table and figures with a few rows.
     table = args.table.with_stem(args.table.stem + "-partial") if partial else args.table
     write_table(rows, table, args)
+
+
+def evaluation(run_dir: Path, config: Config, episodes: int) -> dict:
+    """The run's eval.json for its final checkpoint and `episodes`, evaluated when missing."""
+    path = run_dir / "eval.json"
+    final = config.num_updates
+    if path.exists():
+        result = json.loads(path.read_text())
+        if (result.get("checkpoint_update"), result.get("episodes"), result.get("eval_seed"),
+                "iqm" in result.get("greedy", {})) == (final, episodes, 0, True):
+            return result
+    result = evaluate_run(run_dir, episodes=episodes, step=final)
+    runs.write_json(path, result)
+    return result
 
 
 def command_options(args) -> str:
@@ -116,7 +137,13 @@ def command_options(args) -> str:
         out += f" --budget {args.budget}"
     if args.variants:
         out += " --variants " + " ".join(f'"{v}"' for v in args.variants)
+    if args.eval is not None:
+        out += f" --eval {args.eval}"
     return out
+
+
+def interval(score: dict) -> str:
+    return f"{score['iqm']:.2f} [{score['ci95'][0]:.2f}, {score['ci95'][1]:.2f}]"
 
 
 def write_table(rows, path: Path, args) -> None:
@@ -130,10 +157,15 @@ def write_table(rows, path: Path, args) -> None:
         f"devices {prov['devices']}.",
         "",
         "| env | budget (steps/seed) | variant | final return IQM [95% CI] | mean | "
-        "seeds at threshold | steps to threshold | wall s (compile s) | reference |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "seeds at threshold | steps to threshold | wall s (compile s) | reference |"
+        + (" greedy eval IQM [95% CI] | sampled eval IQM [95% CI] |" if args.eval else ""),
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |"
+        + (" --- | --- |" if args.eval else ""),
     ]
-    for config, variant, s, ref, steps in rows:
+    if args.eval:
+        lines[2] += (f" Eval: each seed's final policy over {args.eval} episodes (eval key "
+                     "stream), greedy (the mode) or sampled; IQM over seeds.")
+    for config, variant, s, ref, steps, evaluated in rows:
         f = s["final_return"]
         threshold = ref.get("threshold")
         if threshold is None:
@@ -146,9 +178,11 @@ def write_table(rows, path: Path, args) -> None:
             ref_text = f"{threshold:g} ({ref_text})"
         lines.append(
             f"| {config.env} | {s['env_steps_per_seed']:,} | {variant} | "
-            f"{f['iqm']:.2f} [{f['ci95'][0]:.2f}, {f['ci95'][1]:.2f}] | {f['mean']:.2f} | "
+            f"{interval(f)} | {f['mean']:.2f} | "
             f"{at} | {reached} | {s['wall_seconds']:.0f} ({s['compile_seconds']:.0f}) | "
             f"{ref_text} |"
+            + (f" {interval(evaluated['greedy'])} | {interval(evaluated['sampled'])} |"
+               if evaluated else "")
         )
     path.write_text("\n".join(lines) + "\n")
     print(path)

@@ -39,7 +39,14 @@ def test_eval_is_deterministic_for_greedy_actions(run_dir, capsys):
     second = json.loads((run_dir / "eval.json").read_text())
     assert first["greedy"] == second["greedy"] and first["checkpoint_update"] == 5
     assert len(first["greedy"]["per_seed_mean"]) == 2
-    assert "greedy" in capsys.readouterr().out
+    for mode in ("greedy", "sampled"):
+        r = first[mode]
+        # Two seeds: the IQM is their mean (rliable keeps both), inside its interval.
+        assert r["iqm"] == pytest.approx(np.mean(r["per_seed_mean"]))
+        assert min(r["per_seed_mean"]) <= r["ci95"][0] <= r["iqm"] <= r["ci95"][1]
+        assert r["ci95"][1] <= max(r["per_seed_mean"])
+    out = capsys.readouterr().out
+    assert f"greedy IQM [95% CI] over seeds: {first['greedy']['iqm']:.2f}" in out
 
 
 def test_plot_writes_images(run_dir, tmp_path):

@@ -1,5 +1,6 @@
 """scripts/reproduce.py: variants of a config file, --variants, reuse of finished runs."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,28 @@ def test_variants_filter_partial_table_and_reuse(tmp_path):
     assert not same_finished_run(run, config.replace(lr=0.02), 2)
     assert not same_finished_run(run, config, 3)
     assert not same_finished_run(tmp_path / "runs" / "missing", config, 2)
+
+
+@pytest.mark.slow
+def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.toml").write_text(TOML)
+    bad = reproduce(tmp_path, "--eval", "0")
+    assert bad.returncode == 2 and "--eval must be positive" in bad.stderr
+    first = reproduce(tmp_path, "--variants", "lr large", "--eval", "3")
+    assert first.returncode == 0, first.stderr
+    text = (tmp_path / "t-partial.md").read_text()
+    assert "--eval 3" in text and "greedy eval IQM" in text
+    result = json.loads((tmp_path / "runs" / "tiny-lr-large" / "eval.json").read_text())
+    assert (result["checkpoint_update"], result["episodes"]) == (3, 3)
+    row = next(line for line in text.splitlines() if line.startswith("| CartPole-v1"))
+    assert row.endswith(f"{result['greedy']['iqm']:.2f} [{result['greedy']['ci95'][0]:.2f}, "
+                        f"{result['greedy']['ci95'][1]:.2f}] | "
+                        f"{result['sampled']['iqm']:.2f} [{result['sampled']['ci95'][0]:.2f}, "
+                        f"{result['sampled']['ci95'][1]:.2f}] |")
+    # Rerun: the run and its evaluation are reused (eval.json untouched).
+    mtime = (tmp_path / "runs" / "tiny-lr-large" / "eval.json").stat().st_mtime_ns
+    again = reproduce(tmp_path, "--variants", "lr large", "--eval", "3")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "runs" / "tiny-lr-large" / "eval.json").stat().st_mtime_ns == mtime
+    assert (tmp_path / "t-partial.md").read_text().splitlines()[4:] == text.splitlines()[4:]
