@@ -24,6 +24,7 @@ import tomllib
 from pathlib import Path
 
 from pgjax import plots, runs, stats
+from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config, from_dict, from_experiment, to_dict
 from pgjax.experiment import evaluate_run, format_summary, same_finished_run, train_run
 
@@ -112,8 +113,12 @@ def main():
     write_table(rows, table, args)
 
 
-def evaluation(run_dir: Path, config: Config, episodes: int) -> dict:
-    """The run's eval.json for its final checkpoint and `episodes`, evaluated when missing."""
+def evaluation(run_dir: Path, config: Config, episodes: int) -> dict | None:
+    """The run's eval.json for its final checkpoint and `episodes`, evaluated when missing.
+
+    None (and a line saying so) when it is missing and the checkpoint is gone: a reused run
+    whose checkpoints were deleted before it was evaluated.
+    """
     path = run_dir / "eval.json"
     final = config.num_updates
     if path.exists():
@@ -121,7 +126,11 @@ def evaluation(run_dir: Path, config: Config, episodes: int) -> dict:
         if (result.get("checkpoint_update"), result.get("episodes"), result.get("eval_seed"),
                 "iqm" in result.get("greedy", {})) == (final, episodes, 0, True):
             return result
-    result = evaluate_run(run_dir, episodes=episodes, step=final)
+    try:
+        result = evaluate_run(run_dir, episodes=episodes, step=final)
+    except CheckpointError as e:
+        print(f"{run_dir}: not evaluated: {e}", flush=True)
+        return None
     runs.write_json(path, result)
     return result
 
@@ -181,8 +190,8 @@ def write_table(rows, path: Path, args) -> None:
             f"{interval(f)} | {f['mean']:.2f} | "
             f"{at} | {reached} | {s['wall_seconds']:.0f} ({s['compile_seconds']:.0f}) | "
             f"{ref_text} |"
-            + (f" {interval(evaluated['greedy'])} | {interval(evaluated['sampled'])} |"
-               if evaluated else "")
+            + ("" if not args.eval else " — | — |" if evaluated is None else
+               f" {interval(evaluated['greedy'])} | {interval(evaluated['sampled'])} |")
         )
     path.write_text("\n".join(lines) + "\n")
     print(path)

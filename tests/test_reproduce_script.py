@@ -1,6 +1,7 @@
 """scripts/reproduce.py: variants of a config file, --variants, reuse of finished runs."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,12 @@ def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "runs" / "tiny-lr-large" / "eval.json").stat().st_mtime_ns == mtime
     assert (tmp_path / "t-partial.md").read_text().splitlines()[4:] == text.splitlines()[4:]
+    # A finished run without its evaluation and without checkpoints: a dash, not a crash.
+    (tmp_path / "runs" / "tiny-lr-large" / "eval.json").unlink()
+    shutil.rmtree(tmp_path / "runs" / "tiny-lr-large" / "checkpoints")
+    gone = reproduce(tmp_path, "--variants", "lr large", "--eval", "3")
+    assert gone.returncode == 0, gone.stderr
+    assert "tiny-lr-large: not evaluated" in gone.stdout
+    row = next(line for line in (tmp_path / "t-partial.md").read_text().splitlines()
+               if line.startswith("| CartPole-v1"))
+    assert row.endswith(" — | — |")
