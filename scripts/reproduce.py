@@ -106,7 +106,7 @@ def main():
                          steps_to(run_dir, reference.get("threshold")),
                          None if args.eval is None else evaluation(run_dir, config, args.eval)))
         figure = args.table.parent / "figures" / (name + "-partial" * partial)
-        figure.parent.mkdir(exist_ok=True)
+        figure.parent.mkdir(parents=True, exist_ok=True)
         plots.plot_runs(dirs, figure)
     # A partial rerun must not replace the committed table and figures with a few rows.
     table = args.table.with_stem(args.table.stem + "-partial") if partial else args.table

@@ -98,9 +98,12 @@ def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
     # A finished run without its evaluation and without checkpoints: a dash, not a crash.
     (tmp_path / "runs" / "tiny-lr-large" / "eval.json").unlink()
     shutil.rmtree(tmp_path / "runs" / "tiny-lr-large" / "checkpoints")
-    gone = reproduce(tmp_path, "--variants", "lr large", "--eval", "3")
+    # (and a table in a directory that does not exist yet: created, figures beside it)
+    nested = tmp_path / "new" / "t.md"
+    gone = reproduce(tmp_path, "--variants", "lr large", "--eval", "3", "--table", str(nested))
     assert gone.returncode == 0, gone.stderr
     assert "tiny-lr-large: not evaluated" in gone.stdout
-    row = next(line for line in (tmp_path / "t-partial.md").read_text().splitlines()
+    assert (tmp_path / "new" / "figures" / "tiny-partial.png").exists()
+    row = next(line for line in (tmp_path / "new" / "t-partial.md").read_text().splitlines()
                if line.startswith("| CartPole-v1"))
     assert row.endswith(" — | — |")
