@@ -40,10 +40,17 @@ def reproduce(tmp_path, *args):
     )
 
 
-@pytest.mark.slow
-def test_variants_filter_partial_table_and_reuse(tmp_path):
+@pytest.fixture
+def configs(tmp_path):
+    """tmp_path/configs/tiny.toml holding TOML."""
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "tiny.toml").write_text(TOML)
+    return tmp_path / "configs"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("configs")
+def test_variants_filter_partial_table_and_reuse(tmp_path):
     bad = reproduce(tmp_path, "--variants", "lr medium")
     assert bad.returncode == 2 and "no variant named lr medium" in bad.stderr
     one = reproduce(tmp_path, "--variants", "lr large")
@@ -73,9 +80,8 @@ def test_variants_filter_partial_table_and_reuse(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("configs")
 def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "tiny.toml").write_text(TOML)
     bad = reproduce(tmp_path, "--eval", "0")
     assert bad.returncode == 2 and "--eval must be positive" in bad.stderr
     first = reproduce(tmp_path, "--variants", "lr large", "--eval", "3")
