@@ -36,7 +36,7 @@ EXPERTS = {"Breakout-MinAtar": ("ball tracker", breakout_tracker)}
 
 
 def play(env: Env, act, key: jax.Array, episodes: int, carry=None):
-    """Per episode: return, length, action counts [A] and steps acting as the game's expert.
+    """Per episode: return, action counts [A] (they sum to its length), expert-action steps.
 
     act(key, carry, obs, first, state) -> (carry, action [episodes]); carry is a recurrent
     policy's (None otherwise).
