@@ -11,7 +11,7 @@ from typing import Literal
 
 import tyro
 
-from pgjax import plots, runs
+from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config
 from pgjax.envs import render_unavailable
@@ -117,9 +117,7 @@ def eval_command(
         print(f"{i:>4}  {g:>10.2f}  {s:>10.2f}")
     print(f"{'mean':>4}  {result['greedy']['mean']:>10.2f}  {result['sampled']['mean']:>10.2f}")
     for mode in ("greedy", "sampled"):
-        r = result[mode]
-        print(f"{mode} IQM [95% CI] over seeds: {r['iqm']:.2f} [{r['ci95'][0]:.2f}, "
-              f"{r['ci95'][1]:.2f}]")
+        print(f"{mode} IQM [95% CI] over seeds: {stats.format_score(result[mode])}")
     if gif is not None:
         try:
             ret = render_episode(run_dir, gif, step=checkpoint, seed=seed)

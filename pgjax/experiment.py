@@ -516,13 +516,12 @@ def _diverged_text(summary: dict) -> str:
 
 def format_summary(summary: dict, run_dir: Path) -> str:
     final = summary["final_return"]
-    lo, hi = final["ci95"]
     rows = [
         ("env", summary["env"]),
         ("seeds", str(summary["seeds"])),
         ("env steps per seed", f"{summary['env_steps_per_seed']:,}"),
         ("final return, mean", f"{final['mean']:.2f}"),
-        ("final return, IQM [95% CI]", f"{final['iqm']:.2f} [{lo:.2f}, {hi:.2f}]"),
+        ("final return, IQM [95% CI]", stats.format_score(final)),
         ("final return, min / max", f"{np.nanmin(final['per_seed']):.2f} / "
                                     f"{np.nanmax(final['per_seed']):.2f}"),
         ("diverged seeds", _diverged_text(summary)),

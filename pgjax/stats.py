@@ -86,6 +86,11 @@ def score_summary(per_seed, *, reps: int = REPS) -> dict:
             "iqm": float(point[0]), "ci95": [float(ci[0, 0]), float(ci[1, 0])]}
 
 
+def format_score(score: dict) -> str:
+    """"IQM [low, high]" of a `score_summary` (or any dict with "iqm" and "ci95"), 2 decimals."""
+    return f"{score['iqm']:.2f} [{score['ci95'][0]:.2f}, {score['ci95'][1]:.2f}]"
+
+
 def first_reaching(env_steps, returns, threshold: float) -> int | None:
     """The first env step at which the IQM over seeds (finite ones) reaches `threshold`.
 

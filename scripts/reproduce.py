@@ -151,9 +151,6 @@ def command_options(args) -> str:
     return out
 
 
-def interval(score: dict) -> str:
-    return f"{score['iqm']:.2f} [{score['ci95'][0]:.2f}, {score['ci95'][1]:.2f}]"
-
 
 def write_table(rows, path: Path, args) -> None:
     prov = runs.provenance()
@@ -187,11 +184,12 @@ def write_table(rows, path: Path, args) -> None:
             ref_text = f"{threshold:g} ({ref_text})"
         lines.append(
             f"| {config.env} | {s['env_steps_per_seed']:,} | {variant} | "
-            f"{interval(f)} | {f['mean']:.2f} | "
+            f"{stats.format_score(f)} | {f['mean']:.2f} | "
             f"{at} | {reached} | {s['wall_seconds']:.0f} ({s['compile_seconds']:.0f}) | "
             f"{ref_text} |"
             + ("" if not args.eval else " — | — |" if evaluated is None else
-               f" {interval(evaluated['greedy'])} | {interval(evaluated['sampled'])} |")
+               f" {stats.format_score(evaluated['greedy'])} | "
+               f"{stats.format_score(evaluated['sampled'])} |")
         )
     path.write_text("\n".join(lines) + "\n")
     print(path)

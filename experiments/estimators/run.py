@@ -181,7 +181,7 @@ def write(exact_rows, learn_rows, args) -> None:
             reached = "—" if r["threshold"] is None else (
                 f"{r['steps_to_threshold']:,}" if r["steps_to_threshold"] else "not reached")
             lines.append(f"| {r['env']} | {r['estimator']} | {r['num_envs']} × {r['num_steps']} "
-                         f"| {r['iqm']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | "
+                         f"| {stats.format_score(r)} | "
                          f"{reached} | {r['env_steps_per_second']:,.0f} | {r['diverged']} |")
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print(HERE / "results.md")

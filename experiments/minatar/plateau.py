@@ -123,13 +123,15 @@ def main():
     for run_dir in args.runs:
         env, rows = learned(run_dir, key, args.episodes)
         games.setdefault(env.name, (env, []))[1].extend(rows)
+    print("\n".join(lines), flush=True)
     for name, (env, rows) in games.items():
-        lines += [f"## {name} (time limit {env.max_episode_steps} steps)", "",
-                  "| policy | mean return | mean length | distinct returns: most frequent | "
-                  "most frequent action | expert |", "| --- | ---: | ---: | --- | ---: | ---: |"]
-        lines += [line(env, *row) for row in references(env, key, args.episodes) + rows]
-        lines.append("")
-        print("\n".join(lines), flush=True)
+        game = [f"## {name} (time limit {env.max_episode_steps} steps)", "",
+                "| policy | mean return | mean length | distinct returns: most frequent | "
+                "most frequent action | expert |", "| --- | ---: | ---: | --- | ---: | ---: |"]
+        game += [line(env, *row) for row in references(env, key, args.episodes) + rows]
+        game.append("")
+        print("\n".join(game), flush=True)
+        lines += game
     (ROOT / "experiments/minatar/plateau.md").write_text("\n".join(lines))
 
 
