@@ -4,7 +4,7 @@ from pgjax.components import Components, build
 from pgjax.config import Config
 from pgjax.envs import Env
 from pgjax.estimators import Estimator, EstimatorInputs, ReturnToGo, returns_and_mask
-from pgjax.evaluate import evaluate
+from pgjax.evaluate import evaluate, play
 from pgjax.losses import (
     Targets,
     masked_mean,
@@ -95,6 +95,7 @@ __all__ = [
     "make_train",
     "masked_mean",
     "normalize",
+    "play",
     "policy_gradient_loss",
     "policy_over_time",
     "reinforce_loss",

@@ -5,12 +5,13 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import pgjax
 from pgjax.cli import main
-from pgjax.evaluate import evaluate
+from pgjax.evaluate import evaluate, play
 
 TINY = ["--total-timesteps", "4000", "--num-envs", "8", "--num-steps", "100", "--seeds", "2",
         "--no-progress"]
@@ -30,6 +31,30 @@ def test_evaluate_counts_one_whole_episode():
     assert ret.shape == (16,) and (ret >= 8).all() and (ret <= 500).all()
     # CartPole pays 1 per step: a random policy's first episodes average ~22 steps.
     assert 10 < ret.mean() < 60
+
+
+def test_play_marks_the_first_episode_and_stacks_what_act_reports():
+    env = pgjax.Env("CartPole-v1")
+
+    def act(key, carry, obs, first, state):
+        action = jax.random.randint(key, first.shape, 0, env.num_actions)
+        return carry + first, action, (action, state.time, carry)
+
+    ret, alive, (actions, time, carries) = jax.jit(
+        lambda k: play(env, act, k, 8, carry=jnp.zeros(8, jnp.int32)))(jax.random.key(3))
+    ret, alive, actions, time, carries = map(np.asarray, (ret, alive, actions, time, carries))
+    assert alive.shape == actions.shape == (env.max_episode_steps, 8)
+    # CartPole pays 1 per step: the return is the first episode's length, and `alive` is a
+    # prefix of ones of that length (the steps after the auto-reset are not counted).
+    lengths = alive.sum(0)
+    np.testing.assert_array_equal(ret, lengths)
+    np.testing.assert_array_equal(alive, np.arange(len(alive))[:, None] < lengths)
+    np.testing.assert_array_equal(time[0], 0)
+    # The carry is threaded through the steps, and `first` is set on the first step only.
+    np.testing.assert_array_equal(carries[0], 0)
+    np.testing.assert_array_equal(carries[1:], 1)
+    assert ((actions == 0) | (actions == 1)).all() and 0 < actions[alive].mean() < 1
+    assert (lengths < env.max_episode_steps).all()
 
 
 def test_eval_is_deterministic_for_greedy_actions(run_dir, capsys):

@@ -20,6 +20,7 @@ import numpy as np
 
 from pgjax import runs, seed_keys
 from pgjax.envs import Env
+from pgjax.evaluate import play
 from pgjax.experiment import restore_run
 from pgjax.policies import initial_carry, step_policy
 
@@ -35,35 +36,21 @@ def breakout_tracker(state) -> jax.Array:
 EXPERTS = {"Breakout-MinAtar": ("ball tracker", breakout_tracker)}
 
 
-def play(env: Env, act, key: jax.Array, episodes: int, carry=None):
+def tally(env: Env, act, key: jax.Array, episodes: int, carry=None):
     """Per episode: return, action counts [A] (they sum to its length), expert-action steps.
 
     act(key, carry, obs, first, state) -> (carry, action [episodes]); carry is a recurrent
     policy's (None otherwise).
     """
     expert = EXPERTS.get(env.name, (None, lambda s: jnp.full(s.time.shape, -1)))[1]
-    key, k_reset = jax.random.split(key)
-    obs, state = env.reset(k_reset, episodes)
 
-    def step(loop, key):
-        obs, state, carry, first, ret, counts, agree, running = loop
-        k_act, k_env = jax.random.split(key)
-        carry, action = act(k_act, carry, obs, first, state)
-        out = env.step(k_env, state, action)
-        ret = ret + jnp.where(running, out.reward, 0.0)
-        counts = counts + running[:, None] * jax.nn.one_hot(action, env.num_actions)
-        agree = agree + (running & (action == expert(state)))
-        running = running & ~(out.terminated | out.truncated)
-        loop = (out.obs, out.state, carry, jnp.zeros_like(first), ret, counts, agree, running)
-        return loop, None
+    def act_and_note(k, carry, obs, first, state):
+        carry, action = act(k, carry, obs, first, state)
+        return carry, action, (action, action == expert(state))
 
-    ones = jnp.ones(episodes, bool)
-    init = (obs, state, carry, ones, jnp.zeros(episodes), jnp.zeros((episodes, env.num_actions)),
-            jnp.zeros(episodes), ones)
-    (*_, ret, counts, agree, _), _ = jax.lax.scan(
-        step, init, jax.random.split(key, env.max_episode_steps)
-    )
-    return ret, counts, agree
+    ret, alive, (actions, agree) = play(env, act_and_note, key, episodes, carry)
+    counts = (alive[..., None] * jax.nn.one_hot(actions, env.num_actions)).sum(0)
+    return ret, counts, (alive & agree).sum(0)
 
 
 def references(env: Env, key: jax.Array, episodes: int) -> list:
@@ -74,7 +61,7 @@ def references(env: Env, key: jax.Array, episodes: int) -> list:
     if env.name in EXPERTS:
         name, expert = EXPERTS[env.name]
         policies[name] = lambda k, c, o, f, s: (c, expert(s))
-    return [(name, *jax.jit(lambda k, act=act: play(env, act, k, episodes))(key))
+    return [(name, *jax.jit(lambda k, act=act: tally(env, act, k, episodes))(key))
             for name, act in policies.items()]
 
 
@@ -87,7 +74,7 @@ def learned(run_dir: Path, key: jax.Array, episodes: int) -> tuple[Env, list]:
                 carry, dist = step_policy(parts.policy, params, carry, obs, first)
                 return carry, dist.mode() if greedy else dist.sample(k)
 
-            return play(parts.env, act, key, episodes, initial_carry(parts.policy, (episodes,)))
+            return tally(parts.env, act, key, episodes, initial_carry(parts.policy, (episodes,)))
 
         out = jax.jit(jax.vmap(one, in_axes=(0, None)))(state.params["policy"], key)
         rows += [(f"{run_dir.name} seed {i} {mode}", *(x[i] for x in out))
