@@ -136,8 +136,10 @@ def evaluation(run_dir: Path, config: Config, episodes: int) -> dict | None:
 
 
 def command_options(args) -> str:
-    """The options of a non-default table (--configs, --table) as they were given."""
+    """The options of a non-default table (--only, --configs, --table, ...) as they were given."""
     out = ""
+    if args.only:
+        out += " --only " + " ".join(args.only)
     if args.configs != CONFIGS:
         out += f" --configs {args.configs}"
     if args.table != ROOT / "experiments" / "results.md":
