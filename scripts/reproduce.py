@@ -153,7 +153,6 @@ def command_options(args) -> str:
     return out
 
 
-
 def write_table(rows, path: Path, args) -> None:
     prov = runs.provenance()
     lines = [
