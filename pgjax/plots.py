@@ -17,6 +17,17 @@ def pyplot():
     return plt
 
 
+def save(fig, path: Path) -> None:
+    """fig at 120 dpi; an SVG without a date and with fixed element ids, so that the same curves
+    give the same bytes and a rerun leaves committed figures unchanged."""
+    plt = pyplot()
+    if Path(path).suffix == ".svg":
+        with plt.rc_context({"svg.hashsalt": "pgjax"}):
+            fig.savefig(path, dpi=120, metadata={"Date": None})
+    else:
+        fig.savefig(path, dpi=120)
+
+
 def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:
     """Mean episode return over seeds with a 95% t-interval band; returns [seeds, updates]."""
     from scipy import stats as scipy_stats
@@ -37,7 +48,7 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: st
     ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -58,6 +69,6 @@ def plot_runs(run_dirs: list[Path], out: Path, *, x: str = "env_steps") -> list[
     fig.tight_layout()
     paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
     for p in paths:
-        fig.savefig(p, dpi=120)
+        save(fig, p)
     plt.close(fig)
     return paths

@@ -11,7 +11,8 @@ per-network clip of today's default), unless it sets `default_variants = false`,
 own `[[variant]]` tables (a `name` and the fields they change). A finished run (summary.json
 present, same config) is reused, so an interrupted call can simply be repeated. Figures go to
 figures/ beside the table. `--budget` sets every variant's total_timesteps (a cheaper slice of a
-study; the table's header says so). `--variants` runs only the variants of those names.
+study; the table's header says so). `--variants` runs only the variants of those names; a name
+written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy 0.1`) selects it in that config alone.
 `--eval EPISODES` also evaluates every run's final policy, greedy and sampled, over EPISODES
 episodes per seed (`pgjax eval`; kept in the run's eval.json and reused) and adds their IQMs.
 """
@@ -57,6 +58,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def selected(config_name: str, variant: str, selectors: list[str]) -> bool:
+    """Whether --variants names `variant`: by its name alone or as CONFIG:NAME."""
+    return variant in selectors or f"{config_name}:{variant}" in selectors
+
+
 def steps_to(run_dir: Path, threshold: float | None) -> int | None:
     """Env steps per seed at the first update whose IQM over seeds reaches `threshold`."""
     if threshold is None:
@@ -73,7 +79,8 @@ def main():
     parser.add_argument("--configs", type=Path, default=CONFIGS)
     parser.add_argument("--table", type=Path, default=ROOT / "experiments" / "results.md")
     parser.add_argument("--budget", type=int, help="env steps per seed of every variant")
-    parser.add_argument("--variants", nargs="*", help="variant names to run")
+    parser.add_argument("--variants", nargs="*",
+                        help="variant names to run (CONFIG:NAME: in that config only)")
     parser.add_argument("--eval", type=int, metavar="EPISODES",
                         help="also evaluate each final policy over EPISODES episodes per seed")
     args = parser.parse_args()
@@ -82,14 +89,15 @@ def main():
     names = args.only or sorted(p.stem for p in args.configs.glob("*.toml"))
     partial = bool(args.only or args.variants)
     if args.variants:
-        known = {v for name in names for v, _ in load(args.configs / f"{name}.toml")[0]}
+        pairs = [(name, v) for name in names for v, _ in load(args.configs / f"{name}.toml")[0]]
+        known = {v for _, v in pairs} | {f"{name}:{v}" for name, v in pairs}
         if unknown := sorted(set(args.variants) - known):
             parser.error(f"no variant named {', '.join(unknown)} in {args.configs}")
     rows = []
     for name in names:
         variants, reference = load(args.configs / f"{name}.toml", args.budget)
         if args.variants:
-            variants = [(v, c) for v, c in variants if v in args.variants]
+            variants = [(v, c) for v, c in variants if selected(name, v, args.variants)]
             if not variants:
                 continue
         dirs = []

@@ -2,7 +2,7 @@ import warnings
 
 import numpy as np
 
-from pgjax.plots import plot_curve
+from pgjax.plots import plot_curve, pyplot, save
 
 
 def test_curve_with_an_update_without_finished_episodes_plots_without_warnings(tmp_path):
@@ -12,3 +12,15 @@ def test_curve_with_an_update_without_finished_episodes_plots_without_warnings(t
         warnings.simplefilter("error")
         plot_curve(tmp_path / "curve.png", np.array([10, 20, 30]), returns, "t")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_the_same_figure_saves_to_the_same_svg_bytes(tmp_path):
+    plt = pyplot()
+    for name in ("a.svg", "b.svg"):
+        fig, ax = plt.subplots()
+        ax.fill_between([0, 1, 2], [0, 1, 0], [1, 2, 1], alpha=0.3)
+        save(fig, tmp_path / name)
+        plt.close(fig)
+    text = (tmp_path / "a.svg").read_text()
+    assert "clip-path" in text and "<dc:date>" not in text
+    assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()

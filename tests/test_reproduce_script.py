@@ -53,12 +53,18 @@ def configs(tmp_path):
 def test_variants_filter_partial_table_and_reuse(tmp_path):
     bad = reproduce(tmp_path, "--variants", "lr medium")
     assert bad.returncode == 2 and "no variant named lr medium" in bad.stderr
-    one = reproduce(tmp_path, "--variants", "lr large")
+    # CONFIG:NAME selects the variant in that config only: other.toml has the same names.
+    (tmp_path / "configs" / "other.toml").write_text(TOML)
+    bad = reproduce(tmp_path, "--variants", "tiny:lr medium", "nowhere:lr large")
+    assert bad.returncode == 2 and "no variant named nowhere:lr large, tiny:lr medium" in bad.stderr
+    one = reproduce(tmp_path, "--variants", "tiny:lr large")
     assert one.returncode == 0, one.stderr
+    assert not (tmp_path / "runs" / "other-lr-large").exists()
+    (tmp_path / "configs" / "other.toml").unlink()
     rows = [line for line in (tmp_path / "t-partial.md").read_text().splitlines()
             if line.startswith("| CartPole-v1")]
     assert len(rows) == 1 and "| lr large |" in rows[0]
-    assert '--variants "lr large"' in (tmp_path / "t-partial.md").read_text()
+    assert '--variants "tiny:lr large"' in (tmp_path / "t-partial.md").read_text()
     assert not (tmp_path / "t.md").exists()
     assert (tmp_path / "figures" / "tiny-partial.png").exists()
     assert not (tmp_path / "runs" / "tiny-lr-small").exists()
