@@ -48,12 +48,14 @@
 #             under matmul precision default, bfloat16 and float32 (throughput, final return,
 #             compile seconds).
 #   minatar   scripts/reproduce.py --configs experiments/minatar: every game at 10.24M steps,
-#             16 seeds, MLP and CNN, without and with an entropy bonus of 0.1, and on Asterix
-#             the CNN with 0.03 (the bonus variants first, -> minatar/results-partial.md)
+#             16 seeds, MLP and CNN, without and with an entropy bonus of 0.1, on Asterix the
+#             CNN with 0.03, and the MLP 256-256 of gymnax's PPO-MLP with each game's bonus
+#             (the CNN and MLP bonus variants first, -> minatar/results-partial.md)
 #             -> minatar/results.md (and figures/),
 #             with each final policy evaluated greedy and sampled (100 episodes); runs in
-#             minatar/runs without their checkpoints. Finished runs are reused, so a call cut
-#             short by the deadline can be continued by carrying minatar/runs back.
+#             minatar/runs, finished ones without their checkpoints. Finished runs are reused
+#             and an unfinished one continues from its newest checkpoint (at most 5 min old),
+#             so a call cut short by the deadline is continued by carrying minatar/runs back.
 # Also nvidia-smi.txt and log.txt (everything printed). Each step has its own timeout, cut to
 # what is left of a 560 s deadline (a full run may cut solve short: split it over two calls
 # with STEPS then); benchmarks.run writes its JSON after every measurement and stops starting
@@ -155,7 +157,10 @@ declare -A XLA_SETS=(
       "MLP 64-64, entropy 0.1"
     step minatar "$(left)" "$PY" scripts/reproduce.py --configs experiments/minatar \
       --runs "$MINATAR_RUNS" --table "$OUT/minatar/results.md" "${MINATAR[@]}"
-    find "$MINATAR_RUNS" -maxdepth 2 -name checkpoints -type d -exec rm -rf {} +
+    # Finished runs (evaluated) keep no checkpoints; an unfinished one keeps them to continue.
+    for run in "$MINATAR_RUNS"/*/; do
+      if [ -f "$run/summary.json" ]; then rm -rf "$run/checkpoints"; fi
+    done
   fi
   echo "=== [$((SECONDS - T0)) s] all done; files in $OUT:"
   ls -la "$OUT"

@@ -216,21 +216,50 @@ def finished(run_dir: Path, config: Config) -> dict | None:
     return summary if done else None
 
 
-def same_finished_run(run_dir: Path, config: Config, seeds: int) -> bool:
-    """`run_dir` holds a finished run (summary.json) of `config` with `seeds` seeds, up to the
-    fields that cannot change it: `conv_impl` without a convolution, `clip` without a value net.
+def same_run(run_dir: Path, config: Config, seeds: int) -> bool:
+    """`run_dir` records a run of `config` with `seeds` seeds (finished or not), up to the fields
+    that cannot change it: `conv_impl` without a convolution, `clip` without a value net.
 
-    For scripts that reuse runs (scripts/reproduce.py, experiments/*/run.py); a config.json
-    without a field reads as that field's old behaviour (`config.RECORD_DEFAULTS`).
+    A config.json without a field reads as that field's old behaviour (`config.RECORD_DEFAULTS`);
+    a missing or unreadable one is not the same run.
     """
-    if not (run_dir / "summary.json").exists():
+    try:
+        recorded, record = load_run(run_dir)
+    except ValueError:
         return False
-    recorded, record = load_run(run_dir)
     if config.network != "cnn":
         recorded = recorded.replace(conv_impl=config.conv_impl)
     if not build(config).estimator.uses_value:
         recorded = recorded.replace(clip=config.clip)
     return recorded == config and record["seeds"] == seeds
+
+
+def same_finished_run(run_dir: Path, config: Config, seeds: int) -> bool:
+    """`run_dir` holds a finished run (summary.json) of `config` with `seeds` seeds (`same_run`)."""
+    return (run_dir / "summary.json").exists() and same_run(run_dir, config, seeds)
+
+
+def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]:
+    """The summary of `config` trained with `seeds` seeds in `run_dir`, training only what is
+    missing; for scripts that build tables from many runs (scripts/reproduce.py,
+    experiments/*/run.py), so that a call cut short can simply be repeated.
+
+    A finished run of the same config is reused; an unfinished one (a process killed mid-run)
+    continues from its newest checkpoint, with the numbers of an uninterrupted run; anything
+    else in `run_dir` is replaced by a new run.
+
+    Returns:
+      ("reused" | "resumed" | "trained", summary).
+    """
+    run_dir = Path(run_dir)
+    if same_finished_run(run_dir, config, seeds):
+        return "reused", json.loads((run_dir / "summary.json").read_text())
+    if same_run(run_dir, config, seeds):
+        try:
+            return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
+        except CheckpointError:  # no readable checkpoint: start again
+            pass
+    return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
 
 
 def train_run(

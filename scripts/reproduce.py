@@ -9,7 +9,8 @@ A config's variants are the defaults below (no baseline; the learned value basel
 global gradient clip, as before per-network clipping existed; the value baseline with the
 per-network clip of today's default), unless it sets `default_variants = false`, followed by its
 own `[[variant]]` tables (a `name` and the fields they change). A finished run (summary.json
-present, same config) is reused, so an interrupted call can simply be repeated. Figures go to
+present, same config) is reused and an unfinished one continues from its newest checkpoint, so
+an interrupted call can simply be repeated. Figures go to
 figures/ beside the table. `--budget` sets every variant's total_timesteps (a cheaper slice of a
 study; the table's header says so). `--variants` runs only the variants of those names; a name
 written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy 0.1`) selects it in that config alone.
@@ -20,6 +21,7 @@ episodes per seed (`pgjax eval`; kept in the run's eval.json and reused) and add
 import argparse
 import json
 import re
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -27,7 +29,7 @@ from pathlib import Path
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config, from_dict, from_experiment, to_dict
-from pgjax.experiment import evaluate_run, format_summary, same_finished_run, train_run
+from pgjax.experiment import ensure_run, evaluate_run, format_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
@@ -104,11 +106,13 @@ def main():
         for variant, config in variants:
             run_dir = args.runs / f"{name}-{slug(variant)}"
             dirs.append(run_dir)
-            if not same_finished_run(run_dir, config, args.seeds):
-                t = time.perf_counter()
-                train_run(config, run_dir, seeds=args.seeds, progress=False, overwrite=True)
-                print(f"[{name}: {variant}] {time.perf_counter() - t:.0f} s", flush=True)
-            summary = json.loads((run_dir / "summary.json").read_text())
+            t = time.perf_counter()
+            try:
+                done, summary = ensure_run(config, run_dir, seeds=args.seeds)
+            except (ValueError, MemoryError, CheckpointError) as e:
+                sys.exit(f"reproduce.py: [{name}: {variant}] {e}")
+            if done != "reused":
+                print(f"[{name}: {variant}] {done}, {time.perf_counter() - t:.0f} s", flush=True)
             print(format_summary(summary, run_dir), flush=True)
             rows.append((config, variant, summary, reference,
                          steps_to(run_dir, reference.get("threshold")),
@@ -188,13 +192,16 @@ def write_table(rows, path: Path, args) -> None:
         else:
             reached = f"{steps:,}" if steps else "not reached"
             at = f"{sum(r >= threshold for r in f['per_seed'])} of {len(f['per_seed'])}"
+        # A resumed run's wall time counts the updates after its checkpoint only.
+        resumed = (f", from update {s['resumed_from_update']}"
+                   if s.get("resumed_from_update") else "")
         ref_text = ref.get("source", "")
         if threshold is not None:
             ref_text = f"{threshold:g} ({ref_text})"
         lines.append(
             f"| {config.env} | {s['env_steps_per_seed']:,} | {variant} | "
             f"{stats.format_score(f)} | {f['mean']:.2f} | "
-            f"{at} | {reached} | {s['wall_seconds']:.0f} ({s['compile_seconds']:.0f}) | "
+            f"{at} | {reached} | {s['wall_seconds']:.0f} ({s['compile_seconds']:.0f}){resumed} | "
             f"{ref_text} |"
             + ("" if not args.eval else " — | — |" if evaluated is None else
                f" {stats.format_score(evaluated['greedy'])} | "

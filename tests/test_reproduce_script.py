@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pgjax import Config
-from pgjax.experiment import same_finished_run
+from pgjax.experiment import compare_metrics, same_finished_run, train_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 TOML = """env = "CartPole-v1"
@@ -121,3 +121,37 @@ def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
     row = next(line for line in (tmp_path / "new" / "t-partial.md").read_text().splitlines()
                if line.startswith("| CartPole-v1"))
     assert row.endswith(" — | — |")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("configs")
+def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
+    config = Config(env="CartPole-v1", num_envs=4, num_steps=10, total_timesteps=120, lr=0.01)
+    run = tmp_path / "runs" / "tiny-lr-large"
+    train_run(config, run, seeds=2, chunks=3, checkpoint_every=1, progress=False)
+    shutil.copytree(run, tmp_path / "uninterrupted")
+    # As a process killed in its last chunk leaves it: no summary, no final checkpoint.
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "3")
+    # A directory that is not a run is not replaced: one line, exit 1, the file kept.
+    other = tmp_path / "runs" / "tiny-lr-small"
+    other.mkdir()
+    (other / "config.json").write_text("{")
+    refused = reproduce(tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"reproduce.py: [tiny: lr small] --out {other} exists and is not a pgjax run directory"]
+    assert (other / "config.json").read_text() == "{"
+    # A run of another config is replaced by a new run.
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["lr"] = 0.02
+    (other / "config.json").write_text(json.dumps(record))
+    out = reproduce(tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "[tiny: lr large] resumed" in out.stdout and "[tiny: lr small] trained" in out.stdout
+    assert compare_metrics(run, tmp_path / "uninterrupted") is None
+    assert json.loads((run / "summary.json").read_text())["resumed_from_update"] == 2
+    row = next(line for line in (tmp_path / "t.md").read_text().splitlines()
+               if "| lr large |" in line)
+    assert ", from update 2 |" in row
+    assert same_finished_run(tmp_path / "runs" / "tiny-lr-small", config.replace(lr=0.001), 2)

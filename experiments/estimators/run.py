@@ -34,7 +34,7 @@ import pgjax
 from pgjax import exact, plots, runs, stats
 from pgjax.config import from_experiment
 from pgjax.estimators import GAE, GroupRelative, OptimalBaseline, ReturnToGo, TotalReturn
-from pgjax.experiment import same_finished_run
+from pgjax.experiment import ensure_run
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs"
@@ -117,11 +117,10 @@ def run_learn(envs: list[str], estimators: list[str], seeds: int, root: Path,
                 rows += [r for r in saved if (r["env"], r["estimator"]) == (config.env, estimator)]
                 continue
             dirs.append(run_dir)
-            if not same_finished_run(run_dir, config, seeds):
-                t = time.perf_counter()
-                pgjax.train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)
-                print(f"[{name} {estimator}] {time.perf_counter() - t:.0f} s", flush=True)
-            summary = json.loads((run_dir / "summary.json").read_text())
+            t = time.perf_counter()
+            done, summary = ensure_run(config, run_dir, seeds=seeds)
+            if done != "reused":
+                print(f"[{name} {estimator}] {done}, {time.perf_counter() - t:.0f} s", flush=True)
             final = summary["final_return"]
             rows.append({
                 "env": config.env, "estimator": estimator, "num_envs": config.num_envs,
