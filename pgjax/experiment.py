@@ -245,20 +245,21 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     experiments/*/run.py), so that a call cut short can simply be repeated.
 
     A finished run of the same config is reused; an unfinished one (a process killed mid-run)
-    continues from its newest checkpoint, with the numbers of an uninterrupted run; anything
-    else in `run_dir` is replaced by a new run.
+    continues from its newest readable checkpoint (from the start when it has none), with the
+    numbers of an uninterrupted run; another run in `run_dir` is replaced by a new one.
 
     Returns:
       ("reused" | "resumed" | "trained", summary).
+
+    Raises:
+      As `train_run`: ValueError (e.g. `run_dir` holds files that are not a run),
+      MemoryError, CheckpointError (e.g. none of an unfinished run's checkpoints is readable).
     """
     run_dir = Path(run_dir)
     if same_finished_run(run_dir, config, seeds):
         return "reused", json.loads((run_dir / "summary.json").read_text())
     if same_run(run_dir, config, seeds):
-        try:
-            return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
-        except CheckpointError:  # no readable checkpoint: start again
-            pass
+        return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
     return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
 
 

@@ -9,8 +9,8 @@ A config's variants are the defaults below (no baseline; the learned value basel
 global gradient clip, as before per-network clipping existed; the value baseline with the
 per-network clip of today's default), unless it sets `default_variants = false`, followed by its
 own `[[variant]]` tables (a `name` and the fields they change). A finished run (summary.json
-present, same config) is reused and an unfinished one continues from its newest checkpoint, so
-an interrupted call can simply be repeated. Figures go to
+present, same config) is reused and an unfinished one continues from its newest checkpoint
+(`experiment.ensure_run`), so an interrupted call can simply be repeated. Figures go to
 figures/ beside the table. `--budget` sets every variant's total_timesteps (a cheaper slice of a
 study; the table's header says so). `--variants` runs only the variants of those names; a name
 written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy 0.1`) selects it in that config alone.
