@@ -49,8 +49,9 @@
 #             compile seconds).
 #   minatar   scripts/reproduce.py --configs experiments/minatar: every game at 10.24M steps,
 #             16 seeds, MLP and CNN, without and with an entropy bonus of 0.1, on Asterix the
-#             CNN with 0.03, and the MLP 256-256 of gymnax's PPO-MLP with each game's bonus
-#             (the CNN and MLP bonus variants first, -> minatar/results-partial.md)
+#             CNN with 0.03 and the MLP with GAE and γ 0.999, and the MLP 256-256 of gymnax's
+#             PPO-MLP with each game's bonus (the CNN and MLP bonus variants first, ->
+#             minatar/results-partial.md)
 #             -> minatar/results.md (and figures/),
 #             with each final policy evaluated greedy and sampled (100 episodes); runs in
 #             minatar/runs, finished ones without their checkpoints. Finished runs are reused
@@ -150,11 +151,11 @@ declare -A XLA_SETS=(
     --precisions default bfloat16 float32 "${SOLVE[@]}"
   if want minatar; then
     mkdir -p "$OUT/minatar"
-    # The entropy variants first (they lift Breakout, Freeway and Asterix on CPU), then the rest.
+    # The variants that lift Breakout, Freeway and Asterix on CPU first, then the rest.
     step minatar "$(left)" "$PY" scripts/reproduce.py --configs experiments/minatar \
       --runs "$MINATAR_RUNS" --table "$OUT/minatar/results.md" "${MINATAR[@]}" \
       --variants "CNN + MLP 64-64, entropy 0.1" "CNN + MLP 64-64, entropy 0.03" \
-      "MLP 64-64, entropy 0.1"
+      "MLP 64-64, entropy 0.1" "asterix:MLP 64-64, GAE, gamma 0.999, entropy 0.03"
     step minatar "$(left)" "$PY" scripts/reproduce.py --configs experiments/minatar \
       --runs "$MINATAR_RUNS" --table "$OUT/minatar/results.md" "${MINATAR[@]}"
     # Finished runs (evaluated) keep no checkpoints; an unfinished one keeps them to continue.

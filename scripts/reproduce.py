@@ -88,7 +88,11 @@ def main():
     args = parser.parse_args()
     if args.eval is not None and args.eval <= 0:
         parser.error(f"--eval must be positive, got {args.eval}")
-    names = args.only or sorted(p.stem for p in args.configs.glob("*.toml"))
+    available = sorted(p.stem for p in args.configs.glob("*.toml"))
+    if unknown := sorted(set(args.only or ()) - set(available)):
+        parser.error(f"no config named {', '.join(unknown)} in {args.configs} "
+                     f"(there: {', '.join(available) or 'none'})")
+    names = args.only or available
     partial = bool(args.only or args.variants)
     if args.variants:
         pairs = [(name, v) for name in names for v, _ in load(args.configs / f"{name}.toml")[0]]

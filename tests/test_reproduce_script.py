@@ -54,6 +54,9 @@ def configs(tmp_path):
 def test_variants_filter_partial_table_and_reuse(tmp_path):
     bad = reproduce(tmp_path, "--variants", "lr medium")
     assert bad.returncode == 2 and "no variant named lr medium" in bad.stderr
+    bad = reproduce(tmp_path, "--only", "tiny", "huge")
+    assert bad.returncode == 2 and "no config named huge" in bad.stderr
+    assert "(there: tiny)" in bad.stderr
     # CONFIG:NAME selects the variant in that config only: other.toml has the same names.
     (tmp_path / "configs" / "other.toml").write_text(TOML)
     bad = reproduce(tmp_path, "--variants", "tiny:lr medium", "nowhere:lr large")
