@@ -1,4 +1,5 @@
-"""scripts/reproduce.py: variants of a config file, --variants, reuse of finished runs."""
+"""scripts/reproduce.py: variants of a config file, --variants and --only, reuse of finished runs
+and continuation of unfinished ones."""
 
 import json
 import runpy
