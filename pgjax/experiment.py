@@ -256,9 +256,9 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
       MemoryError, CheckpointError (e.g. none of an unfinished run's checkpoints is readable).
     """
     run_dir = Path(run_dir)
-    if same_finished_run(run_dir, config, seeds):
-        return "reused", json.loads((run_dir / "summary.json").read_text())
     if same_run(run_dir, config, seeds):
+        if (run_dir / "summary.json").exists():
+            return "reused", json.loads((run_dir / "summary.json").read_text())
         return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
     return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
 
