@@ -34,12 +34,15 @@ source = "test"
 """
 
 
+def argv(tmp_path, *args) -> list[str]:
+    """reproduce.py's command line on tmp_path's configs, runs and table, 2 seeds."""
+    return [str(SCRIPT), "--configs", str(tmp_path / "configs"), "--seeds", "2",
+            "--runs", str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), *args]
+
+
 def reproduce(tmp_path, *args):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "--configs", str(tmp_path / "configs"), "--seeds", "2",
-         "--runs", str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), *args],
-        capture_output=True, text=True, timeout=600,
-    )
+    return subprocess.run([sys.executable, *argv(tmp_path, *args)], capture_output=True,
+                          text=True, timeout=600)
 
 
 @pytest.fixture
@@ -130,9 +133,7 @@ def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
 
 def reproduce_here(tmp_path, monkeypatch, *args):
     """reproduce.py run in this process (no interpreter and JAX start-up): its exit code."""
-    monkeypatch.setattr(sys, "argv", [
-        str(SCRIPT), "--configs", str(tmp_path / "configs"), "--seeds", "2",
-        "--runs", str(tmp_path / "runs"), "--table", str(tmp_path / "t.md"), *args])
+    monkeypatch.setattr(sys, "argv", argv(tmp_path, *args))
     try:
         runpy.run_path(str(SCRIPT), run_name="__main__")
     except SystemExit as e:
