@@ -33,6 +33,7 @@ from pgjax.experiment import ensure_run, evaluate_run, format_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
+RUNS = Path("runs/experiments")
 DEFAULT_VARIANTS = (
     {"name": "no baseline", "baseline": "none"},
     {"name": "value, global clip", "baseline": "value", "clip": "global"},
@@ -77,7 +78,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="config names (file stems) to run")
     parser.add_argument("--seeds", type=int, default=16)
-    parser.add_argument("--runs", type=Path, default=Path("runs/experiments"))
+    parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument("--configs", type=Path, default=CONFIGS)
     parser.add_argument("--table", type=Path, default=ROOT / "experiments" / "results.md")
     parser.add_argument("--budget", type=int, help="env steps per seed of every variant")
@@ -152,10 +153,12 @@ def evaluation(run_dir: Path, config: Config, episodes: int) -> dict | None:
 
 
 def command_options(args) -> str:
-    """The options of a non-default table (--only, --configs, --table, ...) as they were given."""
+    """The options of a non-default table (--only, --runs, --configs, ...) as they were given."""
     out = ""
     if args.only:
         out += " --only " + " ".join(args.only)
+    if args.runs != RUNS:
+        out += f" --runs {args.runs}"
     if args.configs != CONFIGS:
         out += f" --configs {args.configs}"
     if args.table != ROOT / "experiments" / "results.md":

@@ -114,7 +114,8 @@ def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
     again = reproduce(tmp_path, "--only", "tiny", "--variants", "lr large", "--eval", "3")
     assert again.returncode == 0, again.stderr
     # The table's header holds the command as it was run.
-    assert '--seeds 2 --only tiny --configs' in (tmp_path / "t-partial.md").read_text()
+    assert f'--seeds 2 --only tiny --runs {tmp_path / "runs"} --configs' in \
+        (tmp_path / "t-partial.md").read_text()
     assert (tmp_path / "runs" / "tiny-lr-large" / "eval.json").stat().st_mtime_ns == mtime
     assert (tmp_path / "t-partial.md").read_text().splitlines()[4:] == text.splitlines()[4:]
     # A finished run without its evaluation and without checkpoints: a dash, not a crash.
