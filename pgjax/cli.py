@@ -23,7 +23,6 @@ from pgjax.experiment import (
     reproduce_run,
     train_run,
 )
-from pgjax.loggers import LoggerUnavailable, check_available
 from pgjax.sweep import SpecError, format_sweep, merge_sweep, sweep, sweep_status
 from pgjax.sweep_launch import run_local, run_worker, submit
 
@@ -61,10 +60,6 @@ def train_command(
       progress: show the progress bar.
       log: also log to TensorBoard (RUN_DIR/tensorboard) and/or W&B (offline unless WANDB_MODE).
     """
-    try:
-        check_available(log)
-    except LoggerUnavailable as e:
-        raise UsageError(str(e)) from None
     if resume is not None:
         _require_run(resume)
     try:

@@ -87,8 +87,7 @@ def make_estimator(config: Config) -> Estimator:
     if config.estimator == "reward-to-go":
         return ReturnToGo(config.baseline, config.window, config.gamma_weighting, normalize)
     if config.estimator == "total-return":
-        baseline = "none" if config.baseline == "value" else config.baseline
-        return TotalReturn(baseline, config.window, normalize)
+        return TotalReturn(config.baseline, config.window, normalize)
     if config.estimator == "gae":
         return GAE(config.gae_lambda, normalize)
     if config.estimator == "optimal-baseline":
@@ -127,7 +126,7 @@ def build(
         default an MLP (a CNN with network="cnn", a GRU with network="gru") with a categorical
         or diagonal Gaussian head for the env's action space.
       value: a flax module, obs -> V(s); default `ValueNet` when the estimator uses a value.
-      estimator: default `ReturnToGo(config.baseline, config.window, ...)`.
+      estimator: default the built-in one that `config.estimator` names (`make_estimator`).
       validate: check the config and the components together (`check`); off inside a traced
         function, where the config's leaves are tracers.
 

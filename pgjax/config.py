@@ -200,12 +200,16 @@ def from_dict(fields: dict, where: str = "", *, record: bool = False) -> Config:
     Missing fields take their defaults. With `record` (a run's config.json, which holds every
     field of its time) a field that did not exist yet takes the behaviour of that time instead:
     `RECORD_DEFAULTS` where the default has changed since (no `clip` field: "global"; no
-    `conv_impl`: "lax").
+    `conv_impl`: "lax"). A recorded total-return run with baseline "value" reads as baseline
+    "none", which is what it trained with (total-return takes baseline none or mean).
 
     Raises:
       ValueError: one line naming the first unknown or mistyped field.
     """
-    fields = {**RECORD_DEFAULTS, **fields} if record else fields
+    if record:
+        fields = {**RECORD_DEFAULTS, **fields}
+        if (fields.get("estimator"), fields.get("baseline")) == ("total-return", "value"):
+            fields["baseline"] = "none"
     return Config(**{k: check_value(k, v, where) for k, v in fields.items()})
 
 

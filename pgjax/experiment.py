@@ -24,7 +24,7 @@ from pgjax.components import ComponentError, Components, build, describe_given
 from pgjax.config import Config, from_dict
 from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
-from pgjax.loggers import make_loggers
+from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
 from pgjax.train import init_state, seed_keys, train_chunk
 
@@ -310,8 +310,9 @@ def train_run(
       (run_dir, summary), the summary as written to summary.json.
 
     Raises:
-      ValueError: a bad config, component or run directory; MemoryError: the programs do not
-        fit; CheckpointError: nothing to resume from.
+      ValueError: a bad config, component or run directory, or a logger whose package is
+        missing (LoggerUnavailable); MemoryError: the programs do not fit; CheckpointError:
+        nothing to resume from.
     """
     if resume:
         run_dir = Path(run_dir)
@@ -335,6 +336,11 @@ def train_run(
         config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
                                     chunks=chunks, checkpoint_every=checkpoint_every,
                                     checkpoint_minutes=checkpoint_minutes, log=log)
+    try:
+        check_available(log)
+    except LoggerUnavailable as e:
+        raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}" if resume else str(e)
+                                ) from None
     n = record["chunk_updates"]
     announce(run_dir, "resuming" if resume else "training into", progress)
     state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)

@@ -8,7 +8,7 @@ from pathlib import Path
 LOGGERS = {"tensorboard": "tensorboardX", "wandb": "wandb"}  # name -> package
 
 
-class LoggerUnavailable(RuntimeError):
+class LoggerUnavailable(ValueError):
     """The package behind a requested logger is not installed."""
 
 

@@ -42,13 +42,23 @@ DEFAULT_VARIANTS = (
 
 
 def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]], dict]:
-    """([(variant name, config)], reference) of one experiments/configs file."""
-    base, rest = from_experiment(tomllib.loads(path.read_text()), where=f"{path.name}: ")
+    """([(variant name, config)], reference) of one experiments/configs file.
+
+    Raises:
+      ValueError: one line naming the file and what is wrong in it.
+    """
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path.name}: {e}") from None
+    base, rest = from_experiment(spec, where=f"{path.name}: ")
     variants = list(DEFAULT_VARIANTS) if rest.get("default_variants", True) else []
     variants += rest.get("variant", [])
     out = []
     for variant in variants:
         fields = dict(variant)
+        if "name" not in fields:
+            raise ValueError(f"{path.name}: a [[variant]] without a name")
         name = fields.pop("name")
         if budget is not None:
             fields["total_timesteps"] = budget
@@ -95,14 +105,18 @@ def main():
                      f"(there: {', '.join(available) or 'none'})")
     names = args.only or available
     partial = bool(args.only or args.variants)
+    try:
+        loaded = {name: load(args.configs / f"{name}.toml", args.budget) for name in names}
+    except ValueError as e:
+        sys.exit(f"reproduce.py: {e}")
     if args.variants:
-        pairs = [(name, v) for name in names for v, _ in load(args.configs / f"{name}.toml")[0]]
+        pairs = [(name, v) for name in names for v, _ in loaded[name][0]]
         known = {v for _, v in pairs} | {f"{name}:{v}" for name, v in pairs}
         if unknown := sorted(set(args.variants) - known):
             parser.error(f"no variant named {', '.join(unknown)} in {args.configs}")
     rows = []
     for name in names:
-        variants, reference = load(args.configs / f"{name}.toml", args.budget)
+        variants, reference = loaded[name]
         if args.variants:
             variants = [(v, c) for v, c in variants if selected(name, v, args.variants)]
             if not variants:

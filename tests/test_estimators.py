@@ -167,6 +167,7 @@ def test_groups_start_from_one_state_each():
     (pgjax.Config(estimator="rloo", num_steps=100), "needs num_steps ≥ the episode limit"),
     (pgjax.Config(estimator="grpo", group_size=6), "group_size ≥ 2 dividing num_envs=64"),
     (pgjax.Config(estimator="total-return", window="truncate"), "window complete or episodes"),
+    (pgjax.Config(estimator="total-return", baseline="value"), "takes baseline none or mean"),
     (pgjax.Config(estimator="gae", gae_lambda=1.5), "gae_lambda must be in [0, 1]"),
 ])
 def test_estimator_settings_are_checked(config, message):

@@ -56,3 +56,21 @@ def test_missing_logger_package_is_one_line(tmp_path, capsys, monkeypatch):
     assert exit_info.value.code == 2
     assert "needs tensorboardX: pip install 'pgjax[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_run_whose_logger_is_missing_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    out = tmp_path / "run"
+    main(["train", *TINY, "--out", str(out), "--log", "tensorboard"])
+    (out / "summary.json").unlink()  # an unfinished run: resuming trains, with its loggers
+    real = importlib.util.find_spec
+    fake = lambda name, *args: None if name == "tensorboardX" else real(name, *args)
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(out), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("needs tensorboardX: pip install 'pgjax[tensorboard]'") and "\n" not in err
+    assert f"{out} logs as it was recorded" in err

@@ -175,3 +175,17 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
                if "| lr large |" in line)
     assert ", from update 2 |" in row
     assert same_finished_run(tmp_path / "runs" / "tiny-lr-small", config.replace(lr=0.001), 2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("env = \n", "bad.toml: Invalid value"),
+    ("env = \"CartPole-v1\"\nlr = \"fast\"\n", "bad.toml: "),
+    ("env = \"CartPole-v1\"\n[[variant]]\nlr = 0.1\n", "bad.toml: a [[variant]] without a name"),
+], ids=["syntax", "mistyped", "unnamed"])
+def test_a_bad_config_file_is_one_line(tmp_path, monkeypatch, capsys, text, message):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "bad.toml").write_text(text)
+    assert reproduce_here(tmp_path, monkeypatch) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"reproduce.py: {message}"), line
+    assert not (tmp_path / "runs").exists()

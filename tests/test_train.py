@@ -303,3 +303,7 @@ def test_a_run_record_without_new_fields_reads_as_before_them():
     assert (new.clip, new.conv_impl) == ("per-network", "patches")
     assert pgjax.config.from_dict({**fields, "clip": "per-network"}, record=True).clip \
         == "per-network"
+    # total-return trained a recorded baseline "value" as none; a new config refuses the pair.
+    total = {**fields, "estimator": "total-return"}
+    assert pgjax.config.from_dict(total, record=True).baseline == "none"
+    assert pgjax.config.from_dict(total).baseline == "value"
