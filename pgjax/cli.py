@@ -152,7 +152,7 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
     _require_metrics(run_dir)
     try:
         result = reproduce_run(run_dir, progress=progress)
-    except (ValueError, MemoryError) as e:
+    except (CheckpointError, ValueError, MemoryError) as e:
         raise UsageError(str(e)) from None
     for name, (then, current) in result["versions"].items():
         print(f"version differs: {name} {then} -> {current}")
@@ -229,6 +229,8 @@ def sweep_command(
             "chunks are independent programs, so run them as workers with --launcher slurm (a "
             "job array) or --launcher local (README, 'A cluster')"
         )
+    if not lease_seconds > 0:
+        raise UsageError(f"--lease-seconds must be positive, got {lease_seconds}")
     if worker + merge + status + (launcher is not None) > 1:
         raise UsageError("choose one of --launcher, --worker, --merge and --status")
     options = {"array_size": array_size, "partition": partition, "gpus_per_task": gpus_per_task,

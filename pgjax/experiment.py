@@ -234,11 +234,6 @@ def same_run(run_dir: Path, config: Config, seeds: int) -> bool:
     return recorded == config and record["seeds"] == seeds
 
 
-def same_finished_run(run_dir: Path, config: Config, seeds: int) -> bool:
-    """`run_dir` holds a finished run (summary.json) of `config` with `seeds` seeds (`same_run`)."""
-    return (run_dir / "summary.json").exists() and same_run(run_dir, config, seeds)
-
-
 def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]:
     """The summary of `config` trained with `seeds` seeds in `run_dir`, training only what is
     missing; for scripts that build tables from many runs (scripts/reproduce.py,

@@ -9,21 +9,21 @@ import jax.numpy as jnp
 from pgjax.envs import Env
 from pgjax.policies import initial_carry
 
-PolicyFn = Callable[[jax.Array], Any]  # obs [B, D] -> distribution with sample / log_prob
+PolicyFn = Callable[[jax.Array], Any]  # obs [B, *obs_shape] -> distribution with sample / log_prob
 
 
 class RunnerState(NamedTuple):
     """Environment-side carry between rollouts, leaves [B, ...]."""
 
     env_state: Any  # gymnax state
-    obs: jax.Array  # [B, D] float32, the observation the next action sees
+    obs: jax.Array  # [B, *obs_shape] float32, the observation the next action sees
     episode_t: jax.Array  # [B] int32, index of the next step within its episode
     episode_return: jax.Array  # [B] float32, undiscounted return of the running episode
 
 
 class RecurrentRunnerState(NamedTuple):
     """`RunnerState` plus a recurrent policy's carry [B, ...]. A type of its own, so that a
-    feedforward run's state (and its checkpoints) keep the structure they always had."""
+    feedforward run's state (and its checkpoints) hold no carry."""
 
     env_state: Any
     obs: jax.Array
@@ -35,14 +35,14 @@ class RecurrentRunnerState(NamedTuple):
 class Transition(NamedTuple):
     """A rollout, time-major: every leaf is [T, B, ...]."""
 
-    obs: jax.Array  # [T, B, D] float32, s_t
+    obs: jax.Array  # [T, B, *obs_shape] float32, s_t
     action: jax.Array  # [T, B, *action_shape], a_t (unclipped sample for continuous actions)
     log_prob: jax.Array  # [T, B] float32, log π(a_t|s_t) at collection time
     reward: jax.Array  # [T, B] float32, r_t
     terminated: jax.Array  # [T, B] bool, natural episode end after a_t
     truncated: jax.Array  # [T, B] bool, time-limit cut after a_t (never with terminated)
     episode_t: jax.Array  # [T, B] int32, t's index within its episode (for γ^t weights)
-    final_obs: jax.Array  # [T, B, D] float32, s_{t+1} before any auto-reset
+    final_obs: jax.Array  # [T, B, *obs_shape] float32, s_{t+1} before any auto-reset
     episode_return: jax.Array  # [T, B] float32, the finished episode's return where done
     policy_carry: Any = None  # [T, B, ...] a recurrent policy's carry before step t, else None
 
@@ -93,7 +93,7 @@ def rollout(
     Args:
       key: PRNG key.
       env: batched environment.
-      policy: obs [B, D] -> action distribution with `sample(key)` and `log_prob(action)`
+      policy: obs [B, *obs_shape] -> action distribution with `sample(key)` and `log_prob(action)`
         (e.g. `functools.partial(net.apply, params)`). If it also has `noise(key)` and
         `sample_from(noise)` (Categorical does; it must then be a pytree, e.g. a NamedTuple),
         all the action noise is drawn before the loop. With a `RecurrentRunnerState` runner:

@@ -106,12 +106,10 @@ def curves(out_dir: Path, plan: Plan) -> dict:
     return out
 
 
-def merge(out_dir: Path, plan: Plan, records: dict, *, write: bool = True) -> list[dict]:
-    """The results rows of every chunk's record, by run id; with `write`, the files above."""
+def merge(out_dir: Path, plan: Plan, records: dict) -> list[dict]:
+    """The results rows of every chunk's record, by run id; writes the files above."""
     rows = [row for c in sorted(records) for row in records[c]["rows"]]
     rows.sort(key=lambda r: r["run"])
-    if not write:
-        return rows
     write_csv(out_dir / "results.csv", rows)
     summary = summarize(rows, plan.spec)
     write_csv(out_dir / "summary.csv", summary)

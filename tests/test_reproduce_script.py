@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pgjax import Config
-from pgjax.experiment import compare_metrics, same_finished_run, train_run
+from pgjax.experiment import compare_metrics, same_run, train_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 TOML = """env = "CartPole-v1"
@@ -85,12 +85,12 @@ def test_variants_filter_partial_table_and_reuse(tmp_path):
 
     run = tmp_path / "runs" / "tiny-lr-large"
     config = Config(env="CartPole-v1", num_envs=4, num_steps=10, total_timesteps=120, lr=0.01)
-    assert same_finished_run(run, config, 2)
-    assert same_finished_run(run, config.replace(clip="global"), 2)  # no value net: same run
-    assert same_finished_run(run, config.replace(conv_impl="lax"), 2)  # no convolution
-    assert not same_finished_run(run, config.replace(lr=0.02), 2)
-    assert not same_finished_run(run, config, 3)
-    assert not same_finished_run(tmp_path / "runs" / "missing", config, 2)
+    assert (run / "summary.json").exists() and same_run(run, config, 2)
+    assert same_run(run, config.replace(clip="global"), 2)  # no value net: same run
+    assert same_run(run, config.replace(conv_impl="lax"), 2)  # no convolution
+    assert not same_run(run, config.replace(lr=0.02), 2)
+    assert not same_run(run, config, 3)
+    assert not same_run(tmp_path / "runs" / "missing", config, 2)
 
 
 @pytest.mark.slow
@@ -174,7 +174,8 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
     row = next(line for line in (tmp_path / "t.md").read_text().splitlines()
                if "| lr large |" in line)
     assert ", from update 2 |" in row
-    assert same_finished_run(tmp_path / "runs" / "tiny-lr-small", config.replace(lr=0.001), 2)
+    small = tmp_path / "runs" / "tiny-lr-small"
+    assert (small / "summary.json").exists() and same_run(small, config.replace(lr=0.001), 2)
 
 
 @pytest.mark.parametrize("text, message", [

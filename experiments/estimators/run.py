@@ -195,7 +195,6 @@ def main():
     parser.add_argument("--runs", type=Path, default=Path("runs/estimators"))
     parser.add_argument("--estimators", nargs="+", default=list(LEARN), choices=list(LEARN))
     args = parser.parse_args()
-    exact_rows = learn_rows = []
     results = HERE / "results.json"
     saved = json.loads(results.read_text()) if results.exists() else {}
     if "exact" in args.parts:
