@@ -48,12 +48,11 @@ class Config(struct.PyTreeNode):
     or "optimal-baseline" (whole episodes, the variance-minimizing baseline of each parameter).
 
     `clip` decides what `max_grad_norm` clips. "per-network": the policy's and the value net's
-    gradients each on their own, so a large value-loss gradient no longer shrinks the policy's
+    gradients each on their own, so a large value-loss gradient does not shrink the policy's
     step; the nets share no parameters and Adam undoes a gradient's scale, so `value_coef` acts
     as the value net's step size relative to the policy's (its Adam update is multiplied by
-    value_coef). "global": one global norm over both nets (the only behaviour before the field
-    existed, and what a config.json without it reads as); value_coef then only shifts the
-    value net's share of that norm.
+    value_coef). "global": one global norm over both nets (what a config.json without the field
+    reads as); value_coef then only shifts the value net's share of that norm.
 
     Window choices for episodes cut by the fixed rollout window of T = num_steps steps:
       episodes: only episodes that start at window step s ≤ T − H (H the env's time limit), all
@@ -151,10 +150,11 @@ LEAVES = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("pyt
 STATIC = tuple(name for name in FIELDS if name not in LEAVES)
 
 
-def closest(name: str, options) -> str:
-    """'; did you mean X?' for the closest of `options`, or ''."""
-    close = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
+def closest(name: str, options, n: int = 1, cutoff: float = 0.6) -> str:
+    """'; did you mean X?' (up to `n` names, comma-separated) for the closest of `options`, or
+    ''."""
+    close = difflib.get_close_matches(str(name), list(options), n=n, cutoff=cutoff)
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def check_value(name: str, value: Any, where: str = "") -> Any:

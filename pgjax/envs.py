@@ -6,12 +6,13 @@ Environment class). gymnax is imported on first use, not with pgjax: its import 
 JAX (e.g. `jax.distributed.initialize`).
 """
 
-import difflib
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from pgjax.config import closest
 
 
 class Step(NamedTuple):
@@ -135,8 +136,7 @@ def check_env_name(name: str) -> None:
 
     if name in gymnax.registered_envs:
         return
-    close = difflib.get_close_matches(name, gymnax.registered_envs, n=3, cutoff=0.4)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    hint = closest(name, gymnax.registered_envs, n=3, cutoff=0.4)
     raise ValueError(f"unknown env {name!r}{hint} (see gymnax.registered_envs)")
 
 

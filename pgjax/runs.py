@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax.config import Config, to_dict
-from pgjax.stats import nanmean
+from pgjax.stats import first_reaching, nanmean
 
 PACKAGES = ("pgjax", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "numpy")
 MARKER = "pgjax_run"
@@ -190,3 +190,12 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
 def seed_returns(cols: dict[str, np.ndarray]) -> np.ndarray:
     """[seeds, updates] per-seed episode returns from `read_metrics` columns."""
     return np.stack([v for k, v in cols.items() if k.startswith("return_seed")])
+
+
+def steps_to(run_dir: Path, threshold: float | None) -> int | None:
+    """Env steps per seed at the first update whose IQM over seeds reaches `threshold` (None:
+    never, or no threshold)."""
+    if threshold is None:
+        return None
+    cols = read_metrics(run_dir)
+    return first_reaching(cols["env_steps"], seed_returns(cols), threshold)

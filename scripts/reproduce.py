@@ -6,16 +6,16 @@ each; write experiments/results.md and experiments/figures/.
                                 [--budget ENV_STEPS] [--variants NAME ...] [--eval EPISODES]
 
 A config's variants are the defaults below (no baseline; the learned value baseline with one
-global gradient clip, as before per-network clipping existed; the value baseline with the
-per-network clip of today's default), unless it sets `default_variants = false`, followed by its
-own `[[variant]]` tables (a `name` and the fields they change). A finished run (summary.json
-present, same config) is reused and an unfinished one continues from its newest checkpoint
-(`experiment.ensure_run`), so an interrupted call can simply be repeated. Figures go to
-figures/ beside the table. `--budget` sets every variant's total_timesteps (a cheaper slice of a
-study; the table's header says so). `--variants` runs only the variants of those names; a name
-written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy 0.1`) selects it in that config alone.
-`--eval EPISODES` also evaluates every run's final policy, greedy and sampled, over EPISODES
-episodes per seed (`pgjax eval`; kept in the run's eval.json and reused) and adds their IQMs.
+global gradient clip; the value baseline with the per-network clip, the default), unless it sets
+`default_variants = false`, followed by its own `[[variant]]` tables (a `name` and the fields
+they change). A finished run (summary.json present, same config) is reused and an unfinished one
+continues from its newest checkpoint (`experiment.ensure_run`), so an interrupted call can
+simply be repeated. Figures go to figures/ beside the table. `--budget` sets every variant's
+total_timesteps (a cheaper slice of a study; the table's header says so). `--variants` runs only
+the variants of those names; a name written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy
+0.1`) selects it in that config alone. `--eval EPISODES` also evaluates every run's final
+policy, greedy and sampled, over EPISODES episodes per seed (`pgjax eval`; kept in the run's
+eval.json and reused) and adds their IQMs.
 """
 
 import argparse
@@ -76,14 +76,6 @@ def selected(config_name: str, variant: str, selectors: list[str]) -> bool:
     return variant in selectors or f"{config_name}:{variant}" in selectors
 
 
-def steps_to(run_dir: Path, threshold: float | None) -> int | None:
-    """Env steps per seed at the first update whose IQM over seeds reaches `threshold`."""
-    if threshold is None:
-        return None
-    cols = runs.read_metrics(run_dir)
-    return stats.first_reaching(cols["env_steps"], runs.seed_returns(cols), threshold)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="config names (file stems) to run")
@@ -134,7 +126,7 @@ def main():
                 print(f"[{name}: {variant}] {done}, {time.perf_counter() - t:.0f} s", flush=True)
             print(format_summary(summary, run_dir), flush=True)
             rows.append((config, variant, summary, reference,
-                         steps_to(run_dir, reference.get("threshold")),
+                         runs.steps_to(run_dir, reference.get("threshold")),
                          None if args.eval is None else evaluation(run_dir, config, args.eval)))
         figure = args.table.parent / "figures" / (name + "-partial" * partial)
         figure.parent.mkdir(parents=True, exist_ok=True)

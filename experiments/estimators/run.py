@@ -96,14 +96,6 @@ def learn_config(name: str, estimator: str) -> tuple[pgjax.Config, dict]:
     return config.validate(), reference
 
 
-def steps_to(run_dir: Path, threshold: float | None) -> int | None:
-    """Env steps per seed at the first update whose IQM over seeds reaches `threshold`."""
-    if threshold is None:
-        return None
-    cols = runs.read_metrics(run_dir)
-    return stats.first_reaching(cols["env_steps"], runs.seed_returns(cols), threshold)
-
-
 def run_learn(envs: list[str], estimators: list[str], seeds: int, root: Path,
               saved: list[dict]) -> list[dict]:
     """Rows of every env × estimator: trained (or reused) for `estimators`, else from `saved`."""
@@ -126,7 +118,7 @@ def run_learn(envs: list[str], estimators: list[str], seeds: int, root: Path,
                 "env": config.env, "estimator": estimator, "num_envs": config.num_envs,
                 "num_steps": config.num_steps, "steps_per_seed": summary["env_steps_per_seed"],
                 "iqm": final["iqm"], "ci95": final["ci95"], "mean": final["mean"],
-                "steps_to_threshold": steps_to(run_dir, reference.get("threshold")),
+                "steps_to_threshold": runs.steps_to(run_dir, reference.get("threshold")),
                 "threshold": reference.get("threshold"),
                 "env_steps_per_second": summary["env_steps_per_second"],
                 "diverged": len(summary.get("diverged_seeds", [])),
