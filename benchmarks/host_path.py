@@ -60,7 +60,7 @@ def time_host(config, seeds: int) -> tuple[float, float, np.ndarray]:
 
 
 def measure(config, seeds: int, repeats: int, min_seconds: float) -> dict:
-    keys = jax.random.split(jax.random.key(0), seeds)
+    keys = pgjax.seed_keys(0, seeds)
     train = jax.jit(jax.vmap(pgjax.make_train(config))).lower(keys).compile()
     time_host(config, seeds)  # warm: the host path's compile and first files
     program, host, whole = [], [], []

@@ -161,7 +161,7 @@ def free():
 
 def measure_env_only(env_name: str, seeds: int, num_envs: int, num_steps: int, repeats: int):
     env = pgjax.Env(env_name)
-    keys = jax.random.split(jax.random.key(0), seeds)
+    keys = pgjax.seed_keys(0, seeds)
     compiled, lower_s, compile_s = compile_timed(env_only(env, seeds, num_envs, num_steps), keys)
     block(compiled(keys))  # warm-up
     times = timed_calls(compiled, keys, repeats, carry=False)
@@ -179,7 +179,7 @@ def measure_env_only(env_name: str, seeds: int, num_envs: int, num_steps: int, r
 
 def measure_train(config: pgjax.Config, seeds: int, updates: int, repeats: int):
     """Steady-state train_chunk throughput of `seeds` seeds, `updates` updates per call."""
-    keys = jax.random.split(jax.random.key(0), seeds)
+    keys = pgjax.seed_keys(0, seeds)
     state = block(jax.jit(jax.vmap(functools.partial(init_state, config)))(keys))
     step = jax.jit(
         jax.vmap(functools.partial(train_chunk, config, num_updates=updates)), donate_argnums=0
@@ -250,7 +250,7 @@ def part_profile(args, result, save):
     log(f"profile: default config, {seeds} × {config.num_envs} envs × {config.num_steps} steps")
     parts = build(config)
     opt = make_optimizer(config)
-    keys = jax.random.split(jax.random.key(0), seeds)
+    keys = pgjax.seed_keys(0, seeds)
     state = block(jax.jit(jax.vmap(functools.partial(init_state, config)))(keys))
 
     def rollout_only(state, key):
@@ -316,7 +316,7 @@ def part_profile(args, result, save):
 
 def part_compile(args, result, save):
     config = pgjax.Config(num_envs=args.num_envs)
-    keys = jax.random.split(jax.random.key(0), args.compile_seeds)
+    keys = pgjax.seed_keys(0, args.compile_seeds)
     log(f"compile: default config, whole run ({config.num_updates} updates), "
         f"{args.compile_seeds} seeds")
 
@@ -344,7 +344,7 @@ def part_solve(args, result, save):
 
 
 def solve(config: pgjax.Config, seeds: int, chunk: int, budget_s: float) -> dict:
-    keys = jax.random.split(jax.random.key(0), seeds)
+    keys = pgjax.seed_keys(0, seeds)
     t0 = time.perf_counter()
     init = jax.jit(jax.vmap(functools.partial(init_state, config))).lower(keys).compile()
     state = init(keys)
@@ -396,7 +396,7 @@ def solve(config: pgjax.Config, seeds: int, chunk: int, budget_s: float) -> dict
 def part_precision(args, result, save):
     rows = result.setdefault("precision", [])
     config = pgjax.Config(num_envs=args.num_envs)
-    keys = jax.random.split(jax.random.key(0), args.precision_seeds)
+    keys = pgjax.seed_keys(0, args.precision_seeds)
     for precision in args.precisions:
         if over_budget(args, f"precision {precision}"):
             break

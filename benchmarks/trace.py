@@ -63,7 +63,7 @@ def main():
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config = pgjax.Config(**parse_variant(args.variant)).validate()
-    keys = jax.random.split(jax.random.key(0), args.seeds)
+    keys = pgjax.seed_keys(0, args.seeds)
     state = jax.jit(jax.vmap(functools.partial(init_state, config)))(keys)
     step = jax.jit(jax.vmap(functools.partial(train_step, config)))
     jax.block_until_ready(step(state, keys))

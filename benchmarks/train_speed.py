@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     config = pgjax.Config()
-    keys = jax.random.split(jax.random.key(0), args.seeds)
+    keys = pgjax.seed_keys(0, args.seeds)
     total = args.seeds * config.num_updates * config.steps_per_update
 
     t0 = time.perf_counter()

@@ -53,7 +53,7 @@ def parse_variant(text: str) -> dict:
 
 def compile_variant(config: pgjax.Config, seeds: int, updates: int):
     """(compiled vmapped train_chunk, its input state, compile seconds, temp MiB)."""
-    keys = jax.random.split(jax.random.key(0), seeds)
+    keys = pgjax.seed_keys(0, seeds)
     state = jax.jit(jax.vmap(functools.partial(init_state, config)))(keys)
     chunk = jax.vmap(lambda s: train_chunk(config, s, updates))
     fn, lower_s, compile_s = compile_timed(jax.jit(chunk), state)

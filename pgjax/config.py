@@ -8,7 +8,7 @@ built from a config's strings in `pgjax.components.build` unless the caller pass
 import dataclasses
 import difflib
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from flax import struct
 
@@ -23,14 +23,13 @@ EstimatorName = Literal[
 ]
 
 CHOICES = {
-    "baseline": ("none", "mean", "value"),
-    "window": ("episodes", "complete", "truncate", "bootstrap"),
-    "lr_schedule": ("constant", "linear"),
-    "network": ("mlp", "cnn", "gru"),
-    "clip": ("global", "per-network"),
-    "conv_impl": ("patches", "lax"),
-    "estimator": ("reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae",
-                  "optimal-baseline"),
+    "baseline": get_args(Baseline),
+    "window": get_args(Window),
+    "lr_schedule": get_args(Schedule),
+    "network": get_args(Network),
+    "clip": get_args(Clip),
+    "conv_impl": get_args(ConvImpl),
+    "estimator": get_args(EstimatorName),
 }
 
 
