@@ -14,7 +14,6 @@ import tyro
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config
-from pgjax.envs import render_unavailable
 from pgjax.experiment import (
     evaluate_run,
     format_summary,
@@ -23,6 +22,7 @@ from pgjax.experiment import (
     reproduce_run,
     train_run,
 )
+from pgjax.render import render_unavailable
 from pgjax.sweep import SpecError, format_sweep, merge_sweep, sweep, sweep_status
 from pgjax.sweep_launch import run_local, run_worker, submit
 

@@ -22,10 +22,10 @@ from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError, Checkpoints
 from pgjax.components import ComponentError, Components, build, describe_given
 from pgjax.config import Config, from_dict
-from pgjax.envs import save_gif
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
+from pgjax.render import save_gif
 from pgjax.train import init_state, seed_keys, train_chunk
 
 DEFAULT_CHUNKS = 20
