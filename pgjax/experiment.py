@@ -334,8 +334,9 @@ def train_run(
     try:
         check_available(log)
     except LoggerUnavailable as e:
-        raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}" if resume else str(e)
-                                ) from None
+        if not resume:
+            raise
+        raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}") from None
     n = record["chunk_updates"]
     announce(run_dir, "resuming" if resume else "training into", progress)
     state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
