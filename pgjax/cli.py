@@ -160,6 +160,11 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
         print(f"reproduced: metrics of {run_dir} match bitwise (wall time aside)")
         return
     print(f"NOT reproduced: {result['difference']}")
+    if result["cpu"] is not None:
+        then, now = (cpu and f"{cpu['name']} ({' '.join(cpu['isa']) or 'no extensions read'})"
+                     for cpu in result["cpu"])
+        print(f"recorded on {then or 'a CPU the run does not record'}, rerun on {now}: on CPU, "
+              "float bits depend on the instruction-set extensions XLA compiles for")
     sys.exit(1)
 
 

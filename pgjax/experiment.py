@@ -504,7 +504,9 @@ def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict
 
     Returns:
       {"difference": None when metrics.csv matches bitwise (wall time aside), else the first
-      difference; "versions": {package: (recorded, now)} for the versions that changed}.
+      difference; "versions": {package: (recorded, now)} for the versions that changed;
+      "cpu": None when the run recorded this CPU's instruction-set extensions, else (recorded
+      CPU or None for a run that did not record it, this CPU), as `runs.cpu` describes them}.
     """
     import tempfile
 
@@ -518,9 +520,12 @@ def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict
             chunks=config.num_updates // record["chunk_updates"], progress=progress, **given,
         )
         difference = compare_metrics(run_dir, Path(tmp))
-    now = runs.provenance()["versions"]
-    changed = {k: (v, now.get(k)) for k, v in record["versions"].items() if now.get(k) != v}
-    return {"difference": difference, "versions": changed}
+    now = runs.provenance()
+    changed = {k: (v, now["versions"].get(k)) for k, v in record["versions"].items()
+               if now["versions"].get(k) != v}
+    then = record.get("cpu")
+    cpu = None if then is not None and then["isa"] == now["cpu"]["isa"] else (then, now["cpu"])
+    return {"difference": difference, "versions": changed, "cpu": cpu}
 
 
 def compare_metrics(a: Path, b: Path) -> str | None:

@@ -18,6 +18,12 @@ from pgjax.config import Config, to_dict
 from pgjax.stats import first_reaching, nanmean
 
 PACKAGES = ("pgjax", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "numpy")
+# Instruction-set extensions that XLA's CPU code generation uses when the host has them (vector
+# width, fused multiply-add): a run's float bits on CPU depend on which of these it had.
+ISA = (
+    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw",
+    "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve", "sve2",
+)
 MARKER = "pgjax_run"
 
 
@@ -39,7 +45,26 @@ def provenance() -> dict:
         "devices": [str(d) for d in jax.devices()],
         "backend": jax.default_backend(),
         "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+        "cpu": cpu(),
     }
+
+
+def cpu() -> dict:
+    """The host CPU: {"name", "isa": the extensions of `ISA` it has}, read from /proc/cpuinfo
+    (name from `platform.processor()` and no extensions where there is none)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "model name":
+            name = value
+        elif key in ("flags", "Features"):
+            flags = set(value.split())
+            break
+    return {"name": name, "isa": [f for f in ISA if f in flags]}
 
 
 def git_commit() -> str | None:

@@ -110,14 +110,28 @@ def loss_fn(
     Returns:
       (loss, metrics): loss = policy_loss + value_coef · value_loss − ent_coef · entropy.
     """
-    dist = batch_dist(parts, params, batch)
     values = None
     if parts.value is not None:
         values = parts.value.apply(params["value"], batch.obs)
     targets = estimate(params, config, parts, batch, last_obs, values)
+    return targets_loss(params, config, parts, batch, targets, values)
+
+
+def targets_loss(
+    params: dict,
+    config: Config,
+    parts: Components,
+    batch: Transition,
+    targets: Targets,
+    values: jax.Array | None,
+    counts: tuple[jax.Array, int] | None = None,
+) -> tuple[jax.Array, dict]:
+    """`policy_gradient_loss` of the policy on `batch` against the estimator's `targets`;
+    `values` [T, B] V(s_t) (None without a value net), `counts` as there."""
+    dist = batch_dist(parts, params, batch)
     return policy_gradient_loss(
         dist.log_prob(batch.action), dist.entropy(), values, targets,
-        value_coef=config.value_coef, ent_coef=config.ent_coef,
+        value_coef=config.value_coef, ent_coef=config.ent_coef, counts=counts,
     )
 
 
@@ -139,12 +153,8 @@ def slice_loss(
     counts: tuple[jax.Array, int],
 ) -> tuple[jax.Array, dict]:
     """One time slice's share of `loss_fn`, with targets made on the whole batch."""
-    dist = batch_dist(parts, params, batch)
     values = None if parts.value is None else parts.value.apply(params["value"], batch.obs)
-    return policy_gradient_loss(
-        dist.log_prob(batch.action), dist.entropy(), values, targets,
-        value_coef=config.value_coef, ent_coef=config.ent_coef, counts=counts,
-    )
+    return targets_loss(params, config, parts, batch, targets, values, counts)
 
 
 def loss_and_grad(
@@ -199,11 +209,7 @@ def episode_loss_and_grad(
     targets = estimate(params, config, parts, batch, last_obs, None)
 
     def bonus(policy_params):  # −ent_coef · entropy, with the loss of the targets for metrics
-        dist = batch_dist(parts, {"policy": policy_params}, batch)
-        loss, aux = policy_gradient_loss(
-            dist.log_prob(batch.action), dist.entropy(), None, targets,
-            value_coef=config.value_coef, ent_coef=config.ent_coef,
-        )
+        loss, aux = targets_loss({"policy": policy_params}, config, parts, batch, targets, None)
         return -config.ent_coef * aux["entropy"], (loss, aux)
 
     def episode_score(policy_params, episode, mask):  # one env's [T] steps

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import pgjax
+from pgjax import runs
 from pgjax.cli import main
 from pgjax.evaluate import evaluate, play
 
@@ -92,7 +93,15 @@ def test_reproduce_matches_then_detects_a_change(run_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", str(run_dir), "--no-progress"])
     assert exit_info.value.code == 1
-    assert "NOT reproduced: update 3, loss" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NOT reproduced: update 3, loss" in out and "recorded on" not in out  # same CPU
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["cpu"] == runs.cpu()
+    record["cpu"] = {"name": "Other CPU", "isa": ["avx512f"]}
+    (run_dir / "config.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit):
+        main(["reproduce", str(run_dir), "--no-progress"])
+    assert "recorded on Other CPU (avx512f), rerun on " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["eval", "plot", "reproduce"])
