@@ -269,15 +269,12 @@ class GroupRelative:
 def group_advantages(episode_returns: jax.Array, group_size: int, kind: str) -> jax.Array:
     """A_i of `GroupRelative` from R [B] (consecutive groups of `group_size`); returns [B]."""
     r = episode_returns.reshape(-1, group_size)
-    mean = r.mean(1, keepdims=True)
     if kind == "rloo":
         a = r - (r.sum(1, keepdims=True) - r) / (group_size - 1)
     elif kind == "dr-grpo":
-        a = r - mean
+        a = r - r.mean(1, keepdims=True)
     else:
-        std = r.std(1, keepdims=True)
-        flat = std <= 1e-6 * (1.0 + jnp.abs(mean))
-        a = jnp.where(flat, 0.0, (r - mean) / jnp.where(flat, 1.0, std))
+        a = jax.vmap(lambda group: normalize(group, rtol=1e-6))(r)
     return a.reshape(-1)
 
 
