@@ -6,11 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from benchmarks.run import iqm
 from benchmarks.variants import parse_variant
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_solve_iqm_counts_a_seed_without_episodes_as_unsolved():
+    assert iqm(np.array([1.0, 2, 3, 4, 5, 6, 7, 100])) == 4.5  # the middle half: 3, 4, 5, 6
+    assert iqm(np.array([np.nan, 1, 2, 3, 4, 5, 6, 7])) == 3.5  # NaN sorts lowest and is cut
+    assert iqm(np.array([np.nan] * 3 + [5.0] * 5)) == -np.inf  # a NaN in the middle half
 
 
 def test_parse_variant():
