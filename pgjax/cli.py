@@ -161,11 +161,17 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
         return
     print(f"NOT reproduced: {result['difference']}")
     if result["cpu"] is not None:
-        then, now = (cpu and f"{cpu['name']} ({' '.join(cpu['isa']) or 'no extensions read'})"
-                     for cpu in result["cpu"])
-        print(f"recorded on {then or 'a CPU the run does not record'}, rerun on {now}: on CPU, "
-              "float bits depend on the instruction-set extensions XLA compiles for")
+        then, now = map(_cpu_text, result["cpu"])
+        print(f"recorded on {then}, rerun on {now}: on CPU, float bits depend on the "
+              "instruction-set extensions XLA compiles for")
     sys.exit(1)
+
+
+def _cpu_text(cpu: dict | None) -> str:
+    """'AMD EPYC (sse4_1 ... fma)' of a `runs.cpu` record; None: a run that did not record it."""
+    if cpu is None:
+        return "a CPU the run does not record"
+    return f"{cpu['name']} ({' '.join(cpu['isa']) or 'no extensions read'})"
 
 
 def _common_parent(paths: list[Path]) -> Path:
