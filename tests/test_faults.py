@@ -239,6 +239,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_compiled(finished_run, tm
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("uncached_subprocesses")
 def test_ctrl_c_during_compile_exits_cleanly(tmp_path):
     """SIGINT at random moments of the compile: exit 130 and one line, never a crash."""
     rng = random.Random(0)
