@@ -54,12 +54,11 @@ def spec(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(spec, tmp_path_factory):
-    """A one-process sweep (`pgjax sweep SPEC`); its compiled program goes to the cache that the
-    workers of every test here (started from this process's environment) load it from."""
+    """A one-process sweep (`pgjax sweep SPEC`); its compiled program goes to the suite's
+    compilation cache (tests/conftest.py), which the workers of every test here load it from."""
     root = tmp_path_factory.mktemp("reference")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("JAX_PLATFORMS", "cpu")
-        env.setenv("JAX_COMPILATION_CACHE_DIR", str(root / "cache"))
         proc = subprocess.run([sys.executable, "-m", "pgjax.cli", "sweep", str(spec), "--out",
                                str(root / "out"), "--no-progress"],
                               capture_output=True, text=True, timeout=300)
