@@ -26,7 +26,7 @@ from pgjax.evaluate import evaluate
 from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
 from pgjax.render import save_gif
-from pgjax.train import init_state, seed_keys, train_chunk
+from pgjax.train import diverged, init_state, seed_keys, train_chunk
 
 DEFAULT_CHUNKS = 20
 MIN_CHUNK_UPDATES = 16  # the default's least updates per chunk
@@ -351,13 +351,13 @@ def train_run(
         start, state = ckpt.restore(state, set_aside=True)
     csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
     t1 = time.perf_counter()
-    state, diverged = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
-                                 start=start, n=n, checkpoint_every=checkpoint_every,
-                                 checkpoint_minutes=checkpoint_minutes, progress=progress)
+    state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
+                           start=start, n=n, checkpoint_every=checkpoint_every,
+                           checkpoint_minutes=checkpoint_minutes, progress=progress)
     wall = time.perf_counter() - t1
     for logger in loggers:
         logger.close()
-    summary = summarize(config, csv, diverged, seeds=seeds, start=start if resume else None,
+    summary = summarize(config, csv, bad, seeds=seeds, start=start if resume else None,
                         wall=wall, compile_seconds=compile_seconds)
     t2 = time.perf_counter()
     ckpt.close()  # the last checkpoint was written while the summary was computed
@@ -378,11 +378,11 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
     writes on its own thread); returns once the last checkpoint is started (`ckpt.wait` waits
     for it).
 
-    Returns the final state and a [seeds] bool mask of the seeds that diverged (a non-finite
-    loss or gradient norm in a chunk trained here, or non-finite final parameters).
+    Returns the final state and a [seeds] bool mask of the seeds that diverged
+    (`pgjax.train.diverged` over the updates trained here and the final parameters).
     """
     per_chunk = n * config.steps_per_update
-    diverged = np.zeros(seeds, bool)
+    losses, norms = [np.zeros((seeds, 0), np.float32)], [np.zeros((seeds, 0), np.float32)]
     chunks = range(start // n, config.num_updates // n)
     with tqdm(
         total=config.num_updates * config.steps_per_update, unit="step", unit_scale=True,
@@ -397,7 +397,8 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
             if not last:
                 running = step(state)  # the next chunk runs while this one's rows are written
             metrics = jax.tree.map(np.asarray, metrics)
-            diverged |= ~(np.isfinite(metrics.loss).all(1) & np.isfinite(metrics.grad_norm).all(1))
+            losses.append(metrics.loss)
+            norms.append(metrics.grad_norm)
             rows = csv.append(c * n, config.steps_per_update, metrics, time.perf_counter() - t1)
             for logger in loggers:
                 logger.log(rows)
@@ -408,9 +409,8 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
             if last or due:  # after the rows: a checkpoint never runs ahead of metrics.csv
                 ckpt.save((c + 1) * n, state)
                 saved = time.perf_counter()
-    for leaf in jax.tree.leaves(state.params):
-        diverged |= ~np.isfinite(np.asarray(leaf)).reshape(seeds, -1).all(1)
-    return state, diverged
+    bad = diverged(np.concatenate(losses, 1), np.concatenate(norms, 1), state.params)
+    return state, np.asarray(bad)
 
 
 def summarize(config, csv, diverged, *, seeds, start, wall, compile_seconds) -> dict:

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -20,7 +19,7 @@ from pgjax.components import build
 from pgjax.config import FIELDS, LEAVES, Config
 from pgjax.sweep_claims import this_holder
 from pgjax.sweep_spec import Chunk, Plan, static_key
-from pgjax.train import train
+from pgjax.train import diverged, train
 
 
 def batch_program(static: Config, components: dict):
@@ -41,9 +40,7 @@ def batch_program(static: Config, components: dict):
         config = static.replace(**leaves)
         keys = jax.random.wrap_key_data(key_data)
         state, metrics = jax.vmap(one_run)(config, keys)
-        finite = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in
-                  jax.tree.leaves(state.params)]
-        return metrics, jnp.stack(finite, 1).all(1)
+        return metrics, diverged(metrics.loss, metrics.grad_norm, state.params)
 
     return program
 
@@ -116,7 +113,7 @@ def run_chunk(
 
     Returns:
       {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics
-      {name: [runs, updates]}, params_finite [runs] and run ids [runs]}.
+      {name: [runs, updates]}, diverged [runs] (`pgjax.train.diverged`) and run ids [runs]}.
     """
     programs = Programs() if programs is None else programs
     components = components or {}
@@ -131,13 +128,13 @@ def run_chunk(
         n: np.array([getattr(plan.configs[c], n) for c in cfg_ids], np.float32) for n in LEAVES
     }
     t = time.perf_counter()
-    metrics, finite = jax.block_until_ready(program(leaves, key_data[seed_ids]))
-    output_devices = len(finite.sharding.device_set)
-    metrics, finite = jax.device_get((metrics, finite))
+    metrics, bad = jax.block_until_ready(program(leaves, key_data[seed_ids]))
+    output_devices = len(bad.sharding.device_set)
+    metrics, bad = jax.device_get((metrics, bad))
     wall = time.perf_counter() - t
     n = len(chunk.runs)
     arrays = {k: np.asarray(v)[:n] for k, v in metrics._asdict().items()}
-    arrays["params_finite"] = np.asarray(finite)[:n]
+    arrays["diverged"] = np.asarray(bad)[:n]
     arrays["run"] = np.asarray(chunk.runs)
     rows = [
         run_row(plan, run, chunk, {k: arrays[k][i] for k in arrays if k != "run"}, wall, worker)
@@ -163,15 +160,12 @@ def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: st
 
     final_return: the mean return of the episodes that finished in the last update (NaN if none
     ever did); auc: the mean of that return over updates, skipping the NaN updates before the
-    first episode ends; diverged: a non-finite loss or gradient norm at any update, or
-    non-finite final parameters.
+    first episode ends; diverged: `pgjax.train.diverged`, computed in the chunk's program.
     """
     config_id, seed_index = plan.runs[run]
     config = plan.configs[config_id]
     ret = np.asarray(m["episode_return"], np.float64)
     finite = np.isfinite(ret)
-    diverged = not (np.isfinite(m["loss"]).all() and np.isfinite(m["grad_norm"]).all()
-                    and bool(m["params_finite"]))
     fields = {}
     for name in FIELDS:
         value = getattr(config, name)
@@ -186,6 +180,6 @@ def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: st
         "env_steps": config.num_updates * config.steps_per_update,
         "final_return": float(ret[-1]),
         "auc": float(ret[finite].mean()) if finite.any() else float("nan"),
-        "diverged": bool(diverged),
+        "diverged": bool(m["diverged"]),
         "wall_seconds": wall,
     }

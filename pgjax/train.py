@@ -43,6 +43,18 @@ class Metrics(NamedTuple):
     grad_norm: jax.Array  # global norm before clipping
 
 
+def diverged(loss: jax.Array, grad_norm: jax.Array, params) -> jax.Array:
+    """[runs] bool: the runs that diverged, a non-finite loss or gradient norm at any update or
+    non-finite parameters.
+
+    loss, grad_norm: [runs, updates]; params: a pytree of [runs, ...] arrays. Reduced where the
+    arrays live, so a sharded sweep moves only the [runs] flags to the host.
+    """
+    finite = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1)
+              for x in (loss, grad_norm, *jax.tree.leaves(params))]
+    return ~jnp.stack(finite, 1).all(1)
+
+
 def seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Array:
     """[seeds] PRNG keys of a run: seed i's key for `stream`.
 

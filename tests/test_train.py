@@ -12,7 +12,7 @@ import pytest
 import pgjax
 from pgjax.estimators import returns_and_mask
 from pgjax.rollout import rollout
-from pgjax.train import init_state, loss_and_grad, train_chunk, train_step
+from pgjax.train import diverged, init_state, loss_and_grad, train_chunk, train_step
 
 pytestmark = pytest.mark.usefixtures("highest_precision")  # gradients compared
 
@@ -128,6 +128,19 @@ def test_metrics_shapes_and_no_placeholder_before_first_episode():
         for j in range(1, 12):
             if episodes[s, j] == 0 and np.isfinite(ret[s, j - 1]):
                 assert ret[s, j] == ret[s, j - 1]
+
+
+def test_diverged_flags_a_non_finite_value_of_each_kind_in_its_own_run_only():
+    loss, norm = np.zeros((5, 3), np.float32), np.ones((5, 3), np.float32)
+    params = {"w": np.zeros((5, 2, 2), np.float32), "b": np.zeros((5, 2), np.float32)}
+    loss[1, 2] = np.nan
+    norm[2, 0] = np.inf
+    params["w"][3, 1, 0] = -np.inf
+    params["b"][4, 1] = np.nan
+    expected = np.array([False, True, True, True, True])
+    np.testing.assert_array_equal(diverged(loss, norm, params), expected)
+    np.testing.assert_array_equal(jax.jit(diverged)(loss, norm, params), expected)
+    np.testing.assert_array_equal(diverged(loss[:, :0], norm[:, :0], {}), np.zeros(5, bool))
 
 
 def test_same_seed_bitwise_and_other_seed_differs():
