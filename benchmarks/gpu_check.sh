@@ -48,10 +48,10 @@
 #             under matmul precision default, bfloat16 and float32 (throughput, final return,
 #             compile seconds).
 #   minatar   scripts/reproduce.py --configs experiments/minatar: every game at 10.24M steps,
-#             16 seeds, MLP and CNN, without and with an entropy bonus of 0.1, on Asterix the
-#             CNN with 0.03 and the MLP with GAE and γ 0.999, and the MLP 256-256 of gymnax's
-#             PPO-MLP with each game's bonus (the CNN and MLP bonus variants first, ->
-#             minatar/results-partial.md)
+#             16 seeds, MLP and CNN, without and with an entropy bonus of 0.1, the CNN with
+#             0.03 on Asterix and SpaceInvaders, on Asterix the MLP with GAE and γ 0.999, and
+#             the MLP 256-256 of gymnax's PPO-MLP with each game's bonus (the CNN and MLP
+#             bonus variants first, -> minatar/results-partial.md)
 #             -> minatar/results.md (and figures/),
 #             with each final policy evaluated greedy and sampled (100 episodes); runs in
 #             minatar/runs, finished ones without their checkpoints. Finished runs are reused
