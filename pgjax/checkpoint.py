@@ -124,13 +124,15 @@ class Checkpoints:
         self.wait()
         return sorted(self.manager.all_steps())
 
-    def restore(self, like, step: int | None = None, *, set_aside: bool = False):
-        """(update, state) from `step`, or the newest readable one.
+    def restore(self, like, step: int | None = None, *, set_aside: bool = False,
+                at_most: int | None = None):
+        """(update, state) from `step`, or the newest readable one of at most `at_most` updates.
 
         Damaged checkpoints are reported in one line each and skipped (they are the newer ones:
         steps are tried newest first). With `set_aside` (resume), once one is restored, the
         damaged ones are renamed to `damaged-<step>` beside the others (kept, never overwritten),
-        so the resumed run can save those steps again.
+        and those past `at_most` to `ahead-<step>`, so the resumed run can save those steps
+        again. When every checkpoint is past `at_most`, it returns (0, like): the start.
 
         Raises:
           CheckpointError: `step` is not a checkpoint of this run, or none is readable.
@@ -139,9 +141,17 @@ class Checkpoints:
         if step is not None and step not in steps:
             listed = ", ".join(map(str, steps)) or "none"
             raise CheckpointError(f"no checkpoint {step}; available: {listed}")
+        ahead = [s for s in steps if step is None and at_most is not None and s > at_most]
+        for s in ahead:
+            print(f"pgjax: checkpoint {s} is past the {at_most} whole rows of metrics.csv; "
+                  "training those updates again", file=sys.stderr)
+        if ahead and len(ahead) == len(steps):
+            if set_aside:
+                self._set_aside(dict.fromkeys(ahead, "ahead"))
+            return 0, like
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, to_saveable(like))
         damaged = []
-        for s in [step] if step is not None else steps[::-1]:
+        for s in [step] if step is not None else [s for s in steps if s not in ahead][::-1]:
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # orbax raises many types for damaged files
@@ -151,18 +161,19 @@ class Checkpoints:
                 damaged.append(s)
                 continue
             if set_aside:
-                self._set_aside(damaged)
+                self._set_aside(dict.fromkeys(damaged, "damaged") | dict.fromkeys(ahead, "ahead"))
             return s, from_saveable(restored, like)
         raise CheckpointError(f"no readable checkpoint in {self.root}")
 
-    def _set_aside(self, damaged: list[int]) -> None:
-        if not damaged:
+    def _set_aside(self, steps: dict[int, str]) -> None:
+        """Rename checkpoint s to `<steps[s]>-<s>` (with a time suffix if that exists)."""
+        if not steps:
             return
         self.manager.close()
-        for s in damaged:
-            target = self.root / f"damaged-{s}"
+        for s, why in steps.items():
+            target = self.root / f"{why}-{s}"
             if target.exists():
-                target = self.root / f"damaged-{s}-{time.strftime('%Y%m%d-%H%M%S')}"
+                target = self.root / f"{why}-{s}-{time.strftime('%Y%m%d-%H%M%S')}"
             (self.root / str(s)).rename(target)
             print(f"pgjax: checkpoint {s} moved to {target}", file=sys.stderr)
         self.manager = self._open()

@@ -347,8 +347,9 @@ def train_run(
 
     ckpt = Checkpoints(run_dir)
     start = 0
-    if resume and ckpt.steps():
-        start, state = ckpt.restore(state, set_aside=True)
+    if resume and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
+        start, state = ckpt.restore(state, set_aside=True,
+                                    at_most=runs.whole_rows(run_dir / "metrics.csv"))
     csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
     t1 = time.perf_counter()
     state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,

@@ -203,13 +203,52 @@ class MetricsCSV:
         return seed_returns(read_metrics(self.path.parent))
 
 
+def _whole_rows(path: Path) -> tuple[list[str], list[list[float]], int]:
+    """(header, the rows from the top that read whole, how many rows the file has).
+
+    A row reads whole when it has the header's columns, every one a number, and its update is
+    its row number (a file cut short or damaged after training keeps its rows above the damage).
+    """
+    with path.open(newline="") as f:
+        lines = list(csv.reader(f))
+    header, body = (lines[0], lines[1:]) if lines else ([], [])
+    rows = []
+    for line in body:
+        try:
+            row = [float(x) for x in line]
+        except ValueError:
+            break
+        if len(row) != len(header) or row[0] != len(rows) + 1:
+            break
+        rows.append(row)
+    return header, rows, len(body)
+
+
+def whole_rows(path: Path) -> int:
+    """How many rows from the top of a metrics.csv read whole (`_whole_rows`); 0 without one."""
+    try:
+        return len(_whole_rows(path)[1])
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return 0
+
+
 def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
-    """Columns of RUN_DIR/metrics.csv as float arrays."""
-    with (run_dir / "metrics.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{run_dir}/metrics.csv has no rows")
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    """Columns of RUN_DIR/metrics.csv as float arrays.
+
+    Raises:
+      ValueError: the file has no rows, or a row that does not read (`_whole_rows`).
+      OSError: it cannot be read.
+    """
+    path = run_dir / "metrics.csv"
+    try:
+        header, rows, n = _whole_rows(path)
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} does not read as CSV ({e})") from None
+    if len(rows) < n:
+        raise ValueError(f"{path} is damaged at row {len(rows) + 1} of {n}")
+    if not rows or header[:1] != ["update"]:
+        raise ValueError(f"{path} has no rows")
+    return dict(zip(header, np.array(rows, np.float64).T, strict=True))
 
 
 def seed_returns(cols: dict[str, np.ndarray]) -> np.ndarray:

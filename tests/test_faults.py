@@ -75,6 +75,60 @@ def test_resume_past_a_damaged_newest_checkpoint_moves_it_aside(finished_run, tm
     assert metrics_rows(run) == metrics_rows(finished_run)
 
 
+def cut_metrics_in_row(run_dir: Path, row: int) -> None:
+    """metrics.csv cut short in the middle of row `row` (a disk that failed after training)."""
+    lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
+    (run_dir / "metrics.csv").write_text("".join(lines[:row]) + lines[row][:30])
+
+
+@pytest.mark.parametrize("text, whole, damaged", [
+    ("update,x\n1,0.5\n2,nan\n3,-1\n", 3, False),
+    ("update,x\n1,0.5\n2,0.\n3", 2, True),  # cut in row 3
+    ("update,x\n1,0.5\n2\n3,1\n", 1, True),  # a short row
+    ("update,x\n1,0.5\n3,1\n", 1, True),  # a row missing
+    ("update,x\n1,0.5\n2,zz\n", 1, True),
+    ("update,x\n", 0, False),
+    ("", 0, False),
+])
+def test_whole_rows_stop_at_the_first_damaged_row(tmp_path, text, whole, damaged):
+    (tmp_path / "metrics.csv").write_text(text)
+    assert pgjax.runs.whole_rows(tmp_path / "metrics.csv") == whole
+    assert pgjax.runs.whole_rows(tmp_path / "missing.csv") == 0
+    if damaged:
+        with pytest.raises(ValueError, match=f"damaged at row {whole + 1} of "):
+            pgjax.runs.read_metrics(tmp_path)
+    elif whole:
+        assert list(pgjax.runs.read_metrics(tmp_path)["update"]) == [1, 2, 3]
+    else:
+        with pytest.raises(ValueError, match="has no rows"):
+            pgjax.runs.read_metrics(tmp_path)
+
+
+def test_resume_trains_again_the_updates_a_damaged_metrics_csv_lost(finished_run, tmp_path,
+                                                                    capsys):
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    cut_metrics_in_row(run, 5)  # the last 3 updates keep checkpoints: 3, 4 and 5
+    code, err = cli(capsys, "plot", str(run))
+    one_line_error(code, err, "damaged at row 5 of 5")
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0 and "checkpoint 5 is past the 4 whole rows of metrics.csv" in err, err
+    assert "checkpoint 4 is past" not in err, err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["3", "4", "5", "ahead-5"]
+    assert pgjax.experiment.compare_metrics(run, finished_run) is None
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_resume_with_no_metrics_row_left_starts_over(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    (run / "metrics.csv").unlink()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0 and "checkpoint 3 is past the 0 whole rows" in err, err
+    assert (run / "checkpoints" / "ahead-3").is_dir()
+    assert pgjax.experiment.compare_metrics(run, finished_run) is None
+
+
 def test_all_checkpoints_damaged_is_one_line(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
     (run / "summary.json").unlink()
