@@ -89,9 +89,12 @@ def main():
     parser.add_argument("--eval", type=int, metavar="EPISODES",
                         help="also evaluate each final policy over EPISODES episodes per seed")
     args = parser.parse_args()
-    if args.eval is not None and args.eval <= 0:
-        parser.error(f"--eval must be positive, got {args.eval}")
+    for name in ("seeds", "budget", "eval"):
+        if (value := getattr(args, name)) is not None and value <= 0:
+            parser.error(f"--{name} must be positive, got {value}")
     available = sorted(p.stem for p in args.configs.glob("*.toml"))
+    if not available:
+        parser.error(f"no configs (*.toml) in {args.configs}")
     if unknown := sorted(set(args.only or ()) - set(available)):
         parser.error(f"no config named {', '.join(unknown)} in {args.configs} "
                      f"(there: {', '.join(available) or 'none'})")
@@ -137,7 +140,8 @@ def main():
 
 
 def evaluation(run_dir: Path, config: Config, episodes: int) -> dict | None:
-    """The run's eval.json for its final checkpoint and `episodes`, evaluated when missing.
+    """The run's eval.json for its final checkpoint and `episodes`, evaluated when missing
+    (or unreadable, or of another checkpoint or episode count).
 
     None (and a line saying so) when it is missing and the checkpoint is gone: a reused run
     whose checkpoints were deleted before it was evaluated.
@@ -145,8 +149,13 @@ def evaluation(run_dir: Path, config: Config, episodes: int) -> dict | None:
     path = run_dir / "eval.json"
     final = config.num_updates
     if path.exists():
-        result = json.loads(path.read_text())
-        if (result.get("checkpoint_update"), result.get("episodes"), result.get("eval_seed"),
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            print(f"{path}: unreadable ({e}), evaluating again", flush=True)
+            result = {}
+        if isinstance(result, dict) and (
+                result.get("checkpoint_update"), result.get("episodes"), result.get("eval_seed"),
                 "iqm" in result.get("greedy", {})) == (final, episodes, 0, True):
             return result
     try:

@@ -138,6 +138,8 @@ def reproduce_here(tmp_path, monkeypatch, *args):
     try:
         runpy.run_path(str(SCRIPT), run_name="__main__")
     except SystemExit as e:
+        if isinstance(e.code, int):  # argparse's usage error: 2
+            return e.code
         print(e.code, file=sys.stderr)
         return 1
     return 0
@@ -190,3 +192,47 @@ def test_a_bad_config_file_is_one_line(tmp_path, monkeypatch, capsys, text, mess
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"reproduce.py: {message}"), line
     assert not (tmp_path / "runs").exists()
+
+
+def test_nothing_to_run_is_a_usage_error_and_keeps_the_table(tmp_path, monkeypatch, capsys):
+    (tmp_path / "t.md").write_text("the committed table\n")
+    configs = tmp_path / "configs"
+    assert reproduce_here(tmp_path, monkeypatch) == 2  # no such folder
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"reproduce.py: error: no configs (*.toml) in {configs}"
+    configs.mkdir()
+    (configs / "notes.txt").write_text("not a config")
+    assert reproduce_here(tmp_path, monkeypatch) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"reproduce.py: error: no configs (*.toml) in {configs}"
+    (configs / "tiny.toml").write_text(TOML)
+    assert reproduce_here(tmp_path, monkeypatch, "--variants", "lr medium") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"reproduce.py: error: no variant named lr medium in {configs}"
+    for flag in ("--seeds", "--budget"):
+        assert reproduce_here(tmp_path, monkeypatch, flag, "0") == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+            f"reproduce.py: error: {flag} must be positive, got 0"
+    assert (tmp_path / "t.md").read_text() == "the committed table\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unreadable_eval_json_is_evaluated_again(tmp_path, monkeypatch, capsys):
+    evaluation = runpy.run_path(str(SCRIPT))["evaluation"]
+    config = Config(env="CartPole-v1", num_envs=4, num_steps=10, total_timesteps=120)
+    fresh = {"checkpoint_update": 3, "episodes": 5, "eval_seed": 0,
+             "greedy": {"iqm": 1.0}, "sampled": {"iqm": 0.5}}
+    evaluated = []
+
+    def evaluate_run(run_dir, episodes, step):
+        evaluated.append(step)
+        return fresh
+
+    monkeypatch.setitem(evaluation.__globals__, "evaluate_run", evaluate_run)
+    path = tmp_path / "eval.json"
+    path.write_text('{"checkpoint_update": 3, "epis')  # cut short
+    assert evaluation(tmp_path, config, 5) == fresh
+    assert capsys.readouterr().out.startswith(f"{path}: unreadable (")
+    assert json.loads(path.read_text()) == fresh
+    assert evaluation(tmp_path, config, 5) == fresh  # read, not evaluated again
+    assert evaluated == [3]

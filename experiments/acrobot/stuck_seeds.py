@@ -27,6 +27,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=16)
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be positive, got {args.seeds}")
     spec = tomllib.loads((ROOT / "experiments/configs/acrobot.toml").read_text())
     base = from_experiment(spec)[0].validate()
     lines = ["# Acrobot-v1: stuck seeds", "",

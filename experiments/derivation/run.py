@@ -567,6 +567,10 @@ def main(argv=None):
     parser.add_argument("--chunks", type=int, default=64, help=f"chunks of {CHUNK} episodes")
     parser.add_argument("--replicates", type=int, default=3, help="extra seeds for (i)")
     args = parser.parse_args(argv)
+    if args.chunks < 1:
+        parser.error(f"--chunks must be positive, got {args.chunks}")
+    if args.replicates < 0:
+        parser.error(f"--replicates must be 0 or more, got {args.replicates}")
     start, rep, n = time.perf_counter(), Report(), args.chunks * CHUNK
 
     setup = make_setup()

@@ -180,7 +180,8 @@ def write(exact_rows, learn_rows, args) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["exact", "learn"])
+    parser.add_argument("--parts", nargs="+", default=["exact", "learn"],
+                        choices=["exact", "learn"])
     parser.add_argument("--episodes", type=int, default=2**18)
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))

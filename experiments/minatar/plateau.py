@@ -12,6 +12,7 @@ on Breakout the share of steps taking the tracker's action. Writes experiments/m
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import jax
@@ -19,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgjax import runs, seed_keys
+from pgjax.checkpoint import CheckpointError
 from pgjax.envs import Env
 from pgjax.evaluate import play
-from pgjax.experiment import restore_run
+from pgjax.experiment import load_run, restore_run
 from pgjax.policies import initial_carry, step_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,13 @@ def main():
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--episodes", type=int, default=256)
     args = parser.parse_args()
+    if args.episodes < 1:
+        parser.error(f"--episodes must be positive, got {args.episodes}")
+    for run_dir in args.runs:
+        try:
+            load_run(run_dir)
+        except ValueError as e:
+            parser.error(str(e))
     key = seed_keys(0, 1, stream="eval")[0]
     lines = ["# MinAtar: what the plateaued policies do", "",
              f"`python experiments/minatar/plateau.py {' '.join(map(str, args.runs))} "
@@ -108,7 +117,10 @@ def main():
              "*Expert*: share of steps taking the game's hand-written policy's action.", ""]
     games = {}
     for run_dir in args.runs:
-        env, rows = learned(run_dir, key, args.episodes)
+        try:
+            env, rows = learned(run_dir, key, args.episodes)
+        except (ValueError, CheckpointError) as e:
+            sys.exit(f"plateau.py: {run_dir}: {e}")
         games.setdefault(env.name, (env, []))[1].extend(rows)
     print("\n".join(lines), flush=True)
     for name, (env, rows) in games.items():
