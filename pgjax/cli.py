@@ -130,14 +130,19 @@ def plot_command(
 
     Args:
       run_dirs: pgjax run directories.
-      out: output path without suffix; writes OUT.png and OUT.svg (default: RUN_DIR/curves for
-        one run, else curves in the runs' common parent folder).
+      out: output path without suffix; writes OUT.png and OUT.svg (an existing folder:
+        OUT/curves.png and .svg; default: RUN_DIR/curves for one run, else curves in the runs'
+        common parent folder).
       x: x-axis.
     """
+    if not run_dirs:
+        raise UsageError("plot needs at least one run directory")
     for run_dir in run_dirs:
         _require_metrics(run_dir)
     if out is None:
         out = run_dirs[0] / "curves" if len(run_dirs) == 1 else _common_parent(run_dirs) / "curves"
+    elif out.is_dir():
+        out = out / "curves"
     for path in plots.plot_runs(run_dirs, out, x=x):
         print(path)
 

@@ -79,6 +79,8 @@ def test_plot_writes_images(run_dir, tmp_path):
     main(["plot", str(run_dir), str(run_dir), "--out", str(tmp_path / "c"), "--x", "wall_seconds"])
     assert (tmp_path / "c.png").stat().st_size > 5000
     assert (tmp_path / "c.svg").read_text().lstrip().startswith("<?xml")
+    main(["plot", str(run_dir), "--out", str(tmp_path)])  # a folder: the figure goes inside
+    assert (tmp_path / "curves.png").is_file() and (tmp_path / "curves.svg").is_file()
 
 
 def test_reproduce_matches_then_detects_a_change(run_dir, capsys):

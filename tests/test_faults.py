@@ -229,6 +229,10 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
         assert time.perf_counter() - t < 5  # refused before any training
 
 
+def test_plot_without_runs_is_one_line(capsys):
+    one_line_error(*cli(capsys, "plot"), "plot needs at least one run directory")
+
+
 def test_eval_errors_are_one_line_and_touch_nothing(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
     code, err = cli(capsys, "eval", str(run), "--checkpoint", "2")
