@@ -6,6 +6,7 @@ not passed is made from the config's fields (env id, network, hidden sizes, base
 `reproduce` and every host runner go through it.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -139,6 +140,11 @@ def build(
     env = Env(config.env) if env is None else as_env(env)
     if estimator is None:
         estimator = make_estimator(config)
+    elif not callable(estimator) or not isinstance(getattr(estimator, "uses_value", None), bool):
+        raise ComponentError(
+            f"the estimator {type(estimator).__name__} needs uses_value: bool and "
+            f"__call__(EstimatorInputs) -> Targets (see pgjax.estimators)"
+        )
     if policy is None:
         features = torso(config, env)
         if config.network == "gru":
@@ -187,12 +193,7 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
         )
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), jnp.float32)
     key = jax.random.key(0)
-    carry = initial_carry(policy, (1,))
-    first = jnp.ones(1, bool)
-
-    def policy_dist(o):
-        return step_policy(policy, init_policy(policy, key, o), carry, o, first)[1]
-
+    policy_dist = functools.partial(_policy_dist, policy)
     dist = _abstract(policy_dist, obs, "policy", env)
     for method in ("sample", "log_prob", "entropy"):
         if not callable(getattr(dist, method, None)):
@@ -200,6 +201,18 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
                 f"the policy returned {type(dist).__name__}, which has no {method}(); a policy "
                 f"maps observations to a distribution (see pgjax.policies)"
             )
+    sample = _abstract(lambda o: policy_dist(o).sample(key), obs, "policy", env)
+    if getattr(sample, "shape", None) != (1, *env.action_shape):
+        raise ComponentError(
+            f"the policy samples a batch of 1 action of shape {getattr(sample, 'shape', None)}; "
+            f"{env.name}'s is {(1, *env.action_shape)}"
+        )
+    logits = getattr(dist, "logits", None)
+    if not env.continuous and getattr(logits, "shape", (env.num_actions,))[-1:] != (
+            env.num_actions,):
+        raise ComponentError(
+            f"the policy has {logits.shape[-1]} actions; {env.name} has {env.num_actions}"
+        )
     action = jnp.zeros((1, *env.action_shape), jnp.float32 if env.continuous else jnp.int32)
     log_prob = _abstract(lambda o: policy_dist(o).log_prob(action), obs, "policy", env)
     if getattr(log_prob, "shape", None) != (1,):
@@ -216,12 +229,37 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
             )
 
 
+def check_greedy(components: Components) -> None:
+    """Raise a one-line ComponentError unless the policy's distribution has `mode()`, the
+    action greedy evaluation plays."""
+    obs = jax.ShapeDtypeStruct((1, *components.env.obs_shape), jnp.float32)
+    dist = _abstract(functools.partial(_policy_dist, components.policy), obs, "policy",
+                     components.env)
+    if not callable(getattr(dist, "mode", None)):
+        raise ComponentError(
+            f"the policy returned {type(dist).__name__}, which has no mode(); greedy evaluation "
+            f"plays the mode"
+        )
+
+
+def _policy_dist(policy: nn.Module, obs: jax.Array):
+    """The distribution of a freshly initialised `policy` (either kind) on `obs` [1, ...]."""
+    key = jax.random.key(0)
+    carry = initial_carry(policy, (1,))
+    return step_policy(policy, init_policy(policy, key, obs), carry, obs, jnp.ones(1, bool))[1]
+
+
 def _abstract(fn, obs: jax.ShapeDtypeStruct, what: str, env: Env):
     """`jax.eval_shape(fn, obs)`, any failure reported as one line."""
     try:
         return jax.eval_shape(fn, obs)
     except Exception as e:  # flax/JAX raise many types for a shape that does not fit
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if isinstance(e, TypeError) and "not a valid JAX type" in reason:
+            raise ComponentError(
+                f"the {what} returns a value that is not a pytree of arrays; make its "
+                f"distribution a NamedTuple or flax.struct.dataclass (as pgjax.Categorical is)"
+            ) from None
         raise ComponentError(
             f"the {what} cannot take {env.name} observations of shape {env.obs_shape} "
             f"(batched [1, ...]): {reason}"

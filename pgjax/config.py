@@ -8,6 +8,7 @@ built from a config's strings in `pgjax.components.build` unless the caller pass
 import dataclasses
 import difflib
 import math
+import numbers
 from typing import Any, Literal, get_args
 
 from flax import struct
@@ -111,6 +112,13 @@ class Config(struct.PyTreeNode):
         `pgjax.components.build`.
         """
         for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks",
+                     "group_size", "hidden"):
+            for value in getattr(self, name) if name == "hidden" else [getattr(self, name)]:
+                if not _is_int(value):
+                    what = "hidden sizes must be integers" if name == "hidden" else \
+                        f"{name} must be an integer"
+                    raise ValueError(f"{what}, got {value!r}")
+        for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks",
                      "group_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -142,6 +150,11 @@ class Config(struct.PyTreeNode):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         return self
+
+
+def _is_int(value: Any) -> bool:
+    """An integer, Python's or NumPy's (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Config))

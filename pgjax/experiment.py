@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError, Checkpoints
-from pgjax.components import ComponentError, Components, build, describe_given
+from pgjax.components import ComponentError, Components, build, check_greedy, describe_given
 from pgjax.config import Config, from_dict
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
@@ -456,6 +456,7 @@ def evaluate_run(
     IQM with its 95% bootstrap interval (`stats.score_summary`).
     """
     _, record, parts, update, state = restore_run(run_dir, step, **components)
+    check_greedy(parts)
     keys = seed_keys(seed, record["seeds"], stream="eval")
     result = {"checkpoint_update": update, "episodes": episodes, "eval_seed": seed}
     for mode in ("greedy", "sampled"):
@@ -473,6 +474,8 @@ def render_episode(
 ) -> float:
     """Play one episode of seed `run`'s policy and save it as a GIF; returns its return."""
     _, _, parts, _, state = restore_run(run_dir, step, **components)
+    if greedy:
+        check_greedy(parts)
     env = parts.env
     params = jax.tree.map(lambda x: x[run], state.params["policy"])
 

@@ -1,7 +1,7 @@
 """Action distributions, policy and value networks (flax.linen).
 
 The policy contract the trainer relies on: a flax module whose `__call__(obs)` maps observations
-[..., *obs_shape] to a distribution with `sample(key) -> action [..., *action_shape]`,
+[..., *obs_shape] to a distribution, a pytree with `sample(key) -> action [..., *action_shape]`,
 `log_prob(action) -> [...]` and `entropy() -> [...]` (and `mode()` for greedy evaluation).
 `Categorical` and `DiagGaussian` are the built-in distributions; a distribution that also has
 `noise(key)` and `sample_from(noise)` and is a pytree gets its noise drawn before the rollout loop.

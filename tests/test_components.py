@@ -143,9 +143,55 @@ class TwoValues(nn.Module):
         return nn.Dense(2)(obs)
 
 
+class PlainCategorical:
+    """A distribution with every method that is not a pytree."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+    def sample(self, key):
+        return jax.random.categorical(key, self.logits)
+
+    def log_prob(self, action):
+        return pgjax.Categorical(self.logits).log_prob(action)
+
+    def entropy(self):
+        return pgjax.Categorical(self.logits).entropy()
+
+
+class PlainPolicy(nn.Module):
+    @nn.compact
+    def __call__(self, obs):
+        return PlainCategorical(nn.Dense(2)(obs))
+
+
+class NoMode(pgjax.Categorical):
+    mode = None
+
+
+class NoModePolicy(nn.Module):
+    @nn.compact
+    def __call__(self, obs):
+        return NoMode(nn.Dense(2)(obs))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoUsesValue:
+    def __call__(self, inputs):
+        return pgjax.build(pgjax.Config()).estimator(inputs)
+
+
 @pytest.mark.parametrize(
     "config, components, message",
     [
+        (pgjax.Config(env="Pendulum-v1"), {"policy": pgjax.GaussianPolicy((8,), 3)},
+         "samples a batch of 1 action of shape (1, 3); Pendulum-v1's is (1, 1)"),
+        (pgjax.Config(), {"policy": pgjax.CategoricalPolicy((8,), 5)},
+         "the policy has 5 actions; CartPole-v1 has 2"),
+        (pgjax.Config(), {"policy": PlainPolicy()}, "is not a pytree of arrays"),
+        (pgjax.Config(), {"estimator": NoUsesValue()}, "NoUsesValue needs uses_value: bool"),
+        (pgjax.Config(num_envs=4.0), {}, "num_envs must be an integer, got 4.0"),
+        (pgjax.Config(hidden=(8, 2.5)), {}, "hidden sizes must be integers, got 2.5"),
         (pgjax.Config(), {"policy": LogitsOnly()}, "has no sample()"),
         (pgjax.Config(), {"policy": pgjax.CategoricalPolicy((8,), 2, pgjax.ConvTorso())},
          "cannot take CartPole-v1 observations of shape (4,)"),
@@ -164,6 +210,12 @@ def test_bad_components_fail_before_compile_with_one_line(config, components, me
     with pytest.raises(ValueError) as info:
         pgjax.make_train(config, **components)
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_greedy_evaluation_needs_a_mode():
+    pgjax.components.check_greedy(pgjax.build(pgjax.Config()))
+    with pytest.raises(ValueError, match="NoMode, which has no mode"):
+        pgjax.components.check_greedy(pgjax.build(pgjax.Config(), policy=NoModePolicy()))
 
 
 def test_cli_rejects_cnn_on_vector_observations(capsys):
