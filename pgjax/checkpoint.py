@@ -63,6 +63,11 @@ def _dropping_closed_loop(hook):
     return drop_closed_loop
 
 
+def _path_name(path) -> str:
+    """A pytree path as "runner/obs": orbax stores named tuples' fields as dict keys."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
 class Checkpoints:
     """Atomic, numbered checkpoints (step = updates done) under RUN_DIR/checkpoints.
 
@@ -152,6 +157,11 @@ class Checkpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, to_saveable(like))
         damaged = []
         for s in [step] if step is not None else [s for s in steps if s not in ahead][::-1]:
+            if (difference := self._shape_difference(s, abstract)) is not None:
+                raise CheckpointError(
+                    f"checkpoint {s} does not fit the run's config.json ({difference}); was "
+                    f"config.json edited after training?"
+                )
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # orbax raises many types for damaged files
@@ -164,6 +174,21 @@ class Checkpoints:
                 self._set_aside(dict.fromkeys(damaged, "damaged") | dict.fromkeys(ahead, "ahead"))
             return s, from_saveable(restored, like)
         raise CheckpointError(f"no readable checkpoint in {self.root}")
+
+    def _shape_difference(self, step: int, abstract) -> str | None:
+        """The first array whose stored shape differs from `abstract`'s, as text; None when all
+        agree or the stored metadata does not read (the restore then reports the damage)."""
+        try:
+            stored = ocp.StandardCheckpointer().metadata(self.root / str(step) / "default")
+            stored = jax.tree_util.tree_leaves_with_path(stored.item_metadata)
+        except Exception:  # a damaged checkpoint: left to the restore
+            return None
+        stored = {_path_name(path): tuple(leaf.shape) for path, leaf in stored}
+        for path, leaf in jax.tree_util.tree_leaves_with_path(abstract):
+            name = _path_name(path)
+            if name in stored and stored[name] != tuple(leaf.shape):
+                return f"{name} is stored as {stored[name]}, the config makes {tuple(leaf.shape)}"
+        return None
 
     def _set_aside(self, steps: dict[int, str]) -> None:
         """Rename checkpoint s to `<steps[s]>-<s>` (with a time suffix if that exists)."""

@@ -72,10 +72,27 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     run_dir = Path(run_dir)
     try:
         record = json.loads((run_dir / "config.json").read_text())
-        return from_dict(record["config"], where="config.json: ", record=True), record
+        config = from_dict(record["config"], where="config.json: ", record=True)
+        _check_record(record)
+        return config, record
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
             from None
+
+
+def _check_record(record: dict) -> None:
+    """TypeError naming the first of config.json's run fields that `new_record` cannot have
+    written (the config's own fields are checked by `from_dict`)."""
+    for name, low in (("seeds", 1), ("seed", None), ("chunk_updates", 1)):
+        value = record.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or (low and value < low):
+            raise TypeError(f"{name} is {value!r}")
+    components = record.get("components", {"given": []})
+    given = components.get("given") if isinstance(components, dict) else None
+    if not isinstance(given, list) or any(
+            name not in ("env", "policy", "value", "estimator") or name not in components
+            for name in given):
+        raise TypeError(f"components is {components!r}")
 
 
 def run_components(config: Config, record: dict, given: dict) -> Components:

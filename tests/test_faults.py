@@ -229,6 +229,30 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
         assert time.perf_counter() - t < 5  # refused before any training
 
 
+@pytest.mark.parametrize("edit, message", [
+    ({"config": {"num_envs": 4}}, "checkpoint 5 does not fit the run's config.json "
+     "(runner/env_state/time is stored as (2, 8), the config makes (2, 4))"),
+    ({"seeds": "two"}, "(seeds is 'two')"),
+    ({"chunk_updates": 0}, "(chunk_updates is 0)"),
+    ({"components": {"given": ["policy"]}}, "(components is {'given': ['policy']})"),
+])
+def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_path, capsys,
+                                                             edit, message):
+    run = copy_run(finished_run, tmp_path)
+    record = json.loads((run / "config.json").read_text())
+    for key, value in edit.items():
+        record[key] = {**record[key], **value} if key == "config" else value
+    (run / "config.json").write_text(json.dumps(record))
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    for command in (["eval", str(run), "--episodes", "2"],
+                    ["train", "--resume", str(run), "--no-progress"]):
+        (run / "summary.json").unlink(missing_ok=True)
+        code, err = cli(capsys, *command)
+        one_line_error(code, err, message)
+        assert "damaged" not in err and len(err.splitlines()) <= 2, err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
 def test_plot_without_runs_is_one_line(capsys):
     one_line_error(*cli(capsys, "plot"), "plot needs at least one run directory")
 
