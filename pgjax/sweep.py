@@ -32,10 +32,13 @@ component names every config's `env` field, so it need not be a registered gymna
 distinct case is built and checked before any work; sweep.json records which were given.
 
 Files under `out_dir`: `sweep.json` (the normalized spec, the components given, provenance),
-`chunks/chunk-NNNNNN.npz` (per-run metrics [runs, updates]) and `.json` (the chunk's table rows;
-its presence marks the chunk done, so a rerun skips it), `results.csv` (one row per run),
-`summary.csv` / `summary.json` (configs ranked by the IQM of the final return, 95%
-stratified-bootstrap CIs over seeds) and `summary.png`.
+`chunks/chunk-NNNNNN.npz` (per-run metrics [runs, updates]) and `.json` (the chunk's table rows),
+`results.csv` (one row per run), `summary.csv` / `summary.json` (configs ranked by the IQM of the
+final return, 95% stratified-bootstrap CIs over seeds) and `summary.png`. A chunk is recorded when
+both its files are present and readable (`sweep_files.load_record`, for the workers, the merge and
+`--status` alike): a rerun skips it. A damaged chunk (a record whose files are cut short or
+unreadable) is reported in one line, its files renamed to `chunks/damaged-chunk-NNNNNN.*` (kept),
+and trained again: by the worker that claims it, or, when a merge finds it, by the next run.
 
 Workers: any number of processes, on any hosts that share `out_dir`, may work on one sweep at
 once. Each claims unrecorded chunks one at a time (`sweep_claims`: a claim file per chunk with a
@@ -56,6 +59,7 @@ rows), `sweep_files` (sweep.json, chunks), `sweep_report` (ranking, figure, text
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,11 +74,12 @@ from pgjax.components import as_env, describe_given
 from pgjax.estimators import Estimator
 from pgjax.sweep_files import (
     IncompleteSweep,
-    chunk_path,
     held_sweep,
+    load_record,
     load_records,
     prepare_out_dir,
     save_chunk,
+    set_aside,
     span,
 )
 from pgjax.sweep_report import format_sweep, merge, summarize
@@ -185,17 +190,19 @@ def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike")
     held = held_sweep(out_dir, spec)
     plan = make_plan(spec, env=held.get("components", {}).get("env"))
     state = claims.scan(out_dir / "chunks")
-    done = [c for c in plan.chunks if c.index in state.recorded]
+    records, _, damaged = load_records(out_dir, plan.chunks)
+    done = [c for c in plan.chunks if c.index in records]
     lines = [f"{len(done)} of {len(plan.chunks)} chunks recorded "
              f"({sum(len(c.runs) for c in done)} of {len(plan.runs)} runs) in {out_dir}"]
     now, waiting = time.time(), []
     for chunk in plan.chunks:
-        if chunk.index in state.recorded:
+        if chunk.index in records:
             continue
         name = claims.chunk_name(chunk.index)
         claim = claims.read(out_dir / "chunks", name, state.attempts.get(name, 0))
         if claim is None:
-            waiting.append(chunk.index)
+            if chunk.index not in damaged:
+                waiting.append(chunk.index)
             continue
         left = claim.get("expires", 0) - now
         lease = (f"lease {left:.0f} s left" if left > 0 else
@@ -204,6 +211,9 @@ def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike")
                      f"{claim.get('host', '?')}, attempt {state.attempts[name]}, {lease}")
     if waiting:
         lines.append(f"not started: chunks {span(waiting)}")
+    if damaged:
+        lines.append(f"damaged: chunks {span(damaged)} (the next run of the sweep sets them "
+                     f"aside and trains them again)")
     if len(done) == len(plan.chunks):
         merged = (out_dir / "results.csv").exists()
         lines.append("merged: results.csv" if merged else "complete; not merged yet (--merge)")
@@ -239,7 +249,8 @@ def work(
       exit_when_idle: return when nothing is left to claim and another worker is the standby.
       progress: a progress bar over the sweep's runs.
       on_chunk: called with each record this worker saved.
-      log: called with a line per chunk recorded, taken over or dropped.
+      log: called with a line per chunk recorded, taken over or dropped. A damaged chunk it sets
+        aside is reported on stderr.
 
     Returns:
       The indices of the chunks this worker recorded.
@@ -254,12 +265,15 @@ def work(
     train_chunk = functools.partial(run_chunk, plan, key_data=key_data, devices=devices,
                                     programs=Programs(), components=given, worker=me.worker)
     compiled, ran = set(), []
+    recorded = set()  # chunks found recorded: a record is never replaced, so each is read once
     with claims.Heartbeat(me, lease_seconds) as heartbeat, \
             tqdm(total=len(plan.runs), unit="run", disable=not progress, desc="sweep",
                  dynamic_ncols=True) as bar:
         while True:
             state = claims.scan(chunks_dir)
-            todo = [c for c in plan.chunks if c.index not in state.recorded]
+            recorded |= {c.index for c in plan.chunks if c.index in state.recorded - recorded
+                         and load_record(out_dir, c)[0] is not None}
+            todo = [c for c in plan.chunks if c.index not in recorded]
             bar.update(len(plan.runs) - sum(len(c.runs) for c in todo) - bar.n)
             if not todo:
                 return ran
@@ -272,6 +286,7 @@ def work(
                     heartbeat.release(claim)
                 compiled.add(chunk.group)
                 if record is not None:
+                    recorded.add(chunk.index)
                     ran.append(chunk.index)
                     if on_chunk is not None:
                         on_chunk(record)
@@ -312,9 +327,16 @@ def _claim_next(todo: list[Chunk], state: claims.Scan, compiled: set, chunks_dir
 
 def _train(out_dir: Path, chunk: Chunk, claim: claims.Claim, heartbeat: claims.Heartbeat,
            train_chunk: Callable[[Chunk], dict], log) -> dict | None:
-    """Train and save a claimed chunk: its record, or None when another worker recorded it."""
-    if chunk_path(out_dir, chunk.index, ".json").exists() or claims.superseded(claim):
+    """Train and save a claimed chunk: its record, or None when another worker recorded it.
+
+    A damaged chunk's files are set aside first (one line on stderr).
+    """
+    recorded, damaged = load_record(out_dir, chunk)
+    if recorded is not None or claims.superseded(claim):
         return None  # recorded, or claimed again, between the scan and the claim
+    if damaged:
+        print(f"pgjax: chunk {chunk.index} of {out_dir} is damaged; set aside as "
+              f"{set_aside(out_dir, chunk.index)}, training it again", file=sys.stderr, flush=True)
     if claim.attempt > 1:
         log(f"chunk {chunk.index}: taking over from attempt {claim.attempt - 1}")
     started = time.time()
@@ -333,18 +355,39 @@ def _train(out_dir: Path, chunk: Chunk, claim: claims.Claim, heartbeat: claims.H
 
 
 def _merged(out_dir: Path, plan: Plan):
-    """The merged table (and its files) of a complete sweep; IncompleteSweep otherwise."""
+    """The merged table (and its files) of a complete sweep; IncompleteSweep otherwise.
+
+    Damaged chunks nobody holds are set aside, so that the next run of the sweep trains them.
+    """
     import pandas as pd
 
-    records, missing = load_records(out_dir, plan.chunks)
+    records, missing, damaged = load_records(out_dir, plan.chunks)
     if missing:
+        moved = [f"{chunk.index} as {aside}" for chunk in plan.chunks if chunk.index in damaged
+                 and (aside := _set_aside_unheld(out_dir, chunk)) is not None]
         raise IncompleteSweep(
             f"{out_dir}: {len(missing)} of {len(plan.chunks)} chunks not recorded "
-            f"(chunks {span(missing)}); run the sweep again to train them (--status shows "
-            f"who holds them)"
+            f"(chunks {span(missing)}"
+            + (f"; damaged, set aside: chunk {', chunk '.join(moved)}" if moved else "")
+            + "); run the sweep again to train them (--status shows who holds them)"
         )
     claims.remove_stale(out_dir / "chunks")
     return pd.DataFrame(merge(out_dir, plan, records))
+
+
+def _set_aside_unheld(out_dir: Path, chunk: Chunk) -> str | None:
+    """`set_aside` a damaged chunk under its claim: the new names, or None when a worker holds
+    the chunk (it sets the files aside itself) or it is no longer damaged."""
+    chunks_dir = out_dir / "chunks"
+    name = claims.chunk_name(chunk.index)
+    latest = claims.scan(chunks_dir).attempts.get(name, 0)
+    claim = claims.acquire(chunks_dir, name, latest, claims.this_holder(), LEASE_SECONDS)
+    if claim is None:
+        return None
+    try:
+        return set_aside(out_dir, chunk.index) if load_record(out_dir, chunk)[1] else None
+    finally:
+        claims.release(claim)
 
 
 def _given(**components) -> dict:

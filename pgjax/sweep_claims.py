@@ -11,7 +11,8 @@ superseded by A + 1 only when it is dead: its lease has expired, or its holder r
 machine and its process is gone. A lost node therefore costs the work of the chunk it held, and
 the chunk is trained again one lease later. A chunk's record (`chunk-NNNNNN.json`, written
 exclusively by `sweep_files.save_chunk`) ends it: recorded chunks are never claimed, and the
-holder removes the chunk's claim files.
+holder removes the chunk's claim files. A damaged record (`sweep_files.load_record`) does not:
+that chunk is claimed again, and its holder sets the files aside before training it.
 
 Expiry is the holder's wall-clock time: the hosts' clocks must agree to well within a lease.
 """
@@ -55,7 +56,7 @@ class Claim(NamedTuple):
 class Scan(NamedTuple):
     """One listing of the chunks folder."""
 
-    recorded: set[int]  # chunk indices whose record exists
+    recorded: set[int]  # chunk indices whose record exists (readable or not)
     attempts: dict[str, int]  # claim name -> its latest attempt
 
 

@@ -1,12 +1,15 @@
 """A sweep's files: sweep.json, the chunks' metrics and records, CSV tables. Host-only.
 
-    out_dir/sweep.json                  marker, normalized spec, components given, provenance
-    out_dir/chunks/chunk-NNNNNN.npz     per-run metrics [runs, updates] of one chunk
-    out_dir/chunks/chunk-NNNNNN.json    the chunk's table rows; its presence marks the chunk done
-    out_dir/chunks/*.claim-A            who trains which chunk (`sweep_claims`)
+    out_dir/sweep.json                    marker, normalized spec, components given, provenance
+    out_dir/chunks/chunk-NNNNNN.npz       per-run metrics [runs, updates] of one chunk
+    out_dir/chunks/chunk-NNNNNN.json      the chunk's table rows, written after the metrics
+    out_dir/chunks/damaged-chunk-NNNNNN.* a damaged chunk's files, set aside (`set_aside`)
+    out_dir/chunks/*.claim-A              who trains which chunk (`sweep_claims`)
 
 Every file is written atomically (`runs.atomic_write`): a killed process leaves whole files only.
-A chunk's record is created exclusively: once written it is never replaced.
+A chunk is recorded when both its files are present and readable (`load_record`, the one test
+every step uses). Its record is created exclusively: once written it is never replaced, only set
+aside when damaged, so that the chunk is trained again.
 """
 
 import csv
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import runs
-from pgjax.sweep_claims import link_new
+from pgjax.sweep_claims import chunk_name, link_new
 from pgjax.sweep_spec import Chunk, Spec, SpecError
 
 MARKER = "pgjax_sweep"
@@ -42,13 +45,52 @@ def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
     return out_dir / "chunks" / f"chunk-{index:06d}{suffix}"
 
 
-def load_record(out_dir: Path, chunk: Chunk) -> dict | None:
-    """The chunk's record if it is done (its .json holds the same runs), else None."""
+def load_record(out_dir: Path, chunk: Chunk) -> tuple[dict | None, bool]:
+    """(record, damaged): whether the chunk is recorded, for the worker loop, merge and status.
+
+    Recorded: its .json holds the chunk's runs and rows, and its .npz reads whole (every array,
+    each checked against its CRC) with the same run ids; then (the record, False). Otherwise
+    (None, False) while it has no .json, and (None, True) when it has one but either file is
+    unreadable, cut short, missing or of other runs: a damaged chunk, to be set aside.
+    """
     try:
-        record = json.loads(chunk_path(out_dir, chunk.index, ".json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if record.get("runs") == list(chunk.runs) else None
+        text = chunk_path(out_dir, chunk.index, ".json").read_text()
+    except FileNotFoundError:
+        return None, False
+    runs = list(chunk.runs)
+    try:
+        record = json.loads(text)
+        with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
+            arrays = [data[name] for name in data.files]
+            whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
+                     and data["run"].tolist() == runs
+                     and all(a.shape[:1] == (len(runs),) for a in arrays))
+    except Exception:  # a damaged file fails in many ways: OSError, BadZipFile, ValueError, ...
+        return None, True
+    return (record, False) if whole else (None, True)
+
+
+def set_aside(out_dir: Path, index: int) -> str:
+    """Rename a damaged chunk's files to `damaged-chunk-NNNNNN.npz` / `.json` beside the others
+    (`damaged-chunk-NNNNNN-2.*` and so on when those exist): kept, never replaced. Returns the
+    new names as `chunks/damaged-chunk-NNNNNN.*`.
+
+    Only the holder of the chunk's claim calls it, so no other worker writes the chunk meanwhile.
+    The metrics move first: until the record moves, the chunk stays damaged, not unstarted.
+    """
+    chunks_dir = out_dir / "chunks"
+    name, n = chunk_name(index), 1
+    stem = f"damaged-{name}"
+    while any((chunks_dir / f"{stem}{suffix}").exists() for suffix in (".npz", ".json")):
+        n += 1
+        stem = f"damaged-{name}-{n}"
+    for suffix in (".npz", ".json"):
+        try:
+            os.link(chunk_path(out_dir, index, suffix), chunks_dir / f"{stem}{suffix}")
+        except FileNotFoundError:
+            continue
+        chunk_path(out_dir, index, suffix).unlink()
+    return f"chunks/{stem}.*"
 
 
 def save_chunk(out_dir: Path, result: dict) -> bool:
@@ -74,15 +116,19 @@ def save_chunk(out_dir: Path, result: dict) -> bool:
         os.unlink(tmp)
 
 
-def load_records(out_dir: Path, chunks: list[Chunk]) -> tuple[dict, list[int]]:
-    """({chunk index: record} of the recorded chunks, the indices of the others)."""
-    records, missing = {}, []
+def load_records(out_dir: Path, chunks: list[Chunk]) -> tuple[dict, list[int], list[int]]:
+    """({chunk index: record} of the recorded chunks, the indices of the others, those of the
+    damaged ones among them): `load_record` of every chunk."""
+    records, missing, damaged = {}, [], []
     for chunk in chunks:
-        if (record := load_record(out_dir, chunk)) is not None:
+        record, bad = load_record(out_dir, chunk)
+        if record is not None:
             records[chunk.index] = record
         else:
             missing.append(chunk.index)
-    return records, missing
+            if bad:
+                damaged.append(chunk.index)
+    return records, missing, damaged
 
 
 def span(indices: list[int], most: int = 12) -> str:

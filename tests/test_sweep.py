@@ -8,6 +8,7 @@ the module, in parallel with the in-process tests.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,14 @@ from user_components import EnvParams, LogitsOnly, ShortCorridor
 
 import pgjax
 from pgjax.cli import main
-from pgjax.sweep import SpecError, make_plan, parse_spec
+from pgjax.sweep import (
+    IncompleteSweep,
+    SpecError,
+    make_plan,
+    merge_sweep,
+    parse_spec,
+    sweep_status,
+)
 from pgjax.sweep_run import components_key
 from pgjax.train import seed_keys, train
 
@@ -241,6 +249,51 @@ def test_cli_sweep_prints_the_ranking_and_resumes(reference, tmp_path, capsys):
     ref = pd.read_csv(reference[0] / "results.csv").drop(columns=list(RUN_ONLY))
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv").drop(columns=list(RUN_ONLY)),
                                   ref)
+
+
+def damaged_copy(reference, tmp_path, suffix: str) -> tuple[Path, bytes]:
+    """A copy of the reference sweep whose chunk 0 has its `suffix` file cut short."""
+    out = tmp_path / "sweep"
+    shutil.copytree(reference[0], out)
+    path = out / "chunks" / f"chunk-000000{suffix}"
+    cut = path.read_bytes()[:100]
+    path.write_bytes(cut)
+    return out, cut
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_damaged_chunk_is_set_aside_and_trained_again(reference, tmp_path, capsys, suffix):
+    out, cut = damaged_copy(reference, tmp_path, suffix)
+    status = sweep_status(SPEC, out).splitlines()
+    assert status[0].startswith("1 of 2 chunks recorded (2 of 6 runs)")
+    assert status[1:] == ["damaged: chunks 0 (the next run of the sweep sets them aside and "
+                          "trains them again)"]
+    ran = []
+    table = pgjax.sweep(SPEC, out, on_chunk=lambda r: ran.append(r["chunk"]))
+    assert ran == [0]
+    assert capsys.readouterr().err.splitlines() == [
+        f"pgjax: chunk 0 of {out} is damaged; set aside as chunks/damaged-chunk-000000.*, "
+        f"training it again"]
+    assert (out / "chunks" / f"damaged-chunk-000000{suffix}").read_bytes() == cut
+    keep = [c for c in table.columns if c not in RUN_ONLY]
+    pd.testing.assert_frame_equal(table[keep], reference[1][keep])
+    assert_same_runs(chunk_metrics(out), chunk_metrics(reference[0]), range(6))
+    assert sweep_status(SPEC, out).splitlines()[1:] == ["merged: results.csv"]
+
+
+def test_merge_sets_a_damaged_chunk_aside_for_the_next_run(reference, tmp_path):
+    """A merge (--merge, or a launcher's) cannot train: it sets the damaged chunk aside and says
+    so in its one line, and the next run finds the chunk unstarted."""
+    out, cut = damaged_copy(reference, tmp_path, ".npz")
+    with pytest.raises(IncompleteSweep, match=r"1 of 2 chunks not recorded \(chunks 0; damaged, "
+                       r"set aside: chunk 0 as chunks/damaged-chunk-000000\.\*\); run the sweep"):
+        merge_sweep(SPEC, out)
+    assert sorted(p.name for p in (out / "chunks").glob("*chunk-000000*")) == [
+        "damaged-chunk-000000.json", "damaged-chunk-000000.npz"]
+    assert (out / "chunks" / "damaged-chunk-000000.npz").read_bytes() == cut
+    assert sweep_status(SPEC, out).splitlines()[1:] == ["not started: chunks 0"]
+    with pytest.raises(IncompleteSweep, match=r"not recorded \(chunks 0\); run the sweep"):
+        merge_sweep(SPEC, out)
 
 
 def test_sharded_over_4_devices_matches_single_device(background, reference):
