@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import inspect
 import io
 import os
 import re
@@ -13,8 +14,9 @@ import tyro
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
-from pgjax.config import Config
+from pgjax.config import FIELDS, Config
 from pgjax.experiment import (
+    chunk_length,
     evaluate_run,
     format_summary,
     load_run,
@@ -62,6 +64,11 @@ def train_command(
     """
     if resume is not None:
         _require_run(resume)
+        ignored = _ignored_on_resume(resume, config, seeds=seeds, seed=seed, chunks=chunks,
+                                     checkpoint_every=checkpoint_every, log=log)
+        if ignored:
+            print(f"pgjax: {resume} resumes as its config.json records it; ignoring "
+                  f"{', '.join(ignored)}", file=sys.stderr)
     try:
         run_dir, summary = train_run(
             config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
@@ -72,6 +79,28 @@ def train_command(
     except (CheckpointError, ValueError, MemoryError) as e:
         raise UsageError(str(e)) from None
     print(format_summary(summary, run_dir))
+
+
+def _ignored_on_resume(run_dir: Path, config: Config, **settings) -> list[str]:
+    """The flags given with --resume (those off their defaults) that differ from the record."""
+    try:
+        recorded, record = load_run(run_dir)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    defaults = {name: p.default for name, p in
+                inspect.signature(train_command).parameters.items() if name in settings}
+    ignored = [f"--{name.replace('_', '-')}" for name in FIELDS
+               if getattr(config, name) != getattr(Config(), name)
+               and getattr(config, name) != getattr(recorded, name)]
+    chunks = settings["chunks"]
+    recorded_settings = {
+        **record, "log": tuple(record.get("log", ())),
+        "chunks": chunks if chunks and chunk_length(recorded.num_updates, chunks)
+        == record["chunk_updates"] else None,
+    }
+    ignored += [f"--{name.replace('_', '-')}" for name, value in settings.items()
+                if value != defaults[name] and value != recorded_settings.get(name)]
+    return ignored
 
 
 def eval_command(

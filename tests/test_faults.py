@@ -253,6 +253,16 @@ def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_p
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
+def test_flags_that_resume_ignores_are_named(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    code, err = cli(capsys, "train", "--resume", str(run), "--lr", "0.1", "--seeds", "3",
+                    "--num-envs", "8", "--chunks", "2", "--no-progress")
+    assert code == 0 and err == f"pgjax: {run} resumes as its config.json records it; ignoring " \
+        "--lr, --seeds, --chunks", err  # --num-envs 8 is what the run has
+    code, err = cli(capsys, "train", *TINY, "--resume", str(run), "--no-progress")
+    assert code == 0 and "ignoring" not in err, err  # the command repeated with --resume
+
+
 def test_plot_without_runs_is_one_line(capsys):
     one_line_error(*cli(capsys, "plot"), "plot needs at least one run directory")
 
