@@ -133,7 +133,6 @@ def eval_command(
         result = evaluate_run(run_dir, episodes=episodes, step=checkpoint, seed=seed)
     except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
-    runs.write_json(run_dir / "eval.json", result)
     greedy, sampled = result["greedy"]["per_seed_mean"], result["sampled"]["per_seed_mean"]
     print(f"checkpoint at update {result['checkpoint_update']}, {episodes} episodes per seed")
     print(f"{'seed':>4}  {'greedy':>10}  {'sampled':>10}")
@@ -142,6 +141,7 @@ def eval_command(
     print(f"{'mean':>4}  {result['greedy']['mean']:>10.2f}  {result['sampled']['mean']:>10.2f}")
     for mode in ("greedy", "sampled"):
         print(f"{mode} IQM [95% CI] over seeds: {stats.format_score(result[mode])}")
+    runs.write_json(run_dir / "eval.json", result)  # after printing: a failed write loses nothing
     if gif is not None:
         try:
             ret = render_episode(run_dir, gif, step=checkpoint, seed=seed)

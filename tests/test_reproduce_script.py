@@ -92,6 +92,13 @@ def test_variants_filter_partial_table_and_reuse(tmp_path):
     assert not same_run(run, config, 3)
     assert not same_run(tmp_path / "runs" / "missing", config, 2)
 
+    summary = (run / "summary.json").read_text()
+    cheap = reproduce(tmp_path, "--variants", "lr large", "--budget", "80")
+    assert cheap.returncode == 0, cheap.stderr
+    assert same_run(tmp_path / "runs" / "tiny-lr-large-budget-80",
+                    config.replace(total_timesteps=80), 2)
+    assert (run / "summary.json").read_text() == summary and same_run(run, config, 2)
+
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("configs")
