@@ -560,7 +560,7 @@ def compare_metrics(a: Path, b: Path) -> str | None:
         same = (ra[k] == rb[k]) | (np.isnan(ra[k]) & np.isnan(rb[k]))
         if not same.all():
             j = int(np.argmin(same))
-            return f"update {int(ra['update'][j])}, {k}: {ra[k][j]!r} vs {rb[k][j]!r}"
+            return f"update {int(ra['update'][j])}, {k}: {float(ra[k][j])!r} vs {float(rb[k][j])!r}"
     return None
 
 

@@ -97,6 +97,7 @@ def test_reproduce_matches_then_detects_a_change(run_dir, capsys):
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
     assert "NOT reproduced: update 3, loss" in out and "recorded on" not in out  # same CPU
+    assert "np.float64" not in out  # the numbers as plain floats
     record = json.loads((run_dir / "config.json").read_text())
     assert record["cpu"] == runs.cpu()
     record["cpu"] = {"name": "Other CPU", "isa": ["avx512f"]}
