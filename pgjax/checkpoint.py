@@ -179,8 +179,9 @@ class Checkpoints:
         """The first array whose stored shape differs from `abstract`'s, as text; None when all
         agree or the stored metadata does not read (the restore then reports the damage)."""
         try:
-            stored = ocp.StandardCheckpointer().metadata(self.root / str(step) / "default")
-            stored = jax.tree_util.tree_leaves_with_path(stored.item_metadata)
+            with ocp.StandardCheckpointer() as reader:
+                stored = reader.metadata(self.root / str(step) / "default").item_metadata
+            stored = jax.tree_util.tree_leaves_with_path(stored)
         except Exception:  # a damaged checkpoint: left to the restore
             return None
         stored = {_path_name(path): tuple(leaf.shape) for path, leaf in stored}
