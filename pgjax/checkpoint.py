@@ -147,12 +147,16 @@ class Checkpoints:
             listed = ", ".join(map(str, steps)) or "none"
             raise CheckpointError(f"no checkpoint {step}; available: {listed}")
         ahead = [s for s in steps if step is None and at_most is not None and s > at_most]
-        for s in ahead:
-            print(f"pgjax: checkpoint {s} is past the {at_most} whole rows of metrics.csv; "
-                  "training those updates again", file=sys.stderr)
-        if ahead and len(ahead) == len(steps):
+
+        def report_and_set_aside(damaged):  # once a checkpoint (or the start) is chosen
+            for s in ahead:
+                print(f"pgjax: checkpoint {s} is past the {at_most} whole rows of metrics.csv; "
+                      "training those updates again", file=sys.stderr)
             if set_aside:
-                self._set_aside(dict.fromkeys(ahead, "ahead"))
+                self._set_aside(dict.fromkeys(damaged, "damaged") | dict.fromkeys(ahead, "ahead"))
+
+        if ahead and len(ahead) == len(steps):
+            report_and_set_aside([])
             return 0, like
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, to_saveable(like))
         damaged = []
@@ -170,8 +174,7 @@ class Checkpoints:
                 print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
                 damaged.append(s)
                 continue
-            if set_aside:
-                self._set_aside(dict.fromkeys(damaged, "damaged") | dict.fromkeys(ahead, "ahead"))
+            report_and_set_aside(damaged)
             return s, from_saveable(restored, like)
         raise CheckpointError(f"no readable checkpoint in {self.root}")
 

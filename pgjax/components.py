@@ -207,11 +207,11 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
             f"the policy samples a batch of 1 action of shape {getattr(sample, 'shape', None)}; "
             f"{env.name}'s is {(1, *env.action_shape)}"
         )
-    logits = getattr(dist, "logits", None)
-    if not env.continuous and getattr(logits, "shape", (env.num_actions,))[-1:] != (
-            env.num_actions,):
+    logits = getattr(getattr(dist, "logits", None), "shape", None)
+    if not env.continuous and logits is not None and logits[-1:] != (env.num_actions,):
         raise ComponentError(
-            f"the policy has {logits.shape[-1]} actions; {env.name} has {env.num_actions}"
+            f"the policy's logits for a batch of 1 have shape {logits}; {env.name} has "
+            f"{env.num_actions} actions"
         )
     action = jnp.zeros((1, *env.action_shape), jnp.float32 if env.continuous else jnp.int32)
     log_prob = _abstract(lambda o: policy_dist(o).log_prob(action), obs, "policy", env)

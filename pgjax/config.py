@@ -112,16 +112,11 @@ class Config(struct.PyTreeNode):
         `pgjax.components.build`.
         """
         for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks",
-                     "group_size", "hidden"):
-            for value in getattr(self, name) if name == "hidden" else [getattr(self, name)]:
-                if not _is_int(value):
-                    what = "hidden sizes must be integers" if name == "hidden" else \
-                        f"{name} must be an integer"
-                    raise ValueError(f"{what}, got {value!r}")
-        for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks",
                      "group_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            if not is_int(value := getattr(self, name)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         if self.num_updates < 1:
             raise ValueError(
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "
@@ -144,6 +139,8 @@ class Config(struct.PyTreeNode):
         for name in ("ent_coef", "value_coef"):
             if float(getattr(self, name)) < 0.0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if bad := [h for h in self.hidden if not is_int(h)]:
+            raise ValueError(f"hidden sizes must be integers, got {bad[0]!r}")
         if not self.hidden or min(self.hidden) <= 0:
             raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
         for name, allowed in CHOICES.items():
@@ -152,7 +149,7 @@ class Config(struct.PyTreeNode):
         return self
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     """An integer, Python's or NumPy's (not a bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -177,7 +174,6 @@ def check_value(name: str, value: Any, where: str = "") -> Any:
     if name not in FIELDS:
         raise ValueError(f"{where}unknown config field {name!r}{closest(name, FIELDS)}")
     default = getattr(Config(), name)
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
     if isinstance(default, bool):
         ok, kind = isinstance(value, bool), "true or false"
     elif isinstance(default, int):

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError, Checkpoints
 from pgjax.components import ComponentError, Components, build, check_greedy, describe_given
-from pgjax.config import Config, from_dict
+from pgjax.config import Config, from_dict, is_int
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
@@ -85,7 +85,7 @@ def _check_record(record: dict) -> None:
     written (the config's own fields are checked by `from_dict`)."""
     for name, low in (("seeds", 1), ("seed", None), ("chunk_updates", 1)):
         value = record.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or (low and value < low):
+        if not is_int(value) or (low and value < low):
             raise TypeError(f"{name} is {value!r}")
     components = record.get("components", {"given": []})
     given = components.get("given") if isinstance(components, dict) else None

@@ -165,8 +165,7 @@ class MetricsCSV:
                        *METRIC_COLUMNS]
         rows, lines = [], []
         if keep_updates is not None and path.exists():
-            with path.open(newline="") as f:
-                rows = list(csv.reader(f))[1 : keep_updates + 1]
+            rows = _whole_rows(path)[1][:keep_updates]  # resume keeps only whole rows
             if self.jsonl.exists():
                 lines = self.jsonl.read_text().splitlines(keepends=True)[:keep_updates]
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
@@ -203,32 +202,43 @@ class MetricsCSV:
         return seed_returns(read_metrics(self.path.parent))
 
 
-def _whole_rows(path: Path) -> tuple[list[str], list[list[float]], int]:
-    """(header, the rows from the top that read whole, how many rows the file has).
+def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
+    """(header, the rows from the top that read whole as text, whether a damaged row follows).
 
-    A row reads whole when it has the header's columns, every one a number, and its update is
-    its row number (a file cut short or damaged after training keeps its rows above the damage).
+    A row reads whole when it ends in a line break, has the header's columns, every one a
+    number, and its update is its row number. A file cut short or damaged after training keeps
+    the rows above the damage; bytes that do not decode damage only their own row.
     """
-    with path.open(newline="") as f:
-        lines = list(csv.reader(f))
-    header, body = (lines[0], lines[1:]) if lines else ([], [])
+    text = path.read_text(errors="replace")
+    lines = text.splitlines(keepends=True)
+    header = next(csv.reader(lines[:1]), [])
     rows = []
-    for line in body:
+    for line in lines[1:]:
         try:
-            row = [float(x) for x in line]
-        except ValueError:
-            break
-        if len(row) != len(header) or row[0] != len(rows) + 1:
-            break
+            row = next(csv.reader([line]))
+            whole = (line.endswith("\n") and len(row) == len(header)
+                     and float(row[0]) == len(rows) + 1 and all(map(_is_number, row)))
+        except (csv.Error, ValueError, StopIteration):
+            whole = False
+        if not whole:
+            return header, rows, True
         rows.append(row)
-    return header, rows, len(body)
+    return header, rows, False
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def whole_rows(path: Path) -> int:
     """How many rows from the top of a metrics.csv read whole (`_whole_rows`); 0 without one."""
     try:
         return len(_whole_rows(path)[1])
-    except (OSError, csv.Error, UnicodeDecodeError):
+    except OSError:
         return 0
 
 
@@ -240,12 +250,9 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
       OSError: it cannot be read.
     """
     path = run_dir / "metrics.csv"
-    try:
-        header, rows, n = _whole_rows(path)
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} does not read as CSV ({e})") from None
-    if len(rows) < n:
-        raise ValueError(f"{path} is damaged at row {len(rows) + 1} of {n}")
+    header, rows, damaged = _whole_rows(path)
+    if damaged:
+        raise ValueError(f"{path} is damaged at row {len(rows) + 1}")
     if not rows or header[:1] != ["update"]:
         raise ValueError(f"{path} has no rows")
     return dict(zip(header, np.array(rows, np.float64).T, strict=True))

@@ -187,7 +187,7 @@ class NoUsesValue:
         (pgjax.Config(env="Pendulum-v1"), {"policy": pgjax.GaussianPolicy((8,), 3)},
          "samples a batch of 1 action of shape (1, 3); Pendulum-v1's is (1, 1)"),
         (pgjax.Config(), {"policy": pgjax.CategoricalPolicy((8,), 5)},
-         "the policy has 5 actions; CartPole-v1 has 2"),
+         "logits for a batch of 1 have shape (1, 5); CartPole-v1 has 2 actions"),
         (pgjax.Config(), {"policy": PlainPolicy()}, "is not a pytree of arrays"),
         (pgjax.Config(), {"estimator": NoUsesValue()}, "NoUsesValue needs uses_value: bool"),
         (pgjax.Config(num_envs=4.0), {}, "num_envs must be an integer, got 4.0"),

@@ -81,27 +81,35 @@ def cut_metrics_in_row(run_dir: Path, row: int) -> None:
     (run_dir / "metrics.csv").write_text("".join(lines[:row]) + lines[row][:30])
 
 
-@pytest.mark.parametrize("text, whole, damaged", [
-    ("update,x\n1,0.5\n2,nan\n3,-1\n", 3, False),
-    ("update,x\n1,0.5\n2,0.\n3", 2, True),  # cut in row 3
-    ("update,x\n1,0.5\n2\n3,1\n", 1, True),  # a short row
-    ("update,x\n1,0.5\n3,1\n", 1, True),  # a row missing
-    ("update,x\n1,0.5\n2,zz\n", 1, True),
-    ("update,x\n", 0, False),
-    ("", 0, False),
+@pytest.mark.parametrize("data, whole, damaged", [
+    (b"update,steps,wall\n1,4,0.5\n2,8,nan\n3,12,-1\n", 3, False),
+    (b"update,steps,wall\r\n1,4,0.5\r\n2,8,nan\r\n", 2, False),  # csv.writer's line ends
+    (b"update,steps,wall\n1,4,0.5\n2,8,0.\n3", 2, True),  # cut in row 3
+    (b"update,steps,wall\n1,4,0.5\n2,8,0.5\n3,12,25", 2, True),  # cut inside a number
+    (b"update,steps,wall\n1,4,0.5\n2,8\n3,12,1\n", 1, True),  # a short row
+    (b"update,steps,wall\n1,4,0.5\n3,12,1\n", 1, True),  # a row missing
+    (b"update,steps,wall\n1,4,0.5\n2,8,zz\n", 1, True),
+    (b"update,steps,wall\n1,4,0.5\n2,8,0.5\n" + b"\0" * 1000, 2, True),  # zeroed blocks
+    (b"update,steps,wall\n1,4,0.5\n2,8,0.\xff5\n3,12,1\n", 1, True),  # not UTF-8
+    (b"update,steps,wall\n", 0, False),
+    (b"", 0, False),
 ])
-def test_whole_rows_stop_at_the_first_damaged_row(tmp_path, text, whole, damaged):
-    (tmp_path / "metrics.csv").write_text(text)
+def test_whole_rows_stop_at_the_first_damaged_row(tmp_path, data, whole, damaged):
+    (tmp_path / "metrics.csv").write_bytes(data)
     assert pgjax.runs.whole_rows(tmp_path / "metrics.csv") == whole
     assert pgjax.runs.whole_rows(tmp_path / "missing.csv") == 0
     if damaged:
-        with pytest.raises(ValueError, match=f"damaged at row {whole + 1} of "):
+        with pytest.raises(ValueError, match=f"damaged at row {whole + 1}$"):
             pgjax.runs.read_metrics(tmp_path)
     elif whole:
-        assert list(pgjax.runs.read_metrics(tmp_path)["update"]) == [1, 2, 3]
+        assert list(pgjax.runs.read_metrics(tmp_path)["update"]) == list(range(1, whole + 1))
     else:
         with pytest.raises(ValueError, match="has no rows"):
             pgjax.runs.read_metrics(tmp_path)
+    if whole:  # a resume keeps the whole rows as they were written
+        kept = pgjax.runs.MetricsCSV(tmp_path / "metrics.csv", 0, keep_updates=whole)
+        assert kept.path.read_text().splitlines()[1:] == \
+            data.decode(errors="replace").splitlines()[1 : whole + 1]
 
 
 def test_resume_trains_again_the_updates_a_damaged_metrics_csv_lost(finished_run, tmp_path,
@@ -110,7 +118,7 @@ def test_resume_trains_again_the_updates_a_damaged_metrics_csv_lost(finished_run
     (run / "summary.json").unlink()
     cut_metrics_in_row(run, 5)  # the last 3 updates keep checkpoints: 3, 4 and 5
     code, err = cli(capsys, "plot", str(run))
-    one_line_error(code, err, "damaged at row 5 of 5")
+    one_line_error(code, err, "damaged at row 5")
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     assert code == 0 and "checkpoint 5 is past the 4 whole rows of metrics.csv" in err, err
     assert "checkpoint 4 is past" not in err, err
