@@ -22,6 +22,7 @@ from pgjax.experiment import (
     load_run,
     render_episode,
     reproduce_run,
+    resumed_settings,
     train_run,
 )
 from pgjax.render import render_unavailable
@@ -64,8 +65,10 @@ def train_command(
     """
     if resume is not None:
         _require_run(resume)
-        ignored = _ignored_on_resume(resume, config, seeds=seeds, seed=seed, chunks=chunks,
-                                     checkpoint_every=checkpoint_every, log=log)
+        ignored = _ignored_on_resume(
+            resume, config, seeds=seeds, seed=seed, out=out, overwrite=overwrite, chunks=chunks,
+            checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, log=log,
+        )
         if ignored:
             print(f"pgjax: {resume} resumes as its config.json records it; ignoring "
                   f"{', '.join(ignored)}", file=sys.stderr)
@@ -81,26 +84,31 @@ def train_command(
     print(format_summary(summary, run_dir))
 
 
-def _ignored_on_resume(run_dir: Path, config: Config, **settings) -> list[str]:
-    """The flags given with --resume (those off their defaults) that differ from the record."""
+def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
+    """The flags given with --resume (those off their defaults) that the resumed run does not
+    use: it takes its config and settings from the record (`resumed_settings`)."""
     try:
         recorded, record = load_run(run_dir)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    defaults = {name: p.default for name, p in
-                inspect.signature(train_command).parameters.items() if name in settings}
-    ignored = [f"--{name.replace('_', '-')}" for name in FIELDS
-               if getattr(config, name) != getattr(Config(), name)
+    ignored = [name for name in FIELDS if getattr(config, name) != getattr(Config(), name)
                and getattr(config, name) != getattr(recorded, name)]
-    chunks = settings["chunks"]
-    recorded_settings = {
-        **record, "log": tuple(record.get("log", ())),
-        "chunks": chunks if chunks and chunk_length(recorded.num_updates, chunks)
-        == record["chunk_updates"] else None,
+    used = resumed_settings(record, checkpoint_every=given["checkpoint_every"],
+                            checkpoint_minutes=given["checkpoint_minutes"])
+    same = {
+        "seeds": given["seeds"] == used["seeds"], "seed": given["seed"] == used["seed"],
+        "out": given["out"] is not None and Path(given["out"]).resolve() == run_dir.resolve(),
+        "overwrite": False,
+        "chunks": given["chunks"] is not None and chunk_length(
+            recorded.num_updates, given["chunks"]) == used["chunk_updates"],
+        "checkpoint_every": given["checkpoint_every"] == used["checkpoint_every"],
+        "checkpoint_minutes": given["checkpoint_minutes"] == used["checkpoint_minutes"],
+        "log": sorted(given["log"]) == sorted(used["log"]),
     }
-    ignored += [f"--{name.replace('_', '-')}" for name, value in settings.items()
-                if value != defaults[name] and value != recorded_settings.get(name)]
-    return ignored
+    defaults = inspect.signature(train_command).parameters
+    ignored += [name for name, value in given.items()
+                if value != defaults[name].default and not same[name]]
+    return [f"--{name.replace('_', '-')}" for name in ignored]
 
 
 def eval_command(

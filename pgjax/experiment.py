@@ -95,6 +95,17 @@ def _check_record(record: dict) -> None:
         raise TypeError(f"components is {components!r}")
 
 
+def resumed_settings(record: dict, *, checkpoint_every, checkpoint_minutes) -> dict:
+    """The run settings a resumed run takes from its record: seeds, seed, loggers, chunk length
+    and checkpoint schedule (the given one where an older record has none)."""
+    return {
+        "seeds": record["seeds"], "seed": record["seed"], "log": tuple(record.get("log", ())),
+        "chunk_updates": record["chunk_updates"],
+        "checkpoint_every": record.get("checkpoint_every", checkpoint_every),
+        "checkpoint_minutes": record.get("checkpoint_minutes", checkpoint_minutes),
+    }
+
+
 def run_components(config: Config, record: dict, given: dict) -> Components:
     """The components of a recorded run: the caller's, which must include those it was given."""
     recorded = record.get("components", {"given": []})
@@ -332,9 +343,10 @@ def train_run(
         parts = run_components(config, record, components)
         if (summary := finished(run_dir, config)) is not None:
             return run_dir, summary
-        seeds, seed, log = record["seeds"], record["seed"], tuple(record.get("log", ()))
-        checkpoint_every = record.get("checkpoint_every", checkpoint_every)
-        checkpoint_minutes = record.get("checkpoint_minutes", checkpoint_minutes)
+        used = resumed_settings(record, checkpoint_every=checkpoint_every,
+                                checkpoint_minutes=checkpoint_minutes)
+        seeds, seed, log = used["seeds"], used["seed"], used["log"]
+        checkpoint_every, checkpoint_minutes = used["checkpoint_every"], used["checkpoint_minutes"]
     else:
         for name, value in (("seeds", seeds), ("chunks", 1 if chunks is None else chunks),
                             ("checkpoint_every", 1 if checkpoint_every is None

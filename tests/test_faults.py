@@ -269,6 +269,15 @@ def test_flags_that_resume_ignores_are_named(finished_run, tmp_path, capsys):
         "--lr, --seeds, --chunks", err  # --num-envs 8 is what the run has
     code, err = cli(capsys, "train", *TINY, "--resume", str(run), "--no-progress")
     assert code == 0 and "ignoring" not in err, err  # the command repeated with --resume
+    code, err = cli(capsys, "train", "--resume", str(run), "--out", str(tmp_path / "other"),
+                    "--overwrite", "--no-progress")
+    assert code == 0 and err.endswith("ignoring --out, --overwrite"), err
+    record = json.loads((run / "config.json").read_text())
+    del record["checkpoint_every"]  # an older record: the flag sets the schedule, so it is used
+    (run / "config.json").write_text(json.dumps(record))
+    code, err = cli(capsys, "train", "--resume", str(run), "--checkpoint-every", "2",
+                    "--no-progress")
+    assert code == 0 and "ignoring" not in err, err
 
 
 def test_plot_without_runs_is_one_line(capsys):
