@@ -17,6 +17,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,9 @@ def load_record(out_dir: Path, chunk: Chunk) -> tuple[dict | None, bool]:
             whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
                      and data["run"].tolist() == runs
                      and all(a.shape[:1] == (len(runs),) for a in arrays))
-    except Exception:  # a damaged file fails in many ways: OSError, BadZipFile, ValueError, ...
+    except FileNotFoundError:  # the record without its metrics
+        return None, True
+    except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # cut or garbled
         return None, True
     return (record, False) if whole else (None, True)
 
@@ -89,6 +92,9 @@ def set_aside(out_dir: Path, index: int) -> str:
             os.link(chunk_path(out_dir, index, suffix), chunks_dir / f"{stem}{suffix}")
         except FileNotFoundError:
             continue
+        except FileExistsError:  # a superseded holder, still alive, took the name first
+            raise IncompleteSweep(f"{chunks_dir / stem}{suffix} appeared while setting chunk "
+                                  f"{index} aside; run the sweep again") from None
         chunk_path(out_dir, index, suffix).unlink()
     return f"chunks/{stem}.*"
 

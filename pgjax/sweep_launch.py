@@ -34,7 +34,7 @@ import submitit
 
 from pgjax.sweep import LEASE_SECONDS, IncompleteSweep, merge_sweep, work
 from pgjax.sweep_claims import scan
-from pgjax.sweep_files import prepare_out_dir, span
+from pgjax.sweep_files import load_records, prepare_out_dir, span
 from pgjax.sweep_report import format_sweep
 from pgjax.sweep_spec import Spec, SpecError, check_plan, make_plan, parse_spec
 
@@ -184,8 +184,7 @@ def submit(
     check_plan(plan, {})
     out_dir = Path(out_dir).absolute()
     prepare_out_dir(out_dir, spec)
-    recorded = scan(out_dir / "chunks").recorded
-    left = [c.index for c in plan.chunks if c.index not in recorded]
+    left = load_records(out_dir, plan.chunks)[1]  # a damaged chunk is left: a worker retrains it
     logs = out_dir / "logs"
     if not left:
         return Submitted([], None, len(plan.chunks), left, logs)

@@ -227,8 +227,8 @@ echo "Submitted batch job $(( 4241 + n ))"
 """
 
 
-def test_slurm_launcher_submits_an_array_and_a_merge_after_it(spec, tmp_path, monkeypatch,
-                                                              capsys):
+def fake_slurm(tmp_path, monkeypatch) -> Path:
+    """sbatch (FAKE_SBATCH) and a failing srun first on PATH; returns their folder."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH)
@@ -236,6 +236,12 @@ def test_slurm_launcher_submits_an_array_and_a_merge_after_it(spec, tmp_path, mo
     for tool in ("sbatch", "srun"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def test_slurm_launcher_submits_an_array_and_a_merge_after_it(spec, tmp_path, monkeypatch,
+                                                              capsys):
+    bin_dir = fake_slurm(tmp_path, monkeypatch)
     out = tmp_path / "sweep"
     main(["sweep", str(spec), "--out", str(out), "--launcher", "slurm", "--array-size", "3",
           "--partition", "gpu", "--gpus-per-task", "1", "--time", "30"])
@@ -250,6 +256,17 @@ def test_slurm_launcher_submits_an_array_and_a_merge_after_it(spec, tmp_path, mo
     assert "--gpus" not in merge
     assert len(list((out / "logs").glob("4242_*_submitted.pkl"))) == 3
     assert (out / "sweep.json").exists() and not list((out / "chunks").iterdir())
+
+
+def test_slurm_launcher_submits_a_damaged_chunk_again(spec, reference, tmp_path, monkeypatch,
+                                                      capsys):
+    fake_slurm(tmp_path, monkeypatch)
+    out = tmp_path / "sweep"
+    shutil.copytree(reference, out)
+    record = out / "chunks" / "chunk-000003.json"
+    record.write_text(record.read_text()[:50])
+    main(["sweep", str(spec), "--out", str(out), "--launcher", "slurm", "--array-size", "3"])
+    assert "(1 workers for 1 of 6 chunks)" in capsys.readouterr().out
 
 
 def test_local_workers_get_their_own_gpus(monkeypatch):
