@@ -56,7 +56,8 @@ class Submitted(NamedTuple):
         """What was submitted, and how to watch it."""
         array = self.jobs[0].job_id.split("_")[0]
         merge = f" and merge job {self.merge.job_id} after it" if self.merge else ""
-        return (f"submitted job array {array} ({len(self.jobs)} workers for {len(self.left)} of "
+        workers = f"{len(self.jobs)} worker{'s' * (len(self.jobs) != 1)}"
+        return (f"submitted job array {array} ({workers} for {len(self.left)} of "
                 f"{self.chunks} chunks){merge}; logs in {self.logs}\n"
                 f"progress: pgjax sweep {spec} --out {out_dir} --status")
 

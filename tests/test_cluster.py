@@ -266,7 +266,7 @@ def test_slurm_launcher_submits_a_damaged_chunk_again(spec, reference, tmp_path,
     record = out / "chunks" / "chunk-000003.json"
     record.write_text(record.read_text()[:50])
     main(["sweep", str(spec), "--out", str(out), "--launcher", "slurm", "--array-size", "3"])
-    assert "(1 workers for 1 of 6 chunks)" in capsys.readouterr().out
+    assert "(1 worker for 1 of 6 chunks)" in capsys.readouterr().out
 
 
 def test_local_workers_get_their_own_gpus(monkeypatch):
