@@ -216,22 +216,15 @@ def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
     for line in lines[1:]:
         try:
             row = next(csv.reader([line]))
+            values = [float(x) for x in row]  # ValueError: a column that is not a number
             whole = (line.endswith("\n") and len(row) == len(header)
-                     and float(row[0]) == len(rows) + 1 and all(map(_is_number, row)))
+                     and values[:1] == [len(rows) + 1])
         except (csv.Error, ValueError, StopIteration):
             whole = False
         if not whole:
             return header, rows, True
         rows.append(row)
     return header, rows, False
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def whole_rows(path: Path) -> int:
