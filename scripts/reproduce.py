@@ -134,12 +134,20 @@ def main():
             rows.append((config, variant, summary, reference,
                          runs.steps_to(run_dir, reference.get("threshold")),
                          None if args.eval is None else evaluation(run_dir, config, args.eval)))
-        figure = args.table.parent / "figures" / (name + "-partial" * partial)
+        figure = args.table.parent / "figures" / figure_name(name, args.table, partial)
         figure.parent.mkdir(parents=True, exist_ok=True)
         plots.plot_runs(dirs, figure)
     # A partial rerun must not replace the committed table and figures with a few rows.
     table = args.table.with_stem(args.table.stem + "-partial") if partial else args.table
     write_table(rows, table, args)
+
+
+def figure_name(config: str, table: Path, partial: bool) -> str:
+    """The figure's file stem: the config's name, then what the table's name adds to
+    "results" (so results-spaceinvaders-ent0.03.md does not overwrite the figure of
+    results-spaceinvaders.md), then "-partial" for a partial rerun."""
+    words = [w for w in table.stem.removeprefix("results").split("-") if w not in ("", config, "partial")]
+    return "-".join([config, *words] + ["partial"] * partial)
 
 
 def evaluation(run_dir: Path, config: Config, episodes: int) -> dict | None:

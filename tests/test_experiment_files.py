@@ -25,3 +25,15 @@ def test_experiment_toml_variants_are_valid_configs(path):
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_sweep_specs_plan(path):
     assert sweep_spec.make_plan(sweep_spec.parse_spec(path)).configs
+
+
+@pytest.mark.parametrize("table, partial, expected", [
+    ("results.md", False, "spaceinvaders"),
+    ("results.md", True, "spaceinvaders-partial"),
+    ("results-spaceinvaders.md", True, "spaceinvaders-partial"),
+    ("results-spaceinvaders-ent0.03.md", True, "spaceinvaders-ent0.03-partial"),
+    ("results-partial.md", True, "spaceinvaders-partial"),
+])
+def test_each_table_has_figures_of_its_own(table, partial, expected):
+    # A second study of one config writes its table and figure beside the first, not over it.
+    assert REPRODUCE["figure_name"]("spaceinvaders", Path(table), partial) == expected
