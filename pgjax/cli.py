@@ -14,6 +14,7 @@ import tyro
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
+from pgjax.components import unused_fields
 from pgjax.config import FIELDS, Config
 from pgjax.experiment import (
     chunk_length,
@@ -28,6 +29,7 @@ from pgjax.experiment import (
 from pgjax.render import render_unavailable
 from pgjax.sweep import SpecError, format_sweep, merge_sweep, sweep, sweep_status
 from pgjax.sweep_launch import run_local, run_worker, submit
+from pgjax.sweep_spec import make_plan, parse_spec
 
 
 class UsageError(ValueError):
@@ -72,6 +74,8 @@ def train_command(
         if ignored:
             print(f"pgjax: {resume} resumes as its config.json records it; ignoring "
                   f"{', '.join(ignored)}", file=sys.stderr)
+    else:
+        _note_unused([config])
     try:
         run_dir, summary = train_run(
             config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
@@ -82,6 +86,18 @@ def train_command(
     except (CheckpointError, ValueError, MemoryError) as e:
         raise UsageError(str(e)) from None
     print(format_summary(summary, run_dir))
+
+
+def _note_unused(configs: list[Config]) -> None:
+    """One line on stderr for each estimator given settings it does not read."""
+    unused = {}
+    for config in configs:
+        unused.setdefault(config.estimator, set()).update(unused_fields(config))
+    for estimator, fields in unused.items():
+        if fields:
+            flags = ", ".join("--" + name.replace("_", "-") for name in sorted(fields))
+            print(f"pgjax: estimator {estimator} does not read {flags}; it trains as if "
+                  "they were not set", file=sys.stderr)
 
 
 def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
@@ -304,6 +320,8 @@ def sweep_command(
         if worker:
             run_worker(spec, out, lease_seconds=lease_seconds)
             return
+        if not merge:
+            _note_unused(make_plan(parse_spec(spec)).configs)
         if merge:
             merge_sweep(spec, out)
         elif launcher == "local":

@@ -96,6 +96,27 @@ def make_estimator(config: Config) -> Estimator:
     return GroupRelative(config.estimator, config.group_size, normalize)
 
 
+# The config fields that only some built-in estimators read, and which of them each reads.
+ESTIMATOR_FIELDS = ("baseline", "window", "gamma_weighting", "gae_lambda", "group_size",
+                    "normalize_advantages")
+READS = {
+    "reward-to-go": ("baseline", "window", "gamma_weighting", "normalize_advantages"),
+    "total-return": ("baseline", "window", "normalize_advantages"),
+    "gae": ("gae_lambda", "normalize_advantages"),
+    "optimal-baseline": (),
+    **{name: ("group_size", "normalize_advantages") for name in ("rloo", "grpo", "dr-grpo")},
+}
+
+
+def unused_fields(config: Config) -> list[str]:
+    """The estimator settings set off their defaults that `config.estimator` does not read
+    (e.g. baseline with estimator="gae"): a run that sets them trains as if it did not."""
+    default = Config()
+    return [name for name in ESTIMATOR_FIELDS
+            if name not in READS[config.estimator]
+            and getattr(config, name) != getattr(default, name)]
+
+
 def torso(config: Config, env: Env) -> nn.Module | None:
     """The feature extractor of `config.network` for this env's observations."""
     if config.network == "cnn":

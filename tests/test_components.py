@@ -18,6 +18,8 @@ from killed_runs import kill_after_first_checkpoint
 from user_components import BiasedPolicy, LogitsOnly, ShortCorridor
 
 import pgjax
+from pgjax import components
+from pgjax.config import Config
 from pgjax.cli import main
 from pgjax.train import init_state, loss_and_grad, train_step
 
@@ -229,6 +231,8 @@ TESTS = Path(__file__).resolve().parent
 RUN = """
 import sys; sys.path.insert(0, {tests!r})
 import pgjax
+from pgjax import components
+from pgjax.config import Config
 from user_components import BiasedPolicy, ShortCorridor
 pgjax.train_run(pgjax.Config(num_envs=16, num_steps=200, total_timesteps=16 * 200 * 30,
                              gamma=1.0, lr=0.05),
@@ -279,3 +283,15 @@ def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, c
         is None
     with pytest.raises(ValueError, match="trained on env 'corridor', not 'CartPole-v1'"):
         pgjax.evaluate_run(whole, env=pgjax.Env("CartPole-v1"), policy=policy)
+
+
+@pytest.mark.parametrize("estimator", sorted(components.READS))
+def test_unused_fields_are_those_make_estimator_does_not_pass(estimator):
+    # Each estimator setting changed alone: the built estimator changes iff the field is read.
+    base = Config(estimator=estimator, num_envs=8)
+    other = {"baseline": "none", "window": "episodes", "gamma_weighting": True,
+             "gae_lambda": 0.5, "group_size": 4, "normalize_advantages": False}
+    for name in components.ESTIMATOR_FIELDS:
+        changed = dataclasses.replace(base, **{name: other[name]})
+        read = components.make_estimator(changed) != components.make_estimator(base)
+        assert (name in components.unused_fields(changed)) == (not read), name

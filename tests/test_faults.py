@@ -280,6 +280,16 @@ def test_flags_that_resume_ignores_are_named(finished_run, tmp_path, capsys):
     assert code == 0 and "ignoring" not in err, err
 
 
+def test_settings_the_estimator_does_not_read_are_named(tmp_path, capsys):
+    code, err = cli(capsys, "train", *TINY, "--estimator", "gae", "--baseline", "none",
+                    "--gamma-weighting", "--out", str(tmp_path / "run"), "--no-progress")
+    assert code == 0 and err == "pgjax: estimator gae does not read --baseline, " \
+        "--gamma-weighting; it trains as if they were not set", err
+    code, err = cli(capsys, "train", *TINY, "--estimator", "gae", "--gae-lambda", "0.9",
+                    "--out", str(tmp_path / "run"), "--overwrite", "--no-progress")
+    assert code == 0 and err == "", err
+
+
 def test_plot_without_runs_is_one_line(capsys):
     one_line_error(*cli(capsys, "plot"), "plot needs at least one run directory")
 
