@@ -26,7 +26,7 @@ from pgjax.evaluate import evaluate
 from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
 from pgjax.render import save_gif
-from pgjax.train import diverged, init_state, seed_keys, train_chunk
+from pgjax.train import check_seed, diverged, init_state, seed_keys, train_chunk
 
 DEFAULT_CHUNKS = 20
 MIN_CHUNK_UPDATES = 16  # the default's least updates per chunk
@@ -354,6 +354,7 @@ def train_run(
                             ("checkpoint_minutes", checkpoint_minutes)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        check_seed(seed)
         parts = build(config, **components)
         run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name,
                                      overwrite=overwrite)
@@ -486,7 +487,7 @@ def evaluate_run(
     """
     _, record, parts, update, state = restore_run(run_dir, step, **components)
     check_greedy(parts)
-    keys = seed_keys(seed, record["seeds"], stream="eval")
+    keys = seed_keys(check_seed(seed), record["seeds"], stream="eval")
     result = {"checkpoint_update": update, "episodes": episodes, "eval_seed": seed}
     for mode in ("greedy", "sampled"):
         fn = functools.partial(evaluate, parts, num_episodes=episodes, greedy=mode == "greedy")
@@ -515,7 +516,7 @@ def render_episode(
         action = dist.mode() if greedy else dist.sample(k_act)
         return env.step(k_env, env_state, action), carry
 
-    key, k_reset = jax.random.split(seed_keys(seed, 1, stream="eval")[0])
+    key, k_reset = jax.random.split(seed_keys(check_seed(seed), 1, stream="eval")[0])
     obs, env_state = env.reset(k_reset, 1)
     carry = initial_carry(parts.policy, (1,))
     only = lambda tree: jax.tree.map(lambda x: x[0], tree)

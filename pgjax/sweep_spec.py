@@ -19,6 +19,7 @@ import numpy as np
 from pgjax.components import build
 from pgjax.config import FIELDS, STATIC, Config, check_value, closest
 from pgjax.envs import check_env_name
+from pgjax.train import check_seed
 
 SPEC_KEYS = ("grid", "random", "seeds", "seed", "chunk_runs")
 DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
@@ -210,8 +211,10 @@ def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
         raise SpecError(f"{name} is in both grid and random; keep one")
 
     seed = spec.get("seed", 0)
-    if not _is_count(seed) or seed < 0:
-        raise SpecError(f"seed must be a non-negative integer, got {seed!r}")
+    try:
+        check_seed(seed)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
     return Spec(
         base=base,
         grid=grid,

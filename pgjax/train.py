@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from pgjax.components import Components, build
-from pgjax.config import Config
+from pgjax.config import Config, is_int
 from pgjax.estimators import EstimatorInputs
 from pgjax.losses import Targets, policy_gradient_loss
 from pgjax.policies import init_policy, policy_over_time
@@ -53,6 +53,18 @@ def diverged(loss: jax.Array, grad_norm: jax.Array, params) -> jax.Array:
     finite = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1)
               for x in (loss, grad_norm, *jax.tree.leaves(params))]
     return ~jnp.stack(finite, 1).all(1)
+
+
+def check_seed(seed: int) -> int:
+    """`seed` if it is an integer in [0, 2**32); a ValueError otherwise.
+
+    jax.random.key keeps only a seed's low 32 bits (without x64), so -1 would train as
+    4294967295 and 2**32 as 0: two names for one run.
+    """
+    if not is_int(seed) or not 0 <= seed < 2**32:
+        hint = f": it would be seed {seed % 2**32}" if is_int(seed) else ""
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}{hint}")
+    return seed
 
 
 def seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Array:

@@ -70,6 +70,9 @@ def test_chunking_does_not_change_results(tmp_path):
         (["--num-envs", "0"], "num_envs must be positive"),
         (["--num-steps", "-5"], "num_steps must be positive"),
         (["--seeds", "0"], "seeds must be positive"),
+        (["--seed", "-1"], "seed must be an integer in [0, 2**32), got -1: it would be seed "
+         "4294967295"),
+        (["--seed", "4294967296"], "got 4294967296: it would be seed 0"),
         (["--total-timesteps", "100"], "smaller than one rollout"),
         (["--init-log-std", "-1"], "continuous actions only; CartPole-v1 is discrete"),
         (["--window", "bootstrap"], "needs baseline='value'"),

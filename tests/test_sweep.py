@@ -407,6 +407,8 @@ def test_sweep_of_an_unregistered_env_component(tmp_path):
         ({**SPEC, "grid": {"env": ["CartPole-v1"]}}, {"env": corridor()},
          "grid: env cannot vary"),
         (SPEC, {"value": pgjax.ValueNet((8,))}, "a value net was given but ReturnToGo"),
+        ({**SPEC, "seed": 2**32}, {}, r"seed must be an integer in \[0, 2\*\*32\), got "
+         "4294967296: it would be seed 0"),
     ],
 )
 def test_bad_component_fails_before_any_work(tmp_path, spec, components, message):
