@@ -18,11 +18,13 @@ from pgjax.envs import Env
 from pgjax.estimators import (
     GAE,
     Estimator,
+    EstimatorInputs,
     GroupRelative,
     OptimalBaseline,
     ReturnToGo,
     TotalReturn,
 )
+from pgjax.losses import Targets
 from pgjax.policies import (
     CategoricalPolicy,
     ConvTorso,
@@ -34,6 +36,7 @@ from pgjax.policies import (
     initial_carry,
     step_policy,
 )
+from pgjax.rollout import Transition
 
 
 class Components(NamedTuple):
@@ -188,7 +191,9 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
 
     Abstract evaluation (`jax.eval_shape`, no compile) runs the policy and value nets on one
     observation of the env's shape: a network that cannot take it, a policy output without
-    `sample`/`log_prob`/`entropy`, or a log_prob or value of the wrong shape fails here.
+    `sample`/`log_prob`/`entropy`, or a log_prob or value of the wrong shape fails here. The
+    estimator runs the same way on a batch of the run's shape [T, B] and must return `Targets`
+    of that shape.
 
     Args:
       config: the run's config (already `Config.validate`d).
@@ -212,6 +217,7 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
         raise ComponentError(
             f"a value net was given but {type(estimator).__name__} does not use one"
         )
+    _check_targets(config, components)
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), jnp.float32)
     key = jax.random.key(0)
     policy_dist = functools.partial(_policy_dist, policy)
@@ -247,6 +253,51 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
             raise ComponentError(
                 f"the value net maps a batch of 1 observation to shape "
                 f"{getattr(v, 'shape', None)}, expected (1,)"
+            )
+
+
+def _check_targets(config: Config, components: Components) -> None:
+    """Run the estimator abstractly on a batch of the run's shape [T, B]: it must return
+    `Targets` whose returns and advantages are [T, B] and whose mask and weights are [T, B] or
+    None."""
+    env, estimator = components.env, components.estimator
+    shape = (config.num_steps, config.num_envs)
+    array = lambda *tail, dtype=jnp.float32: jax.ShapeDtypeStruct((*shape, *tail), dtype)
+    batch = Transition(
+        obs=array(*env.obs_shape), action=array(*env.action_shape, dtype=jnp.float32
+                                                 if env.continuous else jnp.int32),
+        log_prob=array(), reward=array(), terminated=array(dtype=bool),
+        truncated=array(dtype=bool), episode_t=array(dtype=jnp.int32),
+        final_obs=array(*env.obs_shape), episode_return=array(),
+    )
+    last_obs = jax.ShapeDtypeStruct((config.num_envs, *env.obs_shape), jnp.float32)
+    values = array() if estimator.uses_value else None
+    value_fn = None
+    if estimator.uses_value:
+        value_fn = lambda obs: jnp.zeros(obs.shape[: obs.ndim - len(env.obs_shape)])
+    name = type(estimator).__name__
+
+    def targets(batch, last_obs, values):
+        inputs = EstimatorInputs(batch, last_obs, config.gamma, values, value_fn,
+                                 env.max_episode_steps)
+        return estimator(inputs)
+
+    try:
+        out = jax.eval_shape(targets, batch, last_obs, values)
+    except Exception as e:  # JAX raises many types for an estimator that does not trace
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ComponentError(f"the estimator {name} fails on a batch of shape {shape}: "
+                             f"{reason}") from None
+    if not isinstance(out, Targets):
+        raise ComponentError(f"the estimator {name} returned {type(out).__name__}; it must "
+                             f"return pgjax.losses.Targets(returns, advantages, mask, weights)")
+    for field, leaf in out._asdict().items():
+        if (leaf is not None or field in ("returns", "advantages")) and (
+                getattr(leaf, "shape", None) != shape):
+            raise ComponentError(
+                f"the estimator {name} returned {field} of shape "
+                f"{getattr(leaf, 'shape', None)} for a batch of shape {shape}; expected {shape}"
+                + ("" if field in ("returns", "advantages") else " or None")
             )
 
 

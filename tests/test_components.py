@@ -183,9 +183,55 @@ class NoUsesValue:
         return pgjax.build(pgjax.Config()).estimator(inputs)
 
 
+@dataclasses.dataclass(frozen=True)
+class PlainTuple:
+    uses_value = False
+
+    def __call__(self, inputs):  # the targets as a tuple, not Targets
+        return tuple(pgjax.build(pgjax.Config()).estimator(inputs))
+
+
+@dataclasses.dataclass(frozen=True)
+class LastStepOnly:
+    uses_value = False
+
+    def __call__(self, inputs):  # advantages of the last step only: [B], not [T, B]
+        r = inputs.batch.reward
+        return pgjax.losses.Targets(r, r[-1], None, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class WrongMask:
+    uses_value = False
+
+    def __call__(self, inputs):
+        r = inputs.batch.reward
+        return pgjax.losses.Targets(r, r, r[:, :1], None)
+
+
+@dataclasses.dataclass(frozen=True)
+class NeedsValues:
+    uses_value = False  # but it reads the values
+
+    def __call__(self, inputs):
+        v = inputs.value_fn(inputs.batch.obs)
+        return pgjax.losses.Targets(v, v, None, None)
+
+
 @pytest.mark.parametrize(
     "config, components, message",
     [
+        (pgjax.Config(), {"estimator": PlainTuple()}, "PlainTuple returned tuple; it must "
+         "return pgjax.losses.Targets(returns, advantages, mask, weights)"),
+        (pgjax.Config(num_steps=500, num_envs=8), {"estimator": LastStepOnly()},
+         "LastStepOnly returned advantages of shape (8,) for a batch of shape (500, 8); "
+         "expected (500, 8)"),
+        (pgjax.Config(num_envs=8), {"estimator": WrongMask()},
+         "returned mask of shape (500, 1) for a batch of shape (500, 8); expected (500, 8) "
+         "or None"),
+        (pgjax.Config(num_envs=8), {"estimator": NeedsValues()},
+         "the estimator NeedsValues fails on a batch of shape (500, 8): 'NoneType' object is "
+         "not callable"),
         (pgjax.Config(env="Pendulum-v1"), {"policy": pgjax.GaussianPolicy((8,), 3)},
          "samples a batch of 1 action of shape (1, 3); Pendulum-v1's is (1, 1)"),
         (pgjax.Config(), {"policy": pgjax.CategoricalPolicy((8,), 5)},
