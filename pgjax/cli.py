@@ -74,9 +74,9 @@ def train_command(
         if ignored:
             print(f"pgjax: {resume} resumes as its config.json records it; ignoring "
                   f"{', '.join(ignored)}", file=sys.stderr)
-    else:
-        _note_unused([config])
     try:
+        if resume is None:
+            _notes([config.validate()])
         run_dir, summary = train_run(
             config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
             checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
@@ -88,16 +88,24 @@ def train_command(
     print(format_summary(summary, run_dir))
 
 
-def _note_unused(configs: list[Config]) -> None:
-    """One line on stderr for each estimator given settings it does not read."""
-    unused = {}
+def _notes(configs: list[Config]) -> None:
+    """One line on stderr for each estimator given settings it does not read, and for each
+    total_timesteps that is not a whole number of updates (it trains the updates that fit)."""
+    unused, notes = {}, {}
     for config in configs:
         unused.setdefault(config.estimator, set()).update(unused_fields(config))
+        if config.total_timesteps % config.steps_per_update:
+            steps = config.num_updates * config.steps_per_update
+            notes[f"pgjax: --total-timesteps {config.total_timesteps} trains {steps} env "
+                  f"steps per seed ({config.num_updates} updates of --num-envs "
+                  f"{config.num_envs} × --num-steps {config.num_steps})"] = None
     for estimator, fields in unused.items():
         if fields:
             flags = ", ".join("--" + name.replace("_", "-") for name in sorted(fields))
-            print(f"pgjax: estimator {estimator} does not read {flags}; it trains as if "
-                  "they were not set", file=sys.stderr)
+            notes[f"pgjax: estimator {estimator} does not read {flags}; it trains as if "
+                  "they were not set"] = None
+    for note in notes:
+        print(note, file=sys.stderr)
 
 
 def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
@@ -321,7 +329,7 @@ def sweep_command(
             run_worker(spec, out, lease_seconds=lease_seconds)
             return
         if not merge:
-            _note_unused(make_plan(parse_spec(spec)).configs)
+            _notes(make_plan(parse_spec(spec)).configs)
         if merge:
             merge_sweep(spec, out)
         elif launcher == "local":

@@ -280,7 +280,7 @@ def test_flags_that_resume_ignores_are_named(finished_run, tmp_path, capsys):
     assert code == 0 and "ignoring" not in err, err
 
 
-def test_settings_the_estimator_does_not_read_are_named(tmp_path, capsys):
+def test_settings_that_train_otherwise_than_they_read_are_named(tmp_path, capsys):
     code, err = cli(capsys, "train", *TINY, "--estimator", "gae", "--baseline", "none",
                     "--gamma-weighting", "--out", str(tmp_path / "run"), "--no-progress")
     assert code == 0 and err == "pgjax: estimator gae does not read --baseline, " \
@@ -288,6 +288,10 @@ def test_settings_the_estimator_does_not_read_are_named(tmp_path, capsys):
     code, err = cli(capsys, "train", *TINY, "--estimator", "gae", "--gae-lambda", "0.9",
                     "--out", str(tmp_path / "run"), "--overwrite", "--no-progress")
     assert code == 0 and err == "", err
+    code, err = cli(capsys, "train", *TINY, "--total-timesteps", "4500", "--out",
+                    str(tmp_path / "run"), "--overwrite", "--no-progress")
+    assert code == 0 and err == "pgjax: --total-timesteps 4500 trains 4000 env steps per seed " \
+        "(5 updates of --num-envs 8 × --num-steps 100)", err
 
 
 def test_plot_without_runs_is_one_line(capsys):
