@@ -49,9 +49,9 @@
 #             compile seconds).
 #   minatar   scripts/reproduce.py --configs experiments/minatar: every game at 10.24M steps,
 #             16 seeds, MLP and CNN, without and with an entropy bonus of 0.1, the CNN with
-#             0.03 on Asterix and SpaceInvaders, on Asterix the MLP with GAE and γ 0.999, and
-#             the MLP 256-256 of gymnax's PPO-MLP with each game's bonus (the CNN and MLP
-#             bonus variants first, -> minatar/results-partial.md)
+#             0.03 on Asterix, Breakout and SpaceInvaders, on Asterix the MLP with GAE and
+#             γ 0.999, and the MLP 256-256 of gymnax's PPO-MLP with each game's bonus (the
+#             CNN and MLP bonus variants first, -> minatar/results-partial.md)
 #             -> minatar/results.md (and figures/),
 #             with each final policy evaluated greedy and sampled (100 episodes); runs in
 #             minatar/runs, finished ones without their checkpoints. Finished runs are reused
