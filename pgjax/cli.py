@@ -88,22 +88,24 @@ def train_command(
     print(format_summary(summary, run_dir))
 
 
-def _notes(configs: list[Config]) -> None:
+def _notes(configs: list[Config], *, flags: bool = True) -> None:
     """One line on stderr for each estimator given settings it does not read, and for each
-    total_timesteps that is not a whole number of updates (it trains the updates that fit)."""
+    total_timesteps that is not a whole number of updates (it trains the updates that fit).
+    Settings are named as flags (`--num-envs`), or as spec fields (`num_envs`) for a sweep."""
+    name = (lambda field: "--" + field.replace("_", "-")) if flags else (lambda field: field)
     unused, notes = {}, {}
     for config in configs:
         unused.setdefault(config.estimator, set()).update(unused_fields(config))
         if config.total_timesteps % config.steps_per_update:
             steps = config.num_updates * config.steps_per_update
-            notes[f"pgjax: --total-timesteps {config.total_timesteps} trains {steps} env "
-                  f"steps per seed ({config.num_updates} updates of --num-envs "
-                  f"{config.num_envs} × --num-steps {config.num_steps})"] = None
+            notes[f"pgjax: {name('total_timesteps')} {config.total_timesteps} trains {steps} "
+                  f"env steps per seed ({config.num_updates} updates of {name('num_envs')} "
+                  f"{config.num_envs} × {name('num_steps')} {config.num_steps})"] = None
     for estimator, fields in unused.items():
         if fields:
-            flags = ", ".join("--" + name.replace("_", "-") for name in sorted(fields))
-            notes[f"pgjax: estimator {estimator} does not read {flags}; it trains as if "
-                  "they were not set"] = None
+            notes[f"pgjax: estimator {estimator} does not read "
+                  f"{', '.join(map(name, sorted(fields)))}; it trains as if they were not "
+                  "set"] = None
     for note in notes:
         print(note, file=sys.stderr)
 
@@ -329,7 +331,7 @@ def sweep_command(
             run_worker(spec, out, lease_seconds=lease_seconds)
             return
         if not merge:
-            _notes(make_plan(parse_spec(spec)).configs)
+            _notes(make_plan(parse_spec(spec)).configs, flags=False)
         if merge:
             merge_sweep(spec, out)
         elif launcher == "local":

@@ -485,9 +485,10 @@ def evaluate_run(
     that shares no key with training. Per mode: each seed's mean return, their mean, and their
     IQM with its 95% bootstrap interval (`stats.score_summary`).
     """
+    check_seed(seed)
     _, record, parts, update, state = restore_run(run_dir, step, **components)
     check_greedy(parts)
-    keys = seed_keys(check_seed(seed), record["seeds"], stream="eval")
+    keys = seed_keys(seed, record["seeds"], stream="eval")
     result = {"checkpoint_update": update, "episodes": episodes, "eval_seed": seed}
     for mode in ("greedy", "sampled"):
         fn = functools.partial(evaluate, parts, num_episodes=episodes, greedy=mode == "greedy")
@@ -503,6 +504,7 @@ def render_episode(
     greedy: bool = True, **components,
 ) -> float:
     """Play one episode of seed `run`'s policy and save it as a GIF; returns its return."""
+    check_seed(seed)
     _, _, parts, _, state = restore_run(run_dir, step, **components)
     if greedy:
         check_greedy(parts)
@@ -516,7 +518,7 @@ def render_episode(
         action = dist.mode() if greedy else dist.sample(k_act)
         return env.step(k_env, env_state, action), carry
 
-    key, k_reset = jax.random.split(seed_keys(check_seed(seed), 1, stream="eval")[0])
+    key, k_reset = jax.random.split(seed_keys(seed, 1, stream="eval")[0])
     obs, env_state = env.reset(k_reset, 1)
     carry = initial_carry(parts.policy, (1,))
     only = lambda tree: jax.tree.map(lambda x: x[0], tree)

@@ -258,6 +258,20 @@ def test_slurm_launcher_submits_an_array_and_a_merge_after_it(spec, tmp_path, mo
     assert (out / "sweep.json").exists() and not list((out / "chunks").iterdir())
 
 
+def test_sweep_names_settings_that_train_otherwise_than_they_read(tmp_path, monkeypatch,
+                                                                 capsys):
+    fake_slurm(tmp_path, monkeypatch)
+    spec = tmp_path / "gae.yaml"
+    spec.write_text(SPEC.replace("total_timesteps: 100000",
+                                 "total_timesteps: 100100\nestimator: gae\nbaseline: none"))
+    main(["sweep", str(spec), "--out", str(tmp_path / "sweep"), "--launcher", "slurm"])
+    assert capsys.readouterr().err.splitlines() == [
+        "pgjax: total_timesteps 100100 trains 100000 env steps per seed (250 updates of "
+        "num_envs 8 × num_steps 50)",
+        "pgjax: estimator gae does not read baseline; it trains as if they were not set",
+    ]
+
+
 def test_slurm_launcher_submits_a_damaged_chunk_again(spec, reference, tmp_path, monkeypatch,
                                                       capsys):
     fake_slurm(tmp_path, monkeypatch)
