@@ -146,7 +146,8 @@ def figure_name(config: str, table: Path, partial: bool) -> str:
     """The figure's file stem: the config's name, then what the table's name adds to
     "results" (so results-spaceinvaders-ent0.03.md does not overwrite the figure of
     results-spaceinvaders.md), then "-partial" for a partial rerun."""
-    words = [w for w in table.stem.removeprefix("results").split("-") if w not in ("", config, "partial")]
+    words = table.stem.removeprefix("results").split("-")
+    words = [w for w in words if w not in ("", config, "partial")]
     return "-".join([config, *words] + ["partial"] * partial)
 
 

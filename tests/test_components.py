@@ -19,8 +19,8 @@ from user_components import BiasedPolicy, LogitsOnly, ShortCorridor
 
 import pgjax
 from pgjax import components
-from pgjax.config import Config
 from pgjax.cli import main
+from pgjax.config import Config
 from pgjax.train import init_state, loss_and_grad, train_step
 
 CORRIDOR = pgjax.Env("corridor", env=ShortCorridor())
