@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pgjax.config import Config
+from pgjax.config import Config, is_int
 from pgjax.envs import Env
 from pgjax.estimators import (
     GAE,
@@ -158,6 +158,13 @@ def build(
     Raises:
       ValueError: one line naming the first problem (with validate).
     """
+    if not isinstance(config, Config):
+        raise ComponentError(f"config must be a pgjax.Config, got {type(config).__name__}")
+    for name, given in (("env", env), ("policy", policy), ("value", value),
+                        ("estimator", estimator)):
+        if isinstance(given, type):
+            raise ComponentError(f"{name}= takes an instance ({given.__name__}(...)), not the "
+                                 f"class {given.__name__}")
     if validate:
         config.validate()
     own_policy = policy is not None
@@ -211,6 +218,12 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
         )
     if hasattr(estimator, "check"):
         estimator.check(env, config)
+    group = getattr(estimator, "group_size", None)
+    if group is not None and (not is_int(group) or group < 1 or config.num_envs % group):
+        raise ComponentError(
+            f"the estimator {type(estimator).__name__} has group_size {group!r}; it must be a "
+            f"positive integer dividing num_envs={config.num_envs}"
+        )
     if estimator.uses_value and value is None:
         raise ComponentError(f"{type(estimator).__name__} uses a value net; pass value=")
     if value is not None and not estimator.uses_value:
@@ -224,9 +237,11 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
     dist = _abstract(policy_dist, obs, "policy", env)
     for method in ("sample", "log_prob", "entropy"):
         if not callable(getattr(dist, method, None)):
+            what = "an array" if isinstance(dist, jax.ShapeDtypeStruct) else \
+                type(dist).__name__
             raise ComponentError(
-                f"the policy returned {type(dist).__name__}, which has no {method}(); a policy "
-                f"maps observations to a distribution (see pgjax.policies)"
+                f"the policy returned {what}, which has no {method}(); a policy maps "
+                f"observations to a distribution (see pgjax.policies)"
             )
     sample = _abstract(lambda o: policy_dist(o).sample(key), obs, "policy", env)
     if getattr(sample, "shape", None) != (1, *env.action_shape):

@@ -62,6 +62,9 @@ class EstimatorInputs(NamedTuple):
 
 
 class Estimator(Protocol):
+    """The estimator interface: `uses_value`, and `__call__(EstimatorInputs) -> Targets` with
+    every leaf [T, B]; optionally `check`, `group_size` and `episode_terms` (module docstring)."""
+
     uses_value: bool
 
     def __call__(self, inputs: EstimatorInputs) -> Targets: ...

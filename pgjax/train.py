@@ -83,7 +83,7 @@ def seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Array:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Clip by global norm, then Adam with a constant or linearly decaying learning rate.
+    """Gradient clipping by norm, then Adam with a constant or linearly decaying learning rate.
 
     clip="global": one norm over all parameters. clip="per-network": the policy's and the value
     net's gradients are clipped on their own, and the value net's update is scaled by value_coef.
@@ -276,7 +276,20 @@ def init_state(config: Config, key: jax.Array, parts: Components | None = None) 
 def train_step(
     config: Config, state: TrainState, key: jax.Array, parts: Components | None = None
 ) -> tuple[TrainState, Metrics]:
-    """One update: rollout, returns and loss, gradient, optimizer step."""
+    """One update: rollout, returns and loss, gradient, optimizer step.
+
+    Args:
+      config: the run's config.
+      state: the training state (`init_state`); its `key` is passed through unchanged.
+      key: this update's randomness (actions, env steps, and the window's resets when the
+        estimator has a `group_size`). A loop of steps must give each a fresh key, as
+        `train_chunk` does: `key, step_key = jax.random.split(state.key)`, then
+        `train_step(config, state._replace(key=key), step_key, parts)`.
+      parts: from `build`; None builds them from `config`.
+
+    Returns:
+      (state after the update, its `Metrics`).
+    """
     parts = build(config, validate=False) if parts is None else parts
     policy = functools.partial(parts.policy.apply, state.params["policy"])
     runner = state.runner

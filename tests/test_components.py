@@ -184,6 +184,15 @@ class NoUsesValue:
 
 
 @dataclasses.dataclass(frozen=True)
+class GroupsOfThree:
+    group_size: int = 3  # does not divide num_envs=8
+    uses_value = False
+
+    def __call__(self, inputs):
+        return pgjax.build(pgjax.Config()).estimator(inputs)
+
+
+@dataclasses.dataclass(frozen=True)
 class PlainTuple:
     uses_value = False
 
@@ -240,7 +249,12 @@ class NeedsValues:
         (pgjax.Config(), {"estimator": NoUsesValue()}, "NoUsesValue needs uses_value: bool"),
         (pgjax.Config(num_envs=4.0), {}, "num_envs must be an integer, got 4.0"),
         (pgjax.Config(hidden=(8, 2.5)), {}, "hidden sizes must be integers, got 2.5"),
-        (pgjax.Config(), {"policy": LogitsOnly()}, "has no sample()"),
+        (pgjax.Config(), {"policy": LogitsOnly()}, "the policy returned an array, which has no "
+         "sample()"),
+        (pgjax.Config(num_envs=8), {"estimator": GroupsOfThree()},
+         "GroupsOfThree has group_size 3; it must be a positive integer dividing num_envs=8"),
+        (pgjax.Config(), {"estimator": PlainTuple}, "estimator= takes an instance "
+         "(PlainTuple(...)), not the class PlainTuple"),
         (pgjax.Config(), {"policy": pgjax.CategoricalPolicy((8,), 2, pgjax.ConvTorso())},
          "cannot take CartPole-v1 observations of shape (4,)"),
         (pgjax.Config(network="cnn"), {}, "network='cnn' needs image observations"),
@@ -258,6 +272,11 @@ def test_bad_components_fail_before_compile_with_one_line(config, components, me
     with pytest.raises(ValueError) as info:
         pgjax.make_train(config, **components)
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_config_that_is_not_a_config_is_one_line():
+    with pytest.raises(ValueError, match="^config must be a pgjax.Config, got dict$"):
+        pgjax.make_train({"env": "CartPole-v1"})
 
 
 def test_greedy_evaluation_needs_a_mode():
