@@ -130,17 +130,20 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def restore(self, like, step: int | None = None, *, set_aside: bool = False,
-                at_most: int | None = None):
+                at_most: int | None = None, changed: str = "config.json"):
         """(update, state) from `step`, or the newest readable one of at most `at_most` updates.
 
         Damaged checkpoints are reported in one line each and skipped (they are the newer ones:
         steps are tried newest first). With `set_aside` (resume), once one is restored, the
         damaged ones are renamed to `damaged-<step>` beside the others (kept, never overwritten),
         and those past `at_most` to `ahead-<step>`, so the resumed run can save those steps
-        again. When every checkpoint is past `at_most`, it returns (0, like): the start.
+        again. When every checkpoint is past `at_most`, it returns (0, like): the start. A
+        stored array whose shape differs from `like`'s stops the restore, naming the array and
+        asking whether `changed` (what made `like`) changed since training.
 
         Raises:
-          CheckpointError: `step` is not a checkpoint of this run, or none is readable.
+          CheckpointError: `step` is not a checkpoint of this run, none is readable, or one
+            does not fit `like`.
         """
         steps = self.steps()
         if step is not None and step not in steps:
@@ -163,8 +166,8 @@ class Checkpoints:
         for s in [step] if step is not None else [s for s in steps if s not in ahead][::-1]:
             if (difference := self._shape_difference(s, abstract)) is not None:
                 raise CheckpointError(
-                    f"checkpoint {s} does not fit the run's config.json ({difference}); was "
-                    f"config.json edited after training?"
+                    f"checkpoint {s} does not fit the run's config.json ({difference}); "
+                    f"was {changed} changed after training?"
                 )
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
@@ -179,8 +182,9 @@ class Checkpoints:
         raise CheckpointError(f"no readable checkpoint in {self.root}")
 
     def _shape_difference(self, step: int, abstract) -> str | None:
-        """The first array whose stored shape differs from `abstract`'s, as text; None when all
-        agree or the stored metadata does not read (the restore then reports the damage)."""
+        """The first array `abstract` has that is not stored or stored with another shape, or
+        the first stored one it lacks, as text; None when all agree or the stored metadata does
+        not read (the restore then reports the damage)."""
         try:
             with ocp.StandardCheckpointer() as reader:
                 stored = reader.metadata(self.root / str(step) / "default").item_metadata
@@ -188,10 +192,15 @@ class Checkpoints:
         except Exception:  # a damaged checkpoint: left to the restore
             return None
         stored = {_path_name(path): tuple(leaf.shape) for path, leaf in stored}
-        for path, leaf in jax.tree_util.tree_leaves_with_path(abstract):
-            name = _path_name(path)
-            if name in stored and stored[name] != tuple(leaf.shape):
-                return f"{name} is stored as {stored[name]}, the config makes {tuple(leaf.shape)}"
+        made = {_path_name(path): tuple(leaf.shape)
+                for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+        for name, shape in made.items():
+            if name not in stored:
+                return f"it stores no {name}, which the config makes"
+            if stored[name] != shape:
+                return f"{name} is stored as {stored[name]}, the config makes {shape}"
+        if extra := [name for name in stored if name not in made]:
+            return f"it stores {extra[0]}, which the config does not make"
         return None
 
     def _set_aside(self, steps: dict[int, str]) -> None:

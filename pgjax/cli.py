@@ -154,8 +154,6 @@ def eval_command(
       gif: also render one greedy episode of seed 0's policy to this GIF (gymnax visualizer).
     """
     _require_run(run_dir)
-    if episodes <= 0:
-        raise UsageError(f"episodes must be positive, got {episodes}")
     if gif is not None:
         try:
             reason = render_unavailable(load_run(run_dir)[0].env)

@@ -107,14 +107,19 @@ def resumed_settings(record: dict, *, checkpoint_every, checkpoint_minutes) -> d
 
 
 def run_components(config: Config, record: dict, given: dict) -> Components:
-    """The components of a recorded run: the caller's, which must include those it was given."""
+    """The components of a recorded run: the caller's, which must include those it was given.
+
+    A given policy, value net or estimator other than the recorded one (class name, estimator
+    repr) is named on stderr, in one line each; it is used all the same.
+    """
     recorded = record.get("components", {"given": []})
     missing = [name for name in recorded["given"] if given.get(name) is None]
     if missing:
         raise ComponentError(
             f"this run was trained with its own {', '.join(missing)} "
             f"({', '.join(f'{m}: {recorded[m]}' for m in missing)}); pass "
-            f"{', '.join(m + '=' for m in missing)} to use it"
+            f"{', '.join(m + '=' for m in missing)} to pgjax.train_run, evaluate_run or "
+            f"reproduce_run in Python to use it"
         )
     parts = build(config, **given)
     if parts.env.name != recorded.get("env", config.env):
@@ -122,7 +127,18 @@ def run_components(config: Config, record: dict, given: dict) -> Components:
             f"this run was trained on env {recorded.get('env', config.env)!r}, "
             f"not {parts.env.name!r}"
         )
+    now = describe_given({name: given.get(name) for name in recorded["given"]})
+    for name in ("policy", "value", "estimator"):
+        if name in recorded["given"] and now[name] != recorded[name]:
+            print(f"pgjax: this run was trained with {name} {recorded[name]}; the {name} given "
+                  f"is {now[name]}", file=sys.stderr)
     return parts
+
+
+def what_made_state(record: dict) -> str:
+    """What makes a run's state shapes: config.json, and the networks the caller gives."""
+    nets = [n for n in ("policy", "value") if n in record.get("components", {}).get("given", [])]
+    return " or ".join(["config.json"] + [f"the {n} given" for n in nets])
 
 
 def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every,
@@ -379,7 +395,8 @@ def train_run(
     start = 0
     if resume and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
         start, state = ckpt.restore(state, set_aside=True,
-                                    at_most=runs.whole_rows(run_dir / "metrics.csv"))
+                                    at_most=runs.whole_rows(run_dir / "metrics.csv"),
+                                    changed=what_made_state(record))
     csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
     t1 = time.perf_counter()
     state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
@@ -470,7 +487,7 @@ def restore_run(run_dir: Path, step: int | None = None, **components):
     like = init(sharded_seed_keys(record["seed"], record["seeds"]))
     ckpt = Checkpoints(run_dir, create=False)
     try:
-        update, state = ckpt.restore(like, step)
+        update, state = ckpt.restore(like, step, changed=what_made_state(record))
     finally:
         ckpt.close()
     return config, record, parts, update, state
@@ -482,9 +499,23 @@ def evaluate_run(
     """Greedy and sampled returns of every seed's policy over `episodes` episodes.
 
     Seed i is evaluated with `train.seed_keys(seed, seeds, stream="eval")[i]`, a key stream
-    that shares no key with training. Per mode: each seed's mean return, their mean, and their
-    IQM with its 95% bootstrap interval (`stats.score_summary`).
+    that shares no key with training. Writes nothing (`pgjax eval` writes the result to
+    RUN_DIR/eval.json).
+
+    Args:
+      run_dir: a run directory.
+      episodes: episodes per seed and mode, each played to its end.
+      step: the checkpoint (updates done); None: the newest readable one.
+      seed: the evaluation seed, in [0, 2**32).
+      **components: env=, policy=, value=, estimator=, those the run was trained with given
+        (`components.given` in its config.json); the others are made from its config.
+
+    Returns:
+      {"checkpoint_update", "episodes", "eval_seed", "greedy", "sampled"}; per mode
+      {"per_seed_mean": each seed's mean return, "mean", "iqm", "ci95"} (`stats.score_summary`).
     """
+    if not is_int(episodes) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     check_seed(seed)
     _, record, parts, update, state = restore_run(run_dir, step, **components)
     check_greedy(parts)

@@ -106,7 +106,8 @@ def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Pat
             raise ValueError(f"--out {out} exists and is not a directory")
         if is_run_dir(out):
             if not overwrite:
-                raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite")
+                raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite "
+                                 "(overwrite=True in Python)")
         elif any(out.iterdir()):
             raise ValueError(f"--out {out} exists and is not a pgjax run directory")
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())

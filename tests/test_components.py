@@ -19,6 +19,7 @@ from user_components import BiasedPolicy, LogitsOnly, ShortCorridor
 
 import pgjax
 from pgjax import components
+from pgjax.checkpoint import CheckpointError
 from pgjax.cli import main
 from pgjax.config import Config
 from pgjax.train import init_state, loss_and_grad, train_step
@@ -348,6 +349,26 @@ def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, c
         is None
     with pytest.raises(ValueError, match="trained on env 'corridor', not 'CartPole-v1'"):
         pgjax.evaluate_run(whole, env=pgjax.Env("CartPole-v1"), policy=policy)
+
+    class OtherPolicy(BiasedPolicy):  # the same parameters under another class
+        pass
+
+    capsys.readouterr()
+    pgjax.evaluate_run(whole, episodes=2, env=env, policy=OtherPolicy())
+    assert capsys.readouterr().err == "pgjax: this run was trained with policy BiasedPolicy; " \
+        "the policy given is OtherPolicy\n"
+
+    class OtherParams(nn.Module):  # parameters the checkpoints do not hold
+        @nn.compact
+        def __call__(self, obs):
+            logits = self.param("other", lambda key: jnp.zeros(2))
+            return pgjax.Categorical(jnp.broadcast_to(logits, (*obs.shape[:-1], 2)))
+
+    before = sorted(p.name for p in (killed / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError, match=r"does not fit the run's config.json \(it "
+                       r"stores no .*other.*; was config.json or the policy given changed"):
+        pgjax.evaluate_run(killed, episodes=2, env=env, policy=OtherParams())
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == before
 
 
 @pytest.mark.parametrize("estimator", sorted(components.READS))

@@ -302,6 +302,8 @@ def test_eval_errors_are_one_line_and_touch_nothing(finished_run, tmp_path, caps
     run = copy_run(finished_run, tmp_path)
     code, err = cli(capsys, "eval", str(run), "--checkpoint", "2")
     one_line_error(code, err, "no checkpoint 2; available: 3, 4, 5")
+    code, err = cli(capsys, "eval", str(run), "--episodes", "0")
+    one_line_error(code, err, "episodes must be a positive integer, got 0")
     code, err = cli(capsys, "eval", str(run), "--seed", "-1")
     one_line_error(code, err, "seed must be an integer in [0, 2**32), got -1")
     assert not (run / "eval.json").exists()
