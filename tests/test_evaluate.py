@@ -107,6 +107,17 @@ def test_reproduce_matches_then_detects_a_change(run_dir, capsys):
     assert "recorded on Other CPU (avx512f), rerun on " in capsys.readouterr().out
 
 
+def test_a_run_recorded_with_a_negative_seed_reproduces(tmp_path, capsys):
+    # Before seeds were checked, --seed -1 trained with the keys of 2**32 - 1.
+    out = tmp_path / "run"
+    main(["train", *TINY, "--seed", str(2**32 - 1), "--out", str(out)])
+    record = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**record, "seed": -1}))
+    capsys.readouterr()
+    main(["reproduce", str(out), "--no-progress"])
+    assert "reproduced: metrics" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["eval", "plot", "reproduce"])
 def test_commands_reject_a_non_run(tmp_path, capsys, command):
     with pytest.raises(SystemExit) as exit_info:
