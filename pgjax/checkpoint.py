@@ -192,6 +192,8 @@ class Checkpoints:
         except Exception:  # a damaged checkpoint: left to the restore
             return None
         stored = {_path_name(path): tuple(leaf.shape) for path, leaf in stored}
+        if not stored:  # metadata that reads as nothing: a damaged checkpoint, as above
+            return None
         made = {_path_name(path): tuple(leaf.shape)
                 for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
         for name, shape in made.items():
