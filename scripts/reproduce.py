@@ -10,7 +10,8 @@ global gradient clip; the value baseline with the per-network clip, the default)
 `default_variants = false`, followed by its own `[[variant]]` tables (a `name` and the fields
 they change). A finished run (summary.json present, same config) is reused and an unfinished one
 continues from its newest checkpoint (`experiment.ensure_run`), so an interrupted call can
-simply be repeated. Figures go to figures/ beside the table. `--budget` sets every variant's
+simply be repeated. Figures go to figures/ beside the table, one per config, named after it
+and what the table's name adds to "results" (`results-ent.md`: `CONFIG-ent.png`). `--budget` sets every variant's
 total_timesteps (a cheaper slice of a study; the table's header says so; its runs go to folders
 of their own, `CONFIG-VARIANT-budget-N`). `--variants` runs only
 the variants of those names; a name written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy

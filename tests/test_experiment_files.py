@@ -33,6 +33,7 @@ def test_sweep_specs_plan(path):
     ("results-spaceinvaders.md", True, "spaceinvaders-partial"),
     ("results-spaceinvaders-ent0.03.md", True, "spaceinvaders-ent0.03-partial"),
     ("results-partial.md", True, "spaceinvaders-partial"),
+    ("t.md", True, "spaceinvaders-t-partial"),
 ])
 def test_each_table_has_figures_of_its_own(table, partial, expected):
     # A second study of one config writes its table and figure beside the first, not over it.

@@ -74,7 +74,7 @@ def test_variants_filter_partial_table_and_reuse(tmp_path):
     assert len(rows) == 1 and "| lr large |" in rows[0]
     assert '--variants "tiny:lr large"' in (tmp_path / "t-partial.md").read_text()
     assert not (tmp_path / "t.md").exists()
-    assert (tmp_path / "figures" / "tiny-partial.png").exists()
+    assert (tmp_path / "figures" / "tiny-t-partial.png").exists()  # table t.md
     assert not (tmp_path / "runs" / "tiny-lr-small").exists()
     both = reproduce(tmp_path)  # "lr large" is reused, "lr small" trained
     assert both.returncode == 0, both.stderr
@@ -133,7 +133,7 @@ def test_eval_columns_evaluate_each_final_policy_once(tmp_path):
     gone = reproduce(tmp_path, "--variants", "lr large", "--eval", "3", "--table", str(nested))
     assert gone.returncode == 0, gone.stderr
     assert "tiny-lr-large: not evaluated" in gone.stdout
-    assert (tmp_path / "new" / "figures" / "tiny-partial.png").exists()
+    assert (tmp_path / "new" / "figures" / "tiny-t-partial.png").exists()
     row = next(line for line in (tmp_path / "new" / "t-partial.md").read_text().splitlines()
                if line.startswith("| CartPole-v1"))
     assert row.endswith(" — | — |")
