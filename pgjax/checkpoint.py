@@ -166,8 +166,8 @@ class Checkpoints:
         for s in [step] if step is not None else [s for s in steps if s not in ahead][::-1]:
             if (difference := self._shape_difference(s, abstract)) is not None:
                 raise CheckpointError(
-                    f"checkpoint {s} does not fit the run's config.json ({difference}); "
-                    f"was {changed} changed after training?"
+                    f"checkpoint {s} does not fit the state made from {changed} "
+                    f"({difference}); was {changed} changed after training?"
                 )
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
@@ -198,11 +198,11 @@ class Checkpoints:
                 for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
         for name, shape in made.items():
             if name not in stored:
-                return f"it stores no {name}, which the config makes"
+                return f"it stores no {name}"
             if stored[name] != shape:
-                return f"{name} is stored as {stored[name]}, the config makes {shape}"
+                return f"{name} is stored as {stored[name]}, made as {shape}"
         if extra := [name for name in stored if name not in made]:
-            return f"it stores {extra[0]}, which the config does not make"
+            return f"it stores {extra[0]}, which the state lacks"
         return None
 
     def _set_aside(self, steps: dict[int, str]) -> None:

@@ -92,22 +92,27 @@ def _notes(configs: list[Config], *, flags: bool = True) -> None:
     """One line on stderr for each estimator given settings it does not read, and for each
     total_timesteps that is not a whole number of updates (it trains the updates that fit).
     Settings are named as flags (`--num-envs`), or as spec fields (`num_envs`) for a sweep."""
-    name = (lambda field: "--" + field.replace("_", "-")) if flags else (lambda field: field)
     unused, notes = {}, {}
     for config in configs:
-        unused.setdefault(config.estimator, set()).update(unused_fields(config))
+        name = functools.partial(_flag, config=config) if flags else (lambda field: field)
+        unused.setdefault(config.estimator, set()).update(map(name, unused_fields(config)))
         if config.total_timesteps % config.steps_per_update:
             steps = config.num_updates * config.steps_per_update
             notes[f"pgjax: {name('total_timesteps')} {config.total_timesteps} trains {steps} "
                   f"env steps per seed ({config.num_updates} updates of {name('num_envs')} "
                   f"{config.num_envs} × {name('num_steps')} {config.num_steps})"] = None
-    for estimator, fields in unused.items():
-        if fields:
-            notes[f"pgjax: estimator {estimator} does not read "
-                  f"{', '.join(map(name, sorted(fields)))}; it trains as if they were not "
-                  "set"] = None
+    for estimator, names in unused.items():
+        if names:
+            notes[f"pgjax: estimator {estimator} does not read {', '.join(sorted(names))}, so "
+                  f"{'it has' if len(names) == 1 else 'they have'} no effect"] = None
     for note in notes:
         print(note, file=sys.stderr)
+
+
+def _flag(field: str, config: Config | None = None) -> str:
+    """The flag of a config field (`--no-...` for a switch that `config` turns off)."""
+    off = config is not None and getattr(config, field) is False
+    return ("--no-" if off else "--") + field.replace("_", "-")
 
 
 def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
@@ -134,7 +139,7 @@ def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
     defaults = inspect.signature(train_command).parameters
     ignored += [name for name, value in given.items()
                 if value != defaults[name].default and not same[name]]
-    return [f"--{name.replace('_', '-')}" for name in ignored]
+    return [_flag(name) for name in ignored]
 
 
 def eval_command(
@@ -328,20 +333,21 @@ def sweep_command(
         if worker:
             run_worker(spec, out, lease_seconds=lease_seconds)
             return
-        if not merge:
-            _notes(make_plan(parse_spec(spec)).configs, flags=False)
         if merge:
             merge_sweep(spec, out)
-        elif launcher == "local":
-            run_local(spec, out, progress=progress, lease_seconds=lease_seconds, **options)
-        elif launcher == "slurm":
-            submitted = submit(spec, out, cluster="slurm", lease_seconds=lease_seconds, **options)
-            if submitted.jobs:
-                print(submitted.describe(spec, out))
-                return
-            merge_sweep(spec, out)  # every chunk was recorded already
         else:
-            sweep(spec, out, progress=progress, lease_seconds=lease_seconds)
+            _notes(make_plan(parse_spec(spec)).configs, flags=False)
+            if launcher == "local":
+                run_local(spec, out, progress=progress, lease_seconds=lease_seconds, **options)
+            elif launcher == "slurm":
+                submitted = submit(spec, out, cluster="slurm", lease_seconds=lease_seconds,
+                                   **options)
+                if submitted.jobs:
+                    print(submitted.describe(spec, out))
+                    return
+                merge_sweep(spec, out)  # every chunk was recorded already
+            else:
+                sweep(spec, out, progress=progress, lease_seconds=lease_seconds)
     except SpecError as e:
         raise UsageError(str(e)) from None
     print(format_sweep(out))

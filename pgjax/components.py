@@ -230,7 +230,6 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
         raise ComponentError(
             f"a value net was given but {type(estimator).__name__} does not use one"
         )
-    _check_targets(config, components)
     obs = jax.ShapeDtypeStruct((1, *env.obs_shape), jnp.float32)
     key = jax.random.key(0)
     policy_dist = functools.partial(_policy_dist, policy)
@@ -269,21 +268,22 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
                 f"the value net maps a batch of 1 observation to shape "
                 f"{getattr(v, 'shape', None)}, expected (1,)"
             )
+    _check_targets(config, components, sample.dtype)
 
 
-def _check_targets(config: Config, components: Components) -> None:
-    """Run the estimator abstractly on a batch of the run's shape [T, B]: it must return
-    `Targets` whose returns and advantages are [T, B] and whose mask and weights are [T, B] or
-    None."""
+def _check_targets(config: Config, components: Components, action_dtype) -> None:
+    """Run the estimator abstractly on a batch of the run's shape [T, B] (as `rollout` makes
+    it, actions of the policy's dtype): it must return `Targets` whose returns and advantages
+    are [T, B] and whose mask and weights are [T, B] or None."""
     env, estimator = components.env, components.estimator
     shape = (config.num_steps, config.num_envs)
     array = lambda *tail, dtype=jnp.float32: jax.ShapeDtypeStruct((*shape, *tail), dtype)
     batch = Transition(
-        obs=array(*env.obs_shape), action=array(*env.action_shape, dtype=jnp.float32
-                                                 if env.continuous else jnp.int32),
+        obs=array(*env.obs_shape), action=array(*env.action_shape, dtype=action_dtype),
         log_prob=array(), reward=array(), terminated=array(dtype=bool),
         truncated=array(dtype=bool), episode_t=array(dtype=jnp.int32),
         final_obs=array(*env.obs_shape), episode_return=array(),
+        policy_carry=jax.eval_shape(lambda: initial_carry(components.policy, shape)),
     )
     last_obs = jax.ShapeDtypeStruct((config.num_envs, *env.obs_shape), jnp.float32)
     values = array() if estimator.uses_value else None

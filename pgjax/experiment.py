@@ -8,6 +8,7 @@ asks for them again.
 
 import functools
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -129,9 +130,14 @@ def run_components(config: Config, record: dict, given: dict) -> Components:
         )
     now = describe_given({name: given.get(name) for name in recorded["given"]})
     for name in ("policy", "value", "estimator"):
-        if name in recorded["given"] and now[name] != recorded[name]:
-            print(f"pgjax: this run was trained with {name} {recorded[name]}; the {name} given "
-                  f"is {now[name]}", file=sys.stderr)
+        if name not in recorded["given"]:
+            continue
+        # Addresses in a repr (an object or function shown by identity) differ per process.
+        then, now[name] = (re.sub(r" at 0x[0-9a-fA-F]+", "", x) for x in (recorded[name],
+                                                                          now[name]))
+        if now[name] != then:
+            print(f"pgjax: this run was trained with {name} {then}; the {name} given is "
+                  f"{now[name]}", file=sys.stderr)
     return parts
 
 
@@ -583,9 +589,10 @@ def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict
     given = {name: getattr(parts, name) for name in record.get("components", {}).get("given", [])}
     with tempfile.TemporaryDirectory() as tmp:
         # A run recorded before seeds were checked may hold one outside [0, 2**32), e.g. -1;
-        # jax.random.key keeps its low 32 bits, so seed % 2**32 gives it the same keys.
+        # jax.random.key keeps its low 32 bits (without x64), so seed % 2**32 has its keys.
+        seed = record["seed"] if jax.config.jax_enable_x64 else record["seed"] % 2**32
         train_run(
-            config, Path(tmp), seeds=record["seeds"], seed=record["seed"] % 2**32,
+            config, Path(tmp), seeds=record["seeds"], seed=seed,
             chunks=config.num_updates // record["chunk_updates"], progress=progress, **given,
         )
         difference = compare_metrics(run_dir, Path(tmp))

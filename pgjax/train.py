@@ -58,8 +58,8 @@ def diverged(loss: jax.Array, grad_norm: jax.Array, params) -> jax.Array:
 def check_seed(seed: int) -> int:
     """`seed` if it is an integer in [0, 2**32); a ValueError otherwise.
 
-    jax.random.key keeps only a seed's low 32 bits (without x64), so -1 would train as
-    4294967295 and 2**32 as 0: two names for one run.
+    jax.random.key keeps only a seed's low 32 bits (without jax_enable_x64, which pgjax does
+    not set), so -1 would train as 4294967295 and 2**32 as 0: two names for one run.
     """
     if not is_int(seed) or not 0 <= seed < 2**32:
         hint = f": it would be seed {seed % 2**32}" if is_int(seed) else ""

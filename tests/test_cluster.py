@@ -268,7 +268,7 @@ def test_sweep_names_settings_that_train_otherwise_than_they_read(tmp_path, monk
     assert capsys.readouterr().err.splitlines() == [
         "pgjax: total_timesteps 100100 trains 100000 env steps per seed (250 updates of "
         "num_envs 8 × num_steps 50)",
-        "pgjax: estimator gae does not read baseline; it trains as if they were not set",
+        "pgjax: estimator gae does not read baseline, so it has no effect",
     ]
 
 

@@ -21,7 +21,7 @@ import pgjax
 from pgjax import components
 from pgjax.checkpoint import CheckpointError
 from pgjax.cli import main
-from pgjax.config import Config
+from pgjax.config import CHOICES, Config
 from pgjax.train import init_state, loss_and_grad, train_step
 
 CORRIDOR = pgjax.Env("corridor", env=ShortCorridor())
@@ -297,8 +297,6 @@ TESTS = Path(__file__).resolve().parent
 RUN = """
 import sys; sys.path.insert(0, {tests!r})
 import pgjax
-from pgjax import components
-from pgjax.config import Config
 from user_components import BiasedPolicy, ShortCorridor
 pgjax.train_run(pgjax.Config(num_envs=16, num_steps=200, total_timesteps=16 * 200 * 30,
                              gamma=1.0, lr=0.05),
@@ -365,13 +363,14 @@ def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, c
             return pgjax.Categorical(jnp.broadcast_to(logits, (*obs.shape[:-1], 2)))
 
     before = sorted(p.name for p in (killed / "checkpoints").iterdir())
-    with pytest.raises(CheckpointError, match=r"does not fit the run's config.json \(it "
-                       r"stores no .*other.*; was config.json or the policy given changed"):
+    with pytest.raises(CheckpointError, match=r"does not fit the state made from config.json "
+                       r"or the policy given \(it stores no .*other\); was config.json or the "
+                       r"policy given changed after training\?$"):
         pgjax.evaluate_run(killed, episodes=2, env=env, policy=OtherParams())
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == before
 
 
-@pytest.mark.parametrize("estimator", sorted(components.READS))
+@pytest.mark.parametrize("estimator", CHOICES["estimator"])
 def test_unused_fields_are_those_make_estimator_does_not_pass(estimator):
     # Each estimator setting changed alone: the built estimator changes iff the field is read.
     base = Config(estimator=estimator, num_envs=8)
@@ -381,3 +380,24 @@ def test_unused_fields_are_those_make_estimator_does_not_pass(estimator):
         changed = dataclasses.replace(base, **{name: other[name]})
         read = components.make_estimator(changed) != components.make_estimator(base)
         assert (name in components.unused_fields(changed)) == (not read), name
+
+
+class ByIdentity:  # a valid estimator whose repr is its address
+    uses_value = False
+
+    def __call__(self, inputs):
+        return pgjax.build(pgjax.Config()).estimator(inputs)
+
+
+def test_a_given_component_is_compared_with_the_record_without_addresses(capsys):
+    from pgjax.experiment import run_components
+
+    config = pgjax.Config()
+    record = {"components": components.describe_given({"estimator": ByIdentity()})}
+    assert " object at 0x" in record["components"]["estimator"]
+    run_components(config, record, {"estimator": ByIdentity()})  # another instance
+    assert capsys.readouterr().err == ""
+    run_components(config, record, {"estimator": pgjax.estimators.TotalReturn()})
+    assert capsys.readouterr().err == "pgjax: this run was trained with estimator " \
+        "<test_components.ByIdentity object>; the estimator given is " \
+        f"{pgjax.estimators.TotalReturn()!r}\n"

@@ -238,8 +238,9 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"config": {"num_envs": 4}}, "checkpoint 5 does not fit the run's config.json "
-     "(runner/env_state/time is stored as (2, 8), the config makes (2, 4))"),
+    ({"config": {"num_envs": 4}}, "checkpoint 5 does not fit the state made from config.json "
+     "(runner/env_state/time is stored as (2, 8), made as (2, 4)); was config.json changed "
+     "after training?"),
     ({"seeds": "two"}, "(seeds is 'two')"),
     ({"chunk_updates": 0}, "(chunk_updates is 0)"),
     ({"components": {"given": ["policy"]}}, "(components is {'given': ['policy']})"),
@@ -284,7 +285,12 @@ def test_settings_that_train_otherwise_than_they_read_are_named(tmp_path, capsys
     code, err = cli(capsys, "train", *TINY, "--estimator", "gae", "--baseline", "none",
                     "--gamma-weighting", "--out", str(tmp_path / "run"), "--no-progress")
     assert code == 0 and err == "pgjax: estimator gae does not read --baseline, " \
-        "--gamma-weighting; it trains as if they were not set", err
+        "--gamma-weighting, so they have no effect", err
+    code, err = cli(capsys, "train", *TINY, "--estimator", "optimal-baseline", "--num-steps",
+                    "500", "--total-timesteps", "8000", "--no-normalize-advantages", "--out",
+                    str(tmp_path / "run"), "--overwrite", "--no-progress")
+    assert code == 0 and err == "pgjax: estimator optimal-baseline does not read " \
+        "--no-normalize-advantages, so it has no effect", err
     code, err = cli(capsys, "train", *TINY, "--estimator", "gae", "--gae-lambda", "0.9",
                     "--out", str(tmp_path / "run"), "--overwrite", "--no-progress")
     assert code == 0 and err == "", err
