@@ -52,6 +52,15 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: st
     plt.close(fig)
 
 
+def figure_paths(out: Path) -> list[Path]:
+    """OUT.png and OUT.svg; an image suffix of `out` is replaced, any other dot kept
+    (`figures/ent0.03` -> `figures/ent0.03.png`)."""
+    out = Path(out)
+    if out.suffix.lower() in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+        out = out.with_suffix("")
+    return [out.with_name(out.name + ".png"), out.with_name(out.name + ".svg")]
+
+
 def plot_runs(run_dirs: list[Path], out: Path, *, x: str = "env_steps") -> list[Path]:
     """Learning curves of several runs on one figure (IQM over seeds, 95% CI); PNG and SVG."""
     plt = pyplot()
@@ -67,7 +76,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, x: str = "env_steps") -> list[
     ax.set_ylabel("episode return (IQM, 95% CI)")
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
+    paths = figure_paths(out)
     for p in paths:
         save(fig, p)
     plt.close(fig)

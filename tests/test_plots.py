@@ -1,7 +1,10 @@
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+from pgjax import plots
 from pgjax.plots import plot_curve, pyplot, save
 
 
@@ -24,3 +27,14 @@ def test_the_same_figure_saves_to_the_same_svg_bytes(tmp_path):
     text = (tmp_path / "a.svg").read_text()
     assert "clip-path" in text and "<dc:date>" not in text
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+
+
+@pytest.mark.parametrize("out, names", [
+    ("figures/spaceinvaders-ent0.03-partial", ["spaceinvaders-ent0.03-partial.png",
+                                               "spaceinvaders-ent0.03-partial.svg"]),
+    ("curves.png", ["curves.png", "curves.svg"]),
+    ("curves.SVG", ["curves.png", "curves.svg"]),
+    ("lr0.01", ["lr0.01.png", "lr0.01.svg"]),
+])
+def test_figure_paths_keep_dots_in_the_name(out, names):
+    assert [p.name for p in plots.figure_paths(Path(out))] == names
