@@ -11,10 +11,10 @@ global gradient clip; the value baseline with the per-network clip, the default)
 they change). A finished run (summary.json present, same config) is reused and an unfinished one
 continues from its newest checkpoint (`experiment.ensure_run`), so an interrupted call can
 simply be repeated. Figures go to figures/ beside the table, one per config, named after it
-and what the table's name adds to "results" (`results-ent.md`: `CONFIG-ent.png`). `--budget` sets every variant's
-total_timesteps (a cheaper slice of a study; the table's header says so; its runs go to folders
-of their own, `CONFIG-VARIANT-budget-N`). `--variants` runs only
-the variants of those names; a name written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy
+and what the table's name adds to "results" (`results-ent.md`: `CONFIG-ent.png`). `--budget`
+sets every variant's total_timesteps (a cheaper slice of a study; the table's header says so;
+its runs go to folders of their own, `CONFIG-VARIANT-budget-N`). `--variants` runs only the
+variants of those names; a name written CONFIG:NAME (`breakout:CNN + MLP 64-64, entropy
 0.1`) selects it in that config alone. `--eval EPISODES` also evaluates every run's final
 policy, greedy and sampled, over EPISODES episodes per seed (`pgjax eval`; kept in the run's
 eval.json and reused) and adds their IQMs.
