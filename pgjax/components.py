@@ -236,10 +236,8 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
     dist = _abstract(policy_dist, obs, "policy", env)
     for method in ("sample", "log_prob", "entropy"):
         if not callable(getattr(dist, method, None)):
-            what = "an array" if isinstance(dist, jax.ShapeDtypeStruct) else \
-                type(dist).__name__
             raise ComponentError(
-                f"the policy returned {what}, which has no {method}(); a policy maps "
+                f"the policy returned {_kind(dist)}, which has no {method}(); a policy maps "
                 f"observations to a distribution (see pgjax.policies)"
             )
     sample = _abstract(lambda o: policy_dist(o).sample(key), obs, "policy", env)
@@ -324,9 +322,14 @@ def check_greedy(components: Components) -> None:
                      components.env)
     if not callable(getattr(dist, "mode", None)):
         raise ComponentError(
-            f"the policy returned {type(dist).__name__}, which has no mode(); greedy evaluation "
-            f"plays the mode"
+            f"the policy returned {_kind(dist)}, which has no mode(); greedy evaluation plays "
+            f"the mode"
         )
+
+
+def _kind(dist) -> str:
+    """What an abstractly evaluated policy returned, for a message: its class, or "an array"."""
+    return "an array" if isinstance(dist, jax.ShapeDtypeStruct) else type(dist).__name__
 
 
 def _policy_dist(policy: nn.Module, obs: jax.Array):
