@@ -94,7 +94,7 @@ def _notes(configs: list[Config], *, flags: bool = True) -> None:
     Settings are named as flags (`--num-envs`), or as spec fields (`num_envs`) for a sweep."""
     unused, notes = {}, {}
     for config in configs:
-        name = functools.partial(_flag, config=config) if flags else (lambda field: field)
+        name = (lambda field, c=config: _flag(field, getattr(c, field))) if flags else str
         unused.setdefault(config.estimator, set()).update(map(name, unused_fields(config)))
         if config.total_timesteps % config.steps_per_update:
             steps = config.num_updates * config.steps_per_update
@@ -109,10 +109,9 @@ def _notes(configs: list[Config], *, flags: bool = True) -> None:
         print(note, file=sys.stderr)
 
 
-def _flag(field: str, config: Config | None = None) -> str:
-    """The flag of a config field (`--no-...` for a switch that `config` turns off)."""
-    off = config is not None and getattr(config, field) is False
-    return ("--no-" if off else "--") + field.replace("_", "-")
+def _flag(field: str, value=None) -> str:
+    """The flag of a field as typed with `value` (`--no-...` for a switch turned off)."""
+    return ("--no-" if value is False else "--") + field.replace("_", "-")
 
 
 def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
@@ -139,7 +138,8 @@ def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
     defaults = inspect.signature(train_command).parameters
     ignored += [name for name, value in given.items()
                 if value != defaults[name].default and not same[name]]
-    return [_flag(name) for name in ignored]
+    values = {**{name: getattr(config, name) for name in FIELDS}, **given}
+    return [_flag(name, values[name]) for name in ignored]
 
 
 def eval_command(

@@ -7,11 +7,13 @@ not passed is made from the config's fields (env id, network, hidden sizes, base
 """
 
 import functools
+import re
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgjax.config import Config, is_int
 from pgjax.envs import Env
@@ -70,18 +72,50 @@ def as_env(env: Any) -> Env:
 def describe_given(components: dict[str, Any]) -> dict:
     """What a run's or sweep's record keeps of the components the caller gave (None: not given).
 
-    {"given": sorted names, then per given name: the env's name, the policy's and value net's
-    class names, the estimator's repr}; {"given": []} when the config made them all.
+    {"given": sorted names, then per given name: the env's name (and "env_params", its params
+    as JSON), the policy's and value net's class names, the estimator's repr without the
+    addresses of objects shown by identity}; {"given": []} when the config made them all.
     """
     given = {name: x for name, x in components.items() if x is not None}
     out: dict[str, Any] = {"given": sorted(given)}
     for name, x in given.items():
         if name == "env":
-            out[name] = as_env(x).name
+            env = as_env(x)
+            out[name], out["env_params"] = env.name, env_params(env)
         elif name == "estimator":
-            out[name] = repr(x)
+            out[name] = _without_addresses(repr(x))
         else:
             out[name] = type(x).__name__
+    return out
+
+
+def env_params(env: Env) -> dict:
+    """An env's params as JSON: {leaf path: value, a nested list for an array}."""
+    leaves = jax.tree_util.tree_flatten_with_path(env.params)[0]
+    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(leaf).tolist()
+            for path, leaf in leaves}
+
+
+def _without_addresses(text: str) -> str:
+    # An object or function shown by identity ("<X object at 0x7f...>") has another address
+    # in every process.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+
+
+def given_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
+    """(component, recorded, now) for each component that `recorded` (a `describe_given`
+    record, also one written before addresses were dropped or env params kept) and `now` (of
+    the components given) describe differently; env params by the first leaf that differs."""
+    out = []
+    for name in sorted(set(recorded.get("given", [])) | set(now.get("given", []))):
+        then, given = (_without_addresses(str(d.get(name, "not given"))) for d in (recorded, now))
+        if then != given:
+            out.append((name, then, given))
+        elif name == "env" and "env_params" in recorded:
+            a, b = recorded["env_params"], now.get("env_params", {})
+            leaf = next((k for k in {**a, **b} if a.get(k) != b.get(k)), None)
+            if leaf is not None:
+                out.append(("env params", f"{leaf}={a.get(leaf)}", f"{leaf}={b.get(leaf)}"))
     return out
 
 

@@ -8,7 +8,6 @@ asks for them again.
 
 import functools
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,14 @@ from tqdm.auto import tqdm
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError, Checkpoints
-from pgjax.components import ComponentError, Components, build, check_greedy, describe_given
+from pgjax.components import (
+    ComponentError,
+    Components,
+    build,
+    check_greedy,
+    describe_given,
+    given_differences,
+)
 from pgjax.config import Config, from_dict, is_int
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
@@ -68,17 +74,25 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     """The Config and the record stored in RUN_DIR/config.json.
 
     Raises:
-      ValueError: config.json is missing, not JSON, or holds an unknown or mistyped field.
+      ValueError: config.json is missing, not JSON, holds an unknown or mistyped field, or a
+        config that is not the one it recorded (edited after training: `runs.config_digest`).
     """
     run_dir = Path(run_dir)
     try:
         record = json.loads((run_dir / "config.json").read_text())
         config = from_dict(record["config"], where="config.json: ", record=True)
         _check_record(record)
-        return config, record
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
             from None
+    digest = record.get("config_sha256")  # records written before it have none
+    if digest is not None and digest != runs.config_digest(record["config"]):
+        raise ValueError(
+            f"{run_dir}/config.json: its config was edited after the run was recorded "
+            f"(config_sha256 differs), so it is not what trained the run; train a new run with "
+            f"the changed config, or delete config_sha256 to use the run as edited"
+        )
+    return config, record
 
 
 def _check_record(record: dict) -> None:
@@ -110,8 +124,9 @@ def resumed_settings(record: dict, *, checkpoint_every, checkpoint_minutes) -> d
 def run_components(config: Config, record: dict, given: dict) -> Components:
     """The components of a recorded run: the caller's, which must include those it was given.
 
-    A given policy, value net or estimator other than the recorded one (class name, estimator
-    repr) is named on stderr, in one line each; it is used all the same.
+    A given policy, value net, estimator or env params other than the recorded ones
+    (`components.given_differences`) are named on stderr, in one line each; they are used all
+    the same.
     """
     recorded = record.get("components", {"given": []})
     missing = [name for name in recorded["given"] if given.get(name) is None]
@@ -129,15 +144,9 @@ def run_components(config: Config, record: dict, given: dict) -> Components:
             f"not {parts.env.name!r}"
         )
     now = describe_given({name: given.get(name) for name in recorded["given"]})
-    for name in ("policy", "value", "estimator"):
-        if name not in recorded["given"]:
-            continue
-        # Addresses in a repr (an object or function shown by identity) differ per process.
-        then, now[name] = (re.sub(r" at 0x[0-9a-fA-F]+", "", x) for x in (recorded[name],
-                                                                          now[name]))
-        if now[name] != then:
-            print(f"pgjax: this run was trained with {name} {then}; the {name} given is "
-                  f"{now[name]}", file=sys.stderr)
+    for name, then, used in given_differences(recorded, now):
+        print(f"pgjax: this run was trained with {name} {then}; the {name} given is {used}",
+              file=sys.stderr)
     return parts
 
 

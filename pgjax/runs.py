@@ -1,6 +1,7 @@
 """Host-only run records: provenance, run directories, atomic files, the metrics CSV."""
 
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -146,8 +147,18 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def config_record(config: Config, **extra) -> dict:
-    """config.json's contents: the marker, every config field, `extra`, provenance."""
-    return {MARKER: 1, "config": to_dict(config), **extra, **provenance()}
+    """config.json's contents: the marker, every config field and their `config_digest`,
+    `extra`, provenance."""
+    fields = to_dict(config)
+    return {MARKER: 1, "config": fields, "config_sha256": config_digest(fields), **extra,
+            **provenance()}
+
+
+def config_digest(fields: dict) -> str:
+    """sha256 of a record's config fields (JSON, keys sorted): tells the config a run trained
+    with from one edited after training."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 METRIC_COLUMNS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "episodes")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import runs
+from pgjax.components import given_differences
 from pgjax.sweep_claims import chunk_name, link_new
 from pgjax.sweep_spec import Chunk, Spec, SpecError
 
@@ -214,11 +215,14 @@ def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict | 
             f"{', '.join(diff) or 'its fields'}); use another --out to start a new one"
         )
     then = held.get("components", {"given": []})  # sweeps written before components: none
-    if components is not None and then != components:
-        raise SpecError(
-            f"--out {out_dir} holds this spec run with other components ({_given(then)}, not "
-            f"{_given(components)}); use another --out to start a new one"
-        )
+    if components is None or not (differences := given_differences(then, components)):
+        return
+    if sorted(then.get("given", [])) == components["given"]:
+        which = "; ".join(f"{name} {a}, not {b}" for name, a, b in differences)
+    else:
+        which = f"{_given(then)}, not {_given(components)}"
+    raise SpecError(f"--out {out_dir} holds this spec run with other components ({which}); use "
+                    f"another --out to start a new one")
 
 
 def _given(components: dict) -> str:

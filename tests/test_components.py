@@ -8,6 +8,7 @@ from pathlib import Path
 
 import chex
 import flax.linen as nn
+import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -394,10 +395,29 @@ def test_a_given_component_is_compared_with_the_record_without_addresses(capsys)
 
     config = pgjax.Config()
     record = {"components": components.describe_given({"estimator": ByIdentity()})}
-    assert " object at 0x" in record["components"]["estimator"]
-    run_components(config, record, {"estimator": ByIdentity()})  # another instance
-    assert capsys.readouterr().err == ""
+    assert record["components"]["estimator"] == "<test_components.ByIdentity object>"
+    old = {"components": {"given": ["estimator"], "estimator": repr(ByIdentity())}}
+    assert " object at 0x" in old["components"]["estimator"]  # as recorded before
+    for recorded in (record, old):
+        run_components(config, recorded, {"estimator": ByIdentity()})  # another instance
+        assert capsys.readouterr().err == ""
     run_components(config, record, {"estimator": pgjax.estimators.TotalReturn()})
     assert capsys.readouterr().err == "pgjax: this run was trained with estimator " \
         "<test_components.ByIdentity object>; the estimator given is " \
         f"{pgjax.estimators.TotalReturn()!r}\n"
+
+
+def test_env_params_are_recorded_and_a_change_is_named(capsys):
+    from pgjax.experiment import run_components
+
+    env, params = gymnax.make("CartPole-v1")
+    record = {"components": components.describe_given({"env": (env, params)})}
+    assert record["components"]["env_params"]["max_steps_in_episode"] == 500
+    assert record["components"]["env_params"]["gravity"] == pytest.approx(9.8)
+    json.dumps(record)  # plain JSON
+    run_components(pgjax.Config(), record, {"env": (env, params)})
+    assert capsys.readouterr().err == ""
+    run_components(pgjax.Config(), record,
+                   {"env": (env, params.replace(max_steps_in_episode=200))})
+    assert capsys.readouterr().err == "pgjax: this run was trained with env params " \
+        "max_steps_in_episode=500; the env params given is max_steps_in_episode=200\n"

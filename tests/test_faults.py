@@ -238,9 +238,13 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"config": {"num_envs": 4}}, "checkpoint 5 does not fit the state made from config.json "
-     "(runner/env_state/time is stored as (2, 8), made as (2, 4)); was config.json changed "
-     "after training?"),
+    ({"config": {"lr": 0.1}}, "config.json: its config was edited after the run was recorded "
+     "(config_sha256 differs), so it is not what trained the run; train a new run with the "
+     "changed config, or delete config_sha256 to use the run as edited"),
+    # A record written before config_sha256: the changed state is what tells.
+    ({"config": {"num_envs": 4}, "config_sha256": None}, "checkpoint 5 does not fit the state "
+     "made from config.json (runner/env_state/time is stored as (2, 8), made as (2, 4)); was "
+     "config.json changed after training?"),
     ({"seeds": "two"}, "(seeds is 'two')"),
     ({"chunk_updates": 0}, "(chunk_updates is 0)"),
     ({"components": {"given": ["policy"]}}, "(components is {'given': ['policy']})"),
@@ -251,6 +255,8 @@ def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_p
     record = json.loads((run / "config.json").read_text())
     for key, value in edit.items():
         record[key] = {**record[key], **value} if key == "config" else value
+        if value is None:
+            del record[key]
     (run / "config.json").write_text(json.dumps(record))
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
     for command in (["eval", str(run), "--episodes", "2"],
@@ -260,6 +266,22 @@ def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_p
         one_line_error(code, err, message)
         assert "damaged" not in err and len(err.splitlines()) <= 2, err
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_reproduce_refuses_an_edited_config_in_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["total_timesteps"] *= 2  # training it longer
+    (run / "config.json").write_text(json.dumps(record, indent=2))
+    t = time.perf_counter()
+    code, err = cli(capsys, "reproduce", str(run))
+    one_line_error(code, err, "config.json: its config was edited after the run was recorded")
+    assert time.perf_counter() - t < 5  # refused before any training
+    del record["config_sha256"]  # the way out the message names
+    (run / "config.json").write_text(json.dumps(record, indent=2))
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0 and err == "", err
+    assert json.loads((run / "summary.json").read_text())["resumed_from_update"] == 5
 
 
 def test_flags_that_resume_ignores_are_named(finished_run, tmp_path, capsys):
@@ -273,6 +295,9 @@ def test_flags_that_resume_ignores_are_named(finished_run, tmp_path, capsys):
     code, err = cli(capsys, "train", "--resume", str(run), "--out", str(tmp_path / "other"),
                     "--overwrite", "--no-progress")
     assert code == 0 and err.endswith("ignoring --out, --overwrite"), err
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-normalize-advantages",
+                    "--no-progress")
+    assert code == 0 and err.endswith("ignoring --no-normalize-advantages"), err
     record = json.loads((run / "config.json").read_text())
     del record["checkpoint_every"]  # an older record: the flag sets the schedule, so it is used
     (run / "config.json").write_text(json.dumps(record))
@@ -328,6 +353,7 @@ def test_hand_edited_config_is_one_line(finished_run, tmp_path, capsys, edit, me
     run = copy_run(finished_run, tmp_path)
     record = json.loads((run / "config.json").read_text())
     record["config"].update(edit)
+    del record["config_sha256"]  # as written before it, else that is what an edit reports
     (run / "config.json").write_text(json.dumps(record))
     (run / "summary.json").unlink()
     for argv in (["eval", str(run)], ["train", "--resume", str(run), "--no-progress"]):

@@ -387,13 +387,32 @@ def test_sweep_of_an_unregistered_env_component(tmp_path):
     assert not table["diverged"].any()
     assert (pd.read_csv(tmp_path / "results.csv")["env"] == "corridor").all()
     record = json.loads((tmp_path / "sweep.json").read_text())
-    assert record["components"] == {"given": ["env"], "env": "corridor"}
+    assert record["components"] == {"given": ["env"], "env": "corridor",
+                                    "env_params": {"max_steps_in_episode": 100}}
     # the same spec without the component is another sweep: refused, nothing run
     with pytest.raises(SpecError, match="other components .env=corridor, not none given"):
         pgjax.sweep(CORRIDOR, tmp_path)
+    shorter = pgjax.Env("corridor", env=ShortCorridor(), params=EnvParams(max_steps_in_episode=50))
+    with pytest.raises(SpecError, match="other components .env params max_steps_in_episode=100, "
+                       "not max_steps_in_episode=50.;"):
+        pgjax.sweep(CORRIDOR, tmp_path, env=shorter)
     again = []
     pgjax.sweep(CORRIDOR, tmp_path, env=corridor(), on_chunk=again.append)
     assert again == []  # resumed: nothing left to run
+
+
+class ByIdentity:  # an estimator whose repr is its address
+    uses_value = False
+
+    def __call__(self, inputs):
+        return pgjax.build(pgjax.Config()).estimator(inputs)
+
+
+def test_a_sweep_of_an_estimator_shown_by_identity_resumes(tmp_path):
+    pgjax.sweep(TINY, tmp_path, estimator=ByIdentity())
+    again = []
+    pgjax.sweep(TINY, tmp_path, estimator=ByIdentity(), on_chunk=again.append)  # a new object
+    assert again == []
 
 
 @pytest.mark.parametrize(
