@@ -261,12 +261,21 @@ def announce(run_dir: Path, what: str, progress: bool) -> None:
         print(f"pgjax: {what} {run_dir}; compiling…", file=sys.stderr, flush=True)
 
 
+def read_summary(run_dir: Path) -> dict:
+    """RUN_DIR/summary.json as `train_run` returned it: the final returns' nulls back to NaN."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    final = summary["final_return"]
+    for name in ("per_seed", "mean", "iqm", "ci95"):
+        final[name] = np.asarray(final[name], np.float64).tolist()  # None -> NaN
+    return summary
+
+
 def finished(run_dir: Path, config: Config) -> dict | None:
     """The summary of a run that already ended (summary.json and its last checkpoint), else None."""
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = read_summary(run_dir)
         ckpt = Checkpoints(run_dir, create=False)
-    except (OSError, ValueError, CheckpointError):
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
         return None
     try:
         done = config.num_updates in ckpt.steps()
@@ -312,7 +321,7 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     run_dir = Path(run_dir)
     if same_run(run_dir, config, seeds):
         if (run_dir / "summary.json").exists():
-            return "reused", json.loads((run_dir / "summary.json").read_text())
+            return "reused", read_summary(run_dir)
         return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
     return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
 
@@ -638,14 +647,15 @@ def _diverged_text(summary: dict) -> str:
 
 def format_summary(summary: dict, run_dir: Path) -> str:
     final = summary["final_return"]
+    finite = [x for x in final["per_seed"] if np.isfinite(x)]  # NaN: no episode finished
     rows = [
         ("env", summary["env"]),
         ("seeds", str(summary["seeds"])),
         ("env steps per seed", f"{summary['env_steps_per_seed']:,}"),
         ("final return, mean", f"{final['mean']:.2f}"),
         ("final return, IQM [95% CI]", stats.format_score(final)),
-        ("final return, min / max", f"{np.nanmin(final['per_seed']):.2f} / "
-                                    f"{np.nanmax(final['per_seed']):.2f}"),
+        ("final return, min / max", f"{min(finite):.2f} / {max(finite):.2f}" if finite
+         else "no seed finished an episode in the last update"),
         ("diverged seeds", _diverged_text(summary)),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
         ("wall s (compile s)", f"{summary['wall_seconds']:.1f} ({summary['compile_seconds']:.1f})"),

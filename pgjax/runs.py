@@ -142,8 +142,21 @@ def atomic_write(path: Path, write, mode: str = "w") -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write (`atomic_write`)."""
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=str) + "\n"))
+    """Atomic write (`atomic_write`) of strict JSON: NaN and ±inf as null (`json_values`)."""
+    text = json.dumps(json_values(data), indent=2, default=str, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text + "\n"))
+
+
+def json_values(x):
+    """`x` with every float that is not finite (NaN: no episode finished) as None, so that the
+    JSON reads in any parser (Python's own writes NaN, which jq, JavaScript and Go refuse)."""
+    if isinstance(x, dict):
+        return {k: json_values(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_values(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    return x
 
 
 def config_record(config: Config, **extra) -> dict:
@@ -200,11 +213,7 @@ class MetricsCSV:
             rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
-        records = [
-            {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-             for k, v in zip(self.header, row, strict=True)}
-            for row in rows
-        ]
+        records = [json_values(dict(zip(self.header, row, strict=True))) for row in rows]
         with self.jsonl.open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
         return records

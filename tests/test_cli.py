@@ -148,3 +148,29 @@ def test_seeds_sharded_over_devices_give_the_same_numbers(tmp_path):
                 assert a[k] == b[k], k
             else:
                 np.testing.assert_allclose(float(a[k]), float(b[k]), rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_without_finished_episodes_writes_strict_json(tmp_path, capsys):
+    from pgjax.config import Config
+    from pgjax.experiment import ensure_run
+
+    # One update of 4 steps: no CartPole episode ends, so every final return is NaN.
+    config = Config(num_envs=2, num_steps=4, total_timesteps=8)
+    out = tmp_path / "run"
+    main(["train", "--num-envs", "2", "--num-steps", "4", "--total-timesteps", "8", "--out",
+          str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert "final return, min / max     no seed finished an episode in the last update" \
+        in captured.out and captured.err == "", captured
+
+    def strict(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=strict)
+    assert summary["final_return"]["per_seed"] == [None] * 16
+    assert summary["final_return"]["iqm"] is None and summary["resumed_from_update"] is None
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        assert json.loads(line, parse_constant=strict)["return_mean"] is None
+    how, reused = ensure_run(config, out, seeds=16)
+    assert how == "reused" and np.isnan(reused["final_return"]["per_seed"]).all()
+    assert np.isnan(reused["final_return"]["iqm"])
