@@ -74,7 +74,8 @@ def describe_given(components: dict[str, Any]) -> dict:
 
     {"given": sorted names, then per given name: the env's name (and "env_params", its params
     as JSON), the policy's and value net's class names, the estimator's repr without the
-    addresses of objects shown by identity}; {"given": []} when the config made them all.
+    addresses of objects shown by identity (and "estimator_uses_value")}; {"given": []} when the
+    config made them all.
     """
     given = {name: x for name, x in components.items() if x is not None}
     out: dict[str, Any] = {"given": sorted(given)}
@@ -84,6 +85,7 @@ def describe_given(components: dict[str, Any]) -> dict:
             out[name], out["env_params"] = env.name, env_params(env)
         elif name == "estimator":
             out[name] = _without_addresses(repr(x))
+            out["estimator_uses_value"] = bool(getattr(x, "uses_value", False))
         else:
             out[name] = type(x).__name__
     return out

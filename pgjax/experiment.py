@@ -29,6 +29,7 @@ from pgjax.components import (
     given_differences,
 )
 from pgjax.config import Config, from_dict, is_int
+from pgjax.estimators import ReturnToGo
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
@@ -121,15 +122,25 @@ def resumed_settings(record: dict, *, checkpoint_every, checkpoint_minutes) -> d
     }
 
 
-def run_components(config: Config, record: dict, given: dict) -> Components:
+def run_components(config: Config, record: dict, given: dict, *,
+                   evaluating: bool = False) -> Components:
     """The components of a recorded run: the caller's, which must include those it was given.
+
+    With `evaluating` (restoring a policy to play it, which calls no estimator) the run's own
+    estimator may be left out when the record says whether it trained a value net
+    (`estimator_uses_value`): a built-in one that does the same stands in for it.
 
     A given policy, value net, estimator or env params other than the recorded ones
     (`components.given_differences`) are named on stderr, in one line each; they are used all
     the same.
     """
     recorded = record.get("components", {"given": []})
-    missing = [name for name in recorded["given"] if given.get(name) is None]
+    given = {name: x for name, x in given.items() if x is not None}
+    stand_in = {}
+    if evaluating and "estimator" not in given and "estimator_uses_value" in recorded:
+        # Only whether the estimator trained a value net shapes the state.
+        stand_in["estimator"] = ReturnToGo("value" if recorded["estimator_uses_value"] else "none")
+    missing = [name for name in recorded["given"] if name not in given and name not in stand_in]
     if missing:
         raise ComponentError(
             f"this run was trained with its own {', '.join(missing)} "
@@ -137,14 +148,15 @@ def run_components(config: Config, record: dict, given: dict) -> Components:
             f"{', '.join(m + '=' for m in missing)} to pgjax.train_run, evaluate_run or "
             f"reproduce_run in Python to use it"
         )
-    parts = build(config, **given)
+    parts = build(config, **given, **stand_in)
     if parts.env.name != recorded.get("env", config.env):
         raise ComponentError(
             f"this run was trained on env {recorded.get('env', config.env)!r}, "
             f"not {parts.env.name!r}"
         )
     now = describe_given({name: given.get(name) for name in recorded["given"]})
-    for name, then, used in given_differences(recorded, now):
+    compared = {**recorded, "given": [name for name in recorded["given"] if name in given]}
+    for name, then, used in given_differences(compared, now):
         print(f"pgjax: this run was trained with {name} {then}; the {name} given is {used}",
               file=sys.stderr)
     return parts
@@ -503,9 +515,10 @@ def summarize(config, csv, diverged, *, seeds, start, wall, compile_seconds) -> 
 
 
 def restore_run(run_dir: Path, step: int | None = None, **components):
-    """(config, record, components, update, state) of a run's checkpoint (newest readable)."""
+    """(config, record, components, update, state) of a run's checkpoint (newest readable), to
+    play its policies: the run's own estimator may be left out (`run_components`)."""
     config, record = load_run(run_dir)
-    parts = run_components(config, record, components)
+    parts = run_components(config, record, components, evaluating=True)
     run_dir = Path(run_dir)
     init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)))
     like = init(sharded_seed_keys(record["seed"], record["seeds"]))
@@ -532,7 +545,8 @@ def evaluate_run(
       step: the checkpoint (updates done); None: the newest readable one.
       seed: the evaluation seed, in [0, 2**32).
       **components: env=, policy=, value=, estimator=, those the run was trained with given
-        (`components.given` in its config.json); the others are made from its config.
+        (`components.given` in its config.json; the estimator may be left out, as no estimator
+        is called); the others are made from its config.
 
     Returns:
       {"checkpoint_update", "episodes", "eval_seed", "greedy", "sampled"}; per mode

@@ -421,3 +421,19 @@ def test_env_params_are_recorded_and_a_change_is_named(capsys):
                    {"env": (env, params.replace(max_steps_in_episode=200))})
     assert capsys.readouterr().err == "pgjax: this run was trained with env params " \
         "max_steps_in_episode=500; the env params given is max_steps_in_episode=200\n"
+
+
+@pytest.mark.parametrize("estimator", [ByIdentity(), pgjax.estimators.GAE(0.9)])
+def test_a_run_of_an_own_estimator_evaluates_without_it(tmp_path, capsys, estimator):
+    # Playing a policy calls no estimator: only whether it trained a value net shapes the state.
+    config = pgjax.Config(num_envs=4, num_steps=50, total_timesteps=400)
+    run, _ = pgjax.train_run(config, tmp_path / "run", seeds=2, progress=False,
+                             estimator=estimator)
+    record = json.loads((run / "config.json").read_text())["components"]
+    assert record["estimator_uses_value"] is estimator.uses_value
+    with_it = pgjax.evaluate_run(run, episodes=2, estimator=estimator)
+    assert pgjax.evaluate_run(run, episodes=2) == with_it
+    assert main(["eval", str(run), "--episodes", "2"]) is None
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="trained with its own estimator"):
+        pgjax.train_run(None, run, resume=True, progress=False)  # training calls it
