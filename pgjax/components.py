@@ -7,6 +7,7 @@ not passed is made from the config's fields (env id, network, hidden sizes, base
 """
 
 import functools
+import json
 import re
 from typing import Any, NamedTuple
 
@@ -39,6 +40,7 @@ from pgjax.policies import (
     step_policy,
 )
 from pgjax.rollout import Transition
+from pgjax.runs import json_values
 
 
 class Components(NamedTuple):
@@ -73,9 +75,8 @@ def describe_given(components: dict[str, Any]) -> dict:
     """What a run's or sweep's record keeps of the components the caller gave (None: not given).
 
     {"given": sorted names, then per given name: the env's name (and "env_params", its params
-    as JSON), the policy's and value net's class names, the estimator's repr without the
-    addresses of objects shown by identity (and "estimator_uses_value")}; {"given": []} when the
-    config made them all.
+    as JSON), the policy's and value net's class names, the estimator's repr (`_described`; and
+    "estimator_uses_value")}; {"given": []} when the config made them all.
     """
     given = {name: x for name, x in components.items() if x is not None}
     out: dict[str, Any] = {"given": sorted(given)}
@@ -84,7 +85,7 @@ def describe_given(components: dict[str, Any]) -> dict:
             env = as_env(x)
             out[name], out["env_params"] = env.name, env_params(env)
         elif name == "estimator":
-            out[name] = _without_addresses(repr(x))
+            out[name] = _described(x)
             out["estimator_uses_value"] = bool(getattr(x, "uses_value", False))
         else:
             out[name] = type(x).__name__
@@ -92,15 +93,24 @@ def describe_given(components: dict[str, Any]) -> dict:
 
 
 def env_params(env: Env) -> dict:
-    """An env's params as JSON: {leaf path: value, a nested list for an array}."""
-    leaves = jax.tree_util.tree_flatten_with_path(env.params)[0]
-    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(leaf).tolist()
-            for path, leaf in leaves}
+    """An env's params as they are recorded: {leaf path: JSON value (a nested list for an
+    array, null for NaN or ±inf, text for anything else)}."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(env.params)[0]:
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        value = np.asarray(leaf) if not isinstance(leaf, str) else None
+        out[jax.tree_util.keystr(path).lstrip(".")] = (
+            _described(leaf) if value is None or value.dtype == object else value.tolist())
+    return json.loads(json.dumps(json_values(out)))
 
 
-def _without_addresses(text: str) -> str:
-    # An object or function shown by identity ("<X object at 0x7f...>") has another address
-    # in every process.
+def _described(x: Any) -> str:
+    """repr(x) without the addresses of objects shown by identity ("<X object at 0x7f...>"),
+    which differ in every process; such an object's attributes follow, to tell its settings."""
+    text = repr(x)
+    if " at 0x" in text and getattr(x, "__dict__", None):
+        text += " with " + ", ".join(f"{k}={v!r}" for k, v in sorted(vars(x).items()))
     return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
@@ -110,15 +120,20 @@ def given_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
     the components given) describe differently; env params by the first leaf that differs."""
     out = []
     for name in sorted(set(recorded.get("given", [])) | set(now.get("given", []))):
-        then, given = (_without_addresses(str(d.get(name, "not given"))) for d in (recorded, now))
+        then, given = (re.sub(r" at 0x[0-9a-fA-F]+", "", str(d.get(name, "not given")))
+                       for d in (recorded, now))
         if then != given:
             out.append((name, then, given))
         elif name == "env" and "env_params" in recorded:
             a, b = recorded["env_params"], now.get("env_params", {})
             leaf = next((k for k in {**a, **b} if a.get(k) != b.get(k)), None)
             if leaf is not None:
-                out.append(("env params", f"{leaf}={a.get(leaf)}", f"{leaf}={b.get(leaf)}"))
+                out.append(("env params", *(_short(f"{leaf}={d.get(leaf)}") for d in (a, b))))
     return out
+
+
+def _short(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def make_estimator(config: Config) -> Estimator:

@@ -193,9 +193,16 @@ def check_value(name: str, value: Any, where: str = "") -> Any:
 
 
 def to_dict(config: Config) -> dict:
-    """Every field as plain JSON values (hidden as a list)."""
-    fields = {name: getattr(config, name) for name in FIELDS}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+    """Every field as plain JSON values (hidden as a list; a numpy or jax scalar as a number)."""
+    return {name: _plain(getattr(config, name)) for name in FIELDS}
+
+
+def _plain(value):
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
 
 
 # What a run record written before a field existed had instead of today's default.

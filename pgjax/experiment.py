@@ -3,7 +3,8 @@
 Every function takes the run's components as keywords (env=, policy=, value=, estimator=, see
 `pgjax.components.build`); those omitted come from the config's fields. A run trained with
 components of the caller's own records which ones, and resuming, evaluating or reproducing it
-asks for them again.
+asks for them again (evaluating, not for an estimator whose record says whether it trained a
+value net: `run_components`).
 """
 
 import functools
@@ -71,6 +72,10 @@ def sharded_seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Ar
     return keys if sharding is None else jax.device_put(keys, sharding)
 
 
+class EditedRecord(ValueError):
+    """A config.json whose config is not the one its run was trained with."""
+
+
 def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     """The Config and the record stored in RUN_DIR/config.json.
 
@@ -88,7 +93,7 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
             from None
     digest = record.get("config_sha256")  # records written before it have none
     if digest is not None and digest != runs.config_digest(record["config"]):
-        raise ValueError(
+        raise EditedRecord(
             f"{run_dir}/config.json: its config was edited after the run was recorded "
             f"(config_sha256 differs), so it is not what trained the run; train a new run with "
             f"the changed config, or delete config_sha256 to use the run as edited"
@@ -157,7 +162,7 @@ def run_components(config: Config, record: dict, given: dict, *,
     now = describe_given({name: given.get(name) for name in recorded["given"]})
     compared = {**recorded, "given": [name for name in recorded["given"] if name in given]}
     for name, then, used in given_differences(compared, now):
-        print(f"pgjax: this run was trained with {name} {then}; the {name} given is {used}",
+        print(f"pgjax: this run was trained with {name} {then}; using the {name} given: {used}",
               file=sys.stderr)
     return parts
 
@@ -301,10 +306,13 @@ def same_run(run_dir: Path, config: Config, seeds: int) -> bool:
     that cannot change it: `conv_impl` without a convolution, `clip` without a value net.
 
     A config.json without a field reads as that field's old behaviour (`config.RECORD_DEFAULTS`);
-    a missing or unreadable one is not the same run.
+    a missing or unreadable one is not the same run; an edited one raises `EditedRecord` (it
+    may hold a run worth keeping).
     """
     try:
         recorded, record = load_run(run_dir)
+    except EditedRecord:
+        raise
     except ValueError:
         return False
     if config.network != "cnn":
@@ -516,7 +524,8 @@ def summarize(config, csv, diverged, *, seeds, start, wall, compile_seconds) -> 
 
 def restore_run(run_dir: Path, step: int | None = None, **components):
     """(config, record, components, update, state) of a run's checkpoint (newest readable), to
-    play its policies: the run's own estimator may be left out (`run_components`)."""
+    play its policies: the run's own estimator may be left out, and then the components hold
+    the built-in estimator that stands in for it (`run_components`), not the run's."""
     config, record = load_run(run_dir)
     parts = run_components(config, record, components, evaluating=True)
     run_dir = Path(run_dir)

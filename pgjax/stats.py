@@ -87,8 +87,10 @@ def score_summary(per_seed, *, reps: int = REPS) -> dict:
 
 
 def format_score(score: dict) -> str:
-    """"IQM [low, high]" of a `score_summary` (or any dict with "iqm" and "ci95"), 2 decimals."""
-    return f"{score['iqm']:.2f} [{score['ci95'][0]:.2f}, {score['ci95'][1]:.2f}]"
+    """"IQM [low, high]" of a `score_summary` (or any dict with "iqm" and "ci95"; None, as
+    JSON writes NaN, reads as NaN), 2 decimals."""
+    iqm, low, high = np.asarray([score["iqm"], *score["ci95"]], np.float64)
+    return f"{iqm:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def first_reaching(env_steps, returns, threshold: float) -> int | None:

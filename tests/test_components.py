@@ -355,7 +355,7 @@ def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, c
     capsys.readouterr()
     pgjax.evaluate_run(whole, episodes=2, env=env, policy=OtherPolicy())
     assert capsys.readouterr().err == "pgjax: this run was trained with policy BiasedPolicy; " \
-        "the policy given is OtherPolicy\n"
+        "using the policy given: OtherPolicy\n"
 
     class OtherParams(nn.Module):  # parameters the checkpoints do not hold
         @nn.compact
@@ -386,6 +386,9 @@ def test_unused_fields_are_those_make_estimator_does_not_pass(estimator):
 class ByIdentity:  # a valid estimator whose repr is its address
     uses_value = False
 
+    def __init__(self, **settings):
+        vars(self).update(settings)
+
     def __call__(self, inputs):
         return pgjax.build(pgjax.Config()).estimator(inputs)
 
@@ -401,9 +404,16 @@ def test_a_given_component_is_compared_with_the_record_without_addresses(capsys)
     for recorded in (record, old):
         run_components(config, recorded, {"estimator": ByIdentity()})  # another instance
         assert capsys.readouterr().err == ""
+    # Attributes tell the settings of an object shown by identity.
+    with_lam = {"components": components.describe_given({"estimator": ByIdentity(lam=0.9)})}
+    assert with_lam["components"]["estimator"] == \
+        "<test_components.ByIdentity object> with lam=0.9"
+    run_components(config, with_lam, {"estimator": ByIdentity(lam=0.5)})
+    assert capsys.readouterr().err.endswith("using the estimator given: "
+                                            "<test_components.ByIdentity object> with lam=0.5\n")
     run_components(config, record, {"estimator": pgjax.estimators.TotalReturn()})
     assert capsys.readouterr().err == "pgjax: this run was trained with estimator " \
-        "<test_components.ByIdentity object>; the estimator given is " \
+        "<test_components.ByIdentity object>; using the estimator given: " \
         f"{pgjax.estimators.TotalReturn()!r}\n"
 
 
@@ -414,13 +424,13 @@ def test_env_params_are_recorded_and_a_change_is_named(capsys):
     record = {"components": components.describe_given({"env": (env, params)})}
     assert record["components"]["env_params"]["max_steps_in_episode"] == 500
     assert record["components"]["env_params"]["gravity"] == pytest.approx(9.8)
-    json.dumps(record)  # plain JSON
+    json.dumps(record, allow_nan=False)  # plain JSON
     run_components(pgjax.Config(), record, {"env": (env, params)})
     assert capsys.readouterr().err == ""
     run_components(pgjax.Config(), record,
                    {"env": (env, params.replace(max_steps_in_episode=200))})
     assert capsys.readouterr().err == "pgjax: this run was trained with env params " \
-        "max_steps_in_episode=500; the env params given is max_steps_in_episode=200\n"
+        "max_steps_in_episode=500; using the env params given: max_steps_in_episode=200\n"
 
 
 @pytest.mark.parametrize("estimator", [ByIdentity(), pgjax.estimators.GAE(0.9)])
@@ -437,3 +447,30 @@ def test_a_run_of_an_own_estimator_evaluates_without_it(tmp_path, capsys, estima
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError, match="trained with its own estimator"):
         pgjax.train_run(None, run, resume=True, progress=False)  # training calls it
+
+
+def test_env_params_of_any_leaf_are_recorded_as_json():
+    env, params = gymnax.make("CartPole-v1")
+    odd = params.replace(gravity=jnp.float32(jnp.inf), length=jnp.array([0.5, jnp.nan]),
+                         tau=ByIdentity(), polemass_length=jax.random.key(0))
+    recorded = components.describe_given({"env": (env, odd)})
+    params_json = recorded["env_params"]
+    assert params_json["gravity"] is None and params_json["length"] == [0.5, None]
+    assert params_json["tau"] == "<test_components.ByIdentity object>"
+    assert params_json["polemass_length"] == [0, 0]  # a key's data
+    json.dumps(recorded, allow_nan=False)
+    # described again (another process: other addresses) it is the same
+    assert components.given_differences(
+        recorded, components.describe_given({"env": (env, odd.replace(tau=ByIdentity()))})) == []
+    long = odd.replace(length=jnp.arange(100.0))
+    (_, then, now), = components.given_differences(
+        recorded, components.describe_given({"env": (env, long)}))
+    assert then == "length=[0.5, None]" and len(now) == 80 and now.endswith("…")
+
+
+def test_numpy_scalars_in_a_config_are_recorded_as_numbers():
+    config = Config(lr=np.float32(0.01), num_envs=np.int64(8), hidden=(np.int32(16),))
+    fields = pgjax.config.to_dict(config)
+    assert type(fields["lr"]) is float and type(fields["num_envs"]) is int
+    assert fields["hidden"] == [16] and type(fields["hidden"][0]) is int
+    assert pgjax.config.from_dict(json.loads(json.dumps(fields))).num_envs == 8

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgjax import Config
+from pgjax import Config, runs
 from pgjax.experiment import compare_metrics, same_run, train_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
@@ -171,9 +171,17 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
     assert capsys.readouterr().err.strip().splitlines() == [
         f"reproduce.py: [tiny: lr small] --out {other} exists and is not a pgjax run directory"]
     assert (other / "config.json").read_text() == "{"
-    # A run of another config is replaced by a new run.
+    # A config.json edited after training is not replaced: one line, exit 1, the file kept.
     record = json.loads((run / "config.json").read_text())
     record["config"]["lr"] = 0.02
+    (other / "config.json").write_text(json.dumps(record))
+    assert reproduce_here(tmp_path, monkeypatch) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"reproduce.py: [tiny: lr small] {other}/config.json: its config was "
+                           "edited after the run was recorded"), line
+    assert json.loads((other / "config.json").read_text()) == record
+    # A run of another config is replaced by a new run.
+    record["config_sha256"] = runs.config_digest(record["config"])
     (other / "config.json").write_text(json.dumps(record))
     assert reproduce_here(tmp_path, monkeypatch) == 0
     out = capsys.readouterr().out
