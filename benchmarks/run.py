@@ -130,19 +130,6 @@ def iqm(x: np.ndarray) -> float:
     return stats.iqm(np.where(np.isfinite(x), x, -np.inf))
 
 
-def finite(v):
-    """JSON-safe: NaN and ±inf become None (recursively)."""
-    if isinstance(v, dict):
-        return {k: finite(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [finite(x) for x in v]
-    if isinstance(v, float | np.floating) and not np.isfinite(v):
-        return None
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
 def error_text(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}".strip().splitlines()
     return text[0][:300] if text else type(e).__name__
@@ -599,7 +586,7 @@ def main(argv=None):
     def save():
         result["comparisons"] = comparisons(result)
         result["skipped_for_budget"] = SKIPPED
-        runs.write_json(json_path, finite(result))
+        runs.write_json(json_path, result)
         md_path.write_text(markdown(result))
         plot_scaling(png_path, result)
 

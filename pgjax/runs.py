@@ -148,14 +148,17 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def json_values(x):
-    """`x` with every float that is not finite (NaN: no episode finished) as None, so that the
-    JSON reads in any parser (Python's own writes NaN, which jq, JavaScript and Go refuse)."""
+    """`x` with numpy scalars as Python numbers and every float that is not finite (NaN: no
+    episode finished) as None, so that the JSON reads in any parser (Python's own writes NaN,
+    which jq, JavaScript and Go refuse)."""
     if isinstance(x, dict):
         return {k: json_values(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [json_values(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
     return x
 
 
