@@ -27,7 +27,14 @@ from pgjax.experiment import (
     train_run,
 )
 from pgjax.render import render_unavailable
-from pgjax.sweep import SpecError, format_sweep, merge_sweep, sweep, sweep_status
+from pgjax.sweep import (
+    LEASE_LIMIT,
+    SpecError,
+    format_sweep,
+    merge_sweep,
+    sweep,
+    sweep_status,
+)
 from pgjax.sweep_launch import run_local, run_worker, submit
 from pgjax.sweep_spec import make_plan, parse_spec
 
@@ -284,10 +291,11 @@ def sweep_command(
     num_processes: int | None = None,
     process_id: int | None = None,
 ) -> None:
-    """Run or resume a sweep of configs × seeds from a YAML spec (see pgjax/sweep.py).
+    """Run or resume a sweep of configs × seeds from a spec file (see pgjax/sweep.py).
 
     Args:
-      spec: YAML file: base config fields, grid:, random:, seeds, seed, chunk_runs.
+      spec: YAML (JSON, TOML by name) file: base config fields, grid:, random:, seeds, seed,
+        chunk_runs.
       out: sweep directory (default runs/sweep-<spec name>/); rerunning resumes it.
       progress: show the progress bar.
       launcher: train in independent workers: a SLURM job array (merged after) or local processes.
@@ -311,8 +319,9 @@ def sweep_command(
             "chunks are independent programs, so run them as workers with --launcher slurm (a "
             "job array) or --launcher local (README, 'A cluster')"
         )
-    if not lease_seconds > 0:
-        raise UsageError(f"--lease-seconds must be positive, got {lease_seconds}")
+    if not 0 < lease_seconds < LEASE_LIMIT:
+        raise UsageError(f"--lease-seconds must be positive and under {LEASE_LIMIT:.0e}, got "
+                         f"{lease_seconds}")
     if worker + merge + status + (launcher is not None) > 1:
         raise UsageError("choose one of --launcher, --worker, --merge and --status")
     options = {"array_size": array_size, "partition": partition, "gpus_per_task": gpus_per_task,

@@ -6,6 +6,7 @@ not passed is made from the config's fields (env id, network, hidden sizes, base
 `reproduce` and every host runner go through it.
 """
 
+import dataclasses
 import functools
 import json
 import re
@@ -75,8 +76,8 @@ def describe_given(components: dict[str, Any]) -> dict:
     """What a run's or sweep's record keeps of the components the caller gave (None: not given).
 
     {"given": sorted names, then per given name: the env's name (and "env_params", its params
-    as JSON), the policy's and value net's class names, the estimator's repr (`_described`; and
-    "estimator_uses_value")}; {"given": []} when the config made them all.
+    as JSON), the policy's, value net's and estimator's class and settings as one line
+    (`_described`; and "estimator_uses_value")}; {"given": []} when the config made them all.
     """
     given = {name: x for name, x in components.items() if x is not None}
     out: dict[str, Any] = {"given": sorted(given)}
@@ -88,7 +89,7 @@ def describe_given(components: dict[str, Any]) -> dict:
             out[name] = _described(x)
             out["estimator_uses_value"] = bool(getattr(x, "uses_value", False))
         else:
-            out[name] = type(x).__name__
+            out[name] = _described(x)
     return out
 
 
@@ -106,12 +107,18 @@ def env_params(env: Env) -> dict:
 
 
 def _described(x: Any) -> str:
-    """repr(x) without the addresses of objects shown by identity ("<X object at 0x7f...>"),
-    which differ in every process; such an object's attributes follow, to tell its settings."""
-    text = repr(x)
-    if " at 0x" in text and getattr(x, "__dict__", None):
-        text += " with " + ", ".join(f"{k}={v!r}" for k, v in sorted(vars(x).items()))
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+    """x's class and settings in one line: a flax module as Class(field=value, ...), anything
+    else as its repr; without the addresses of objects shown by identity ("<X object at
+    0x7f...>"), which differ in every process, and with such an object's attributes after it."""
+    if isinstance(x, nn.Module):
+        names = [f.name for f in dataclasses.fields(x) if f.name not in ("parent", "name")]
+        settings = ", ".join(f"{n}={_described(getattr(x, n))}" for n in names)
+        text = f"{type(x).__name__}({settings})"
+    else:
+        text = repr(x)
+        if " at 0x" in text and getattr(x, "__dict__", None):
+            text += " with " + ", ".join(f"{k}={v!r}" for k, v in sorted(vars(x).items()))
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", " ".join(text.split()))
 
 
 def given_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
@@ -122,6 +129,8 @@ def given_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
     for name in sorted(set(recorded.get("given", [])) | set(now.get("given", []))):
         then, given = (re.sub(r" at 0x[0-9a-fA-F]+", "", str(d.get(name, "not given")))
                        for d in (recorded, now))
+        if name in ("policy", "value") and "(" not in then:
+            given = given.split("(", 1)[0]  # a record that kept the class name alone
         if then != given:
             out.append((name, then, given))
         elif name == "env" and "env_params" in recorded:

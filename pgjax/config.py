@@ -194,12 +194,15 @@ def check_value(name: str, value: Any, where: str = "") -> Any:
 
 def to_dict(config: Config) -> dict:
     """Every field as plain JSON values (hidden as a list; a numpy or jax scalar as a number)."""
-    return {name: _plain(getattr(config, name)) for name in FIELDS}
+    return {name: plain(getattr(config, name)) for name in FIELDS}
 
 
-def _plain(value):
+def plain(value):
+    """`value` with numpy and jax scalars as Python numbers and tuples as lists, recursively."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if hasattr(value, "item") and getattr(value, "shape", None) == ():
         return value.item()
     return value

@@ -1,7 +1,7 @@
 """Hyperparameter sweeps: configs × seeds, vmapped into one program per static group and sharded.
 
-A spec (a YAML file or a dict) holds base config fields, a `grid:` and/or a `random:` section,
-`seeds`, `seed` and `chunk_runs`:
+A spec (a YAML, JSON or TOML file, or a dict) holds base config fields, a `grid:` and/or a
+`random:` section, `seeds`, `seed` and `chunk_runs`:
 
     env: CartPole-v1
     total_timesteps: 256000
@@ -117,6 +117,7 @@ __all__ = [
 ]
 
 LEASE_SECONDS = 60.0
+LEASE_LIMIT = 1e9  # seconds (~30 years): a lease's expiry must stay a finite timestamp
 
 
 def sweep(
@@ -140,7 +141,7 @@ def sweep(
     hold (taking over any whose holder dies), and merges the table.
 
     Args:
-      spec: a YAML path or a dict (see the module docstring).
+      spec: a YAML, JSON or TOML path, or a dict (see the module docstring).
       out_dir: where chunks, results.csv and the summary go; rerunning with the same spec,
         components and out_dir skips the chunks already recorded there.
       env: a `pgjax.Env`, a gymnax Environment or (Environment, params) for every run; its
@@ -160,6 +161,7 @@ def sweep(
       SpecError: a bad spec, component or out_dir, before any training.
     """
     spec = parse_spec(spec)
+    check_lease(lease_seconds)
     given = _given(env=env, policy=policy, value=value, estimator=estimator)
     plan = make_plan(spec, env=given["env"].name if "env" in given else None)
     check_plan(plan, given)
@@ -168,6 +170,13 @@ def sweep(
     work(out_dir, plan, given, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
          exit_when_idle=False, progress=progress, on_chunk=on_chunk)
     return _merged(out_dir, plan)
+
+
+def check_lease(lease_seconds: float) -> None:
+    """SpecError unless 0 < lease_seconds < LEASE_LIMIT."""
+    if not 0 < lease_seconds < LEASE_LIMIT:
+        raise SpecError(f"lease_seconds must be positive and under {LEASE_LIMIT:.0e}, got "
+                        f"{lease_seconds}")
 
 
 def merge_sweep(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike"):
@@ -257,6 +266,7 @@ def work(
     """
     from tqdm.auto import tqdm
 
+    check_lease(lease_seconds)
     me = claims.this_holder(worker)
     log = log or (lambda line: None)
     chunks_dir = out_dir / "chunks"

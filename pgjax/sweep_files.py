@@ -28,6 +28,7 @@ from pgjax.sweep_claims import chunk_name, link_new
 from pgjax.sweep_spec import Chunk, Spec, SpecError
 
 MARKER = "pgjax_sweep"
+NAN_COLUMNS = ("final_return", "auc")  # the row fields that are NaN where no episode finished
 
 
 class IncompleteSweep(SpecError):
@@ -62,6 +63,9 @@ def load_record(out_dir: Path, chunk: Chunk) -> tuple[dict | None, bool]:
     runs = list(chunk.runs)
     try:
         record = json.loads(text)
+        for row in record["rows"]:  # NaN is written as null
+            for name in NAN_COLUMNS:
+                row[name] = float("nan") if row[name] is None else row[name]
         with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
             arrays = [data[name] for name in data.files]
             whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
@@ -117,7 +121,8 @@ def save_chunk(out_dir: Path, result: dict) -> bool:
     os.fchmod(fd, 0o644)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(result["record"], indent=2, default=str) + "\n")
+            f.write(json.dumps(runs.json_values(result["record"]), indent=2, default=str,
+                               allow_nan=False) + "\n")
         return link_new(tmp, record)
     finally:
         os.unlink(tmp)
@@ -213,6 +218,13 @@ def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict | 
         raise SpecError(
             f"--out {out_dir} holds a different sweep (spec differs in "
             f"{', '.join(diff) or 'its fields'}); use another --out to start a new one"
+        )
+    # The order of grid and random fields numbers the runs and draws the samples.
+    if reordered := [k for k in ("grid", "random") if list(held["spec"][k]) != list(ours[k])]:
+        raise SpecError(
+            f"--out {out_dir} holds this sweep with its {' and '.join(reordered)} fields in "
+            f"another order ({', '.join(held['spec'][reordered[0]])}), which numbers its runs "
+            f"otherwise; list them in that order, or use another --out"
         )
     then = held.get("components", {"given": []})  # sweeps written before components: none
     if components is None or not (differences := given_differences(then, components)):

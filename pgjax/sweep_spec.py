@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pgjax.components import build
-from pgjax.config import FIELDS, STATIC, Config, check_value, closest
+from pgjax.config import FIELDS, STATIC, Config, check_value, closest, plain
 from pgjax.envs import check_env_name
 from pgjax.train import check_seed
 
@@ -121,12 +121,16 @@ def _distribution(name: str, dist: Any) -> dict:
         )
     if not isinstance(args, list) or not args or not all(_is_number(a) for a in args):
         raise SpecError(f"random: {name}: {kind} needs a list of numbers, got {args!r}")
+    if not all(math.isfinite(a) for a in args):
+        raise SpecError(f"random: {name}: {kind} needs finite numbers, got {args!r}")
     if kind != "choice":
         if len(args) != 2 or not args[0] <= args[1]:
             raise SpecError(f"random: {name}: {kind} needs [low, high] with low ≤ high, "
                             f"got {args!r}")
         if kind == "log_uniform" and args[0] <= 0:
             raise SpecError(f"random: {name}: log_uniform needs low > 0, got {args!r}")
+        if kind == "uniform" and not math.isfinite(args[1] - args[0]):
+            raise SpecError(f"random: {name}: uniform's range {args!r} is too wide to draw from")
     return {kind: [float(a) for a in args]}
 
 
@@ -143,6 +147,9 @@ def _parse_grid(section: Any) -> dict:
         if not values:
             raise SpecError(f"grid: {name} is an empty list")
         grid[name] = [_field(name, v, "grid: ") for v in values]
+        if twice := next((v for i, v in enumerate(grid[name]) if v in grid[name][:i]), None):
+            raise SpecError(f"grid: {name} lists {describe({name: twice}).split('=', 1)[1]} "
+                            f"twice (each value is a config)")
     return grid
 
 
@@ -160,7 +167,14 @@ def _loader():
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, str) and key in seen:
+                    raise SpecError(f"{key} is given twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
@@ -171,31 +185,50 @@ def _loader():
 
 
 def _read(path: "str | os.PathLike") -> Any:
-    """A YAML spec file's contents."""
+    """A spec file's contents: TOML (.toml), JSON (.json) or YAML (any other name)."""
+    import tomllib
+
     import yaml
 
     path = Path(path)
     try:
-        return yaml.load(path.read_text(), Loader=_loader())
+        text = path.read_text()
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix == ".json":
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        return yaml.load(text, Loader=_loader())
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"spec {path} is not text (UTF-8)") from None
+    except SpecError as e:
+        raise SpecError(f"spec {path}: {e}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise SpecError(f"spec {path} is not valid {path.suffix[1:].upper()} ({e})") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""
         raise SpecError(f"spec {path} is not valid YAML{at}") from None
 
 
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if twice := next((k for i, k in enumerate(keys) if k in keys[:i]), None):
+        raise SpecError(f"{twice} is given twice")
+    return dict(pairs)
+
+
 def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
-    """Read (YAML path) and validate a spec's structure and types; no JAX work. A `Spec` is
-    returned as it is.
+    """Read (a YAML, JSON or TOML path) and validate a spec's structure and types; no JAX work.
+    A dict's numpy scalars count as numbers (`config.plain`). A `Spec` is returned as it is.
 
     Raises:
       SpecError: one line naming the first problem.
     """
     if isinstance(spec, Spec):
         return spec
-    if not isinstance(spec, dict):
-        spec = _read(spec)
+    spec = plain(spec) if isinstance(spec, dict) else _read(spec)
     if not isinstance(spec, dict):
         raise SpecError(f"a spec must be a mapping of fields, got {type(spec).__name__}")
     for key in spec:
@@ -301,6 +334,14 @@ def _configs(spec: Spec, env: str | None) -> list[Config]:
         )
     points = [dict(zip(spec.grid, values, strict=True))
               for values in itertools.product(*spec.grid.values())]
+    for name, dist in spec.random.items():  # the bounds, not only the values drawn
+        (kind, args), = dist.items()
+        for value in args:
+            try:
+                Config(**{**spec.base, **points[0], name: value,
+                          **({} if env is None else {"env": env})}).validate()
+            except ValueError as e:
+                raise SpecError(f"random: {name}: {kind} {args!r}: {e}") from None
     configs = []
     for point in points:
         for draw in sample(spec):

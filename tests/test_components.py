@@ -354,8 +354,15 @@ def test_train_run_with_own_components_resumes_bitwise_after_sigkill(tmp_path, c
 
     capsys.readouterr()
     pgjax.evaluate_run(whole, episodes=2, env=env, policy=OtherPolicy())
-    assert capsys.readouterr().err == "pgjax: this run was trained with policy BiasedPolicy; " \
-        "using the policy given: OtherPolicy\n"
+    assert capsys.readouterr().err == "pgjax: this run was trained with policy " \
+        "BiasedPolicy(p_right=0.1); using the policy given: OtherPolicy(p_right=0.1)\n"
+    pgjax.evaluate_run(whole, episodes=2, env=env, policy=BiasedPolicy(p_right=0.3))
+    assert capsys.readouterr().err.endswith("given: BiasedPolicy(p_right=0.3)\n")
+    record = json.loads((whole / "config.json").read_text())
+    record["components"]["policy"] = "BiasedPolicy"  # as recorded before settings were
+    (whole / "config.json").write_text(json.dumps(record))
+    pgjax.evaluate_run(whole, episodes=2, env=env, policy=policy)
+    assert capsys.readouterr().err == ""
 
     class OtherParams(nn.Module):  # parameters the checkpoints do not hold
         @nn.compact

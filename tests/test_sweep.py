@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sweep_chunks import chunk_metrics
-from user_components import EnvParams, LogitsOnly, ShortCorridor
+from user_components import BiasedPolicy, EnvParams, LogitsOnly, ShortCorridor
 
 import pgjax
 from pgjax.cli import main
@@ -346,11 +346,25 @@ def test_sharded_over_4_devices_matches_single_device(background, reference):
         ("init_log_std: -1.0\n", "continuous actions only; CartPole-v1 is discrete"),
         ("- 1\n- 2\n", "a spec must be a mapping"),
         ("grid: [lr\n", "is not valid YAML"),
+        ("grid:\n  lr: [0.01, 0.01]\n", "grid: lr lists 0.01 twice"),
+        ("grid:\n  hidden: [[8], [8]]\n", "grid: hidden lists [8] twice"),
+        ("lr: 0.5\nseeds: 2\nlr: 0.001\n", "bad.yaml: lr is given twice (line 3)"),
+        ("random:\n  num_samples: 1\n  gamma: {uniform: [0.5, 1.01]}\n",
+         "random: gamma: uniform [0.5, 1.01]: gamma must be in [0, 1], got 1.01"),
+        ("random:\n  num_samples: 1\n  ent_coef: {uniform: [-1e308, 1e308]}\n",
+         "is too wide to draw from"),
+        ("random:\n  num_samples: 1\n  lr: {log_uniform: [1e-3, .inf]}\n",
+         "log_uniform needs finite numbers"),
+        (b"\xff\xfe x", "bad.yaml is not text (UTF-8)"),
+        (("bad.json", '{"lr": 0.5, "lr": 0.1}'), "bad.json: lr is given twice"),
+        (("bad.json", '{"lr": }'), "bad.json is not valid JSON (Expecting value"),
+        (("bad.toml", "lr = \n"), "bad.toml is not valid TOML (Invalid value"),
     ],
 )
 def test_bad_spec_is_one_line(tmp_path, capsys, text, message):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(text)
+    name, text = text if isinstance(text, tuple) else ("bad.yaml", text)
+    spec = tmp_path / name
+    spec.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-progress"])
     assert exit_info.value.code == 2
@@ -408,6 +422,18 @@ class ByIdentity:  # an estimator whose repr is its address
         return pgjax.build(pgjax.Config()).estimator(inputs)
 
 
+def test_a_sweep_resumes_only_with_components_of_the_same_settings(tmp_path):
+    pgjax.sweep(CORRIDOR, tmp_path, env=corridor(), policy=BiasedPolicy(p_right=0.1))
+    with pytest.raises(SpecError, match=r"other components .policy BiasedPolicy\(p_right=0.1\), "
+                       r"not BiasedPolicy\(p_right=0.9\)"):
+        pgjax.sweep(CORRIDOR, tmp_path, env=corridor(), policy=BiasedPolicy(p_right=0.9))
+    reordered = {**TINY, "grid": {"gamma": [0.9, 0.99], "lr": [0.01, 0.03]}}
+    pgjax.sweep({**TINY, "grid": dict(reversed(reordered["grid"].items()))}, tmp_path / "o")
+    with pytest.raises(SpecError, match="holds this sweep with its grid fields in another order "
+                       r"\(lr, gamma\), which numbers its runs otherwise"):
+        pgjax.sweep(reordered, tmp_path / "o")
+
+
 def test_a_sweep_of_an_estimator_shown_by_identity_resumes(tmp_path):
     pgjax.sweep(TINY, tmp_path, estimator=ByIdentity())
     again = []
@@ -445,3 +471,40 @@ def test_compile_cache_keys_components_by_value_else_identity():
     )
     unhashable = {"policy": [1, 2]}  # e.g. an object holding a list
     assert components_key(unhashable) == (("policy", ("id", id(unhashable["policy"]))),)
+
+
+def test_a_spec_reads_from_yaml_json_toml_and_numpy_values(tmp_path):
+    (tmp_path / "s.yaml").write_text("lr: 0.01\nseeds: 2\ngrid:\n  gamma: [0.9, 0.99]\n")
+    (tmp_path / "s.json").write_text('{\n\t"lr": 0.01,\n\t"seeds": 2,\n\t"grid": '
+                                     '{"gamma": [0.9, 0.99]}\n}\n')  # tabs: not YAML
+    (tmp_path / "s.toml").write_text("lr = 0.01\nseeds = 2\n[grid]\ngamma = [0.9, 0.99]\n")
+    specs = [parse_spec(tmp_path / f"s.{suffix}") for suffix in ("yaml", "json", "toml")]
+    specs.append(parse_spec({"lr": np.float64(0.01), "seeds": np.int64(2),
+                             "grid": {"gamma": [np.float64(0.9), 0.99]}}))
+    assert all(spec == specs[0] for spec in specs), specs
+
+
+def test_lease_seconds_must_be_finite(tmp_path, capsys):
+    with pytest.raises(SpecError, match="lease_seconds must be positive and under 1e"):
+        pgjax.sweep(SPEC, tmp_path / "py", lease_seconds=float("inf"))
+    assert not (tmp_path / "py").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "x.yaml", "--out", str(tmp_path / "cli"), "--lease-seconds", "inf"])
+    assert exit_info.value.code == 2
+    assert "--lease-seconds must be positive and under 1e+09" in capsys.readouterr().err
+
+
+def test_chunk_records_are_strict_json(tmp_path):
+    # One update of 4 steps: no episode finishes, final_return and auc are NaN.
+    table = pgjax.sweep({"num_envs": 4, "num_steps": 4, "total_timesteps": 16, "hidden": [8],
+                         "seeds": 2}, tmp_path)
+    assert table["final_return"].isna().all() and table["auc"].isna().all()
+
+    def strict(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    for path in [*(tmp_path / "chunks").glob("*.json"), tmp_path / "summary.json"]:
+        json.loads(path.read_text(), parse_constant=strict)
+    again = merge_sweep({"num_envs": 4, "num_steps": 4, "total_timesteps": 16,
+                         "hidden": [8], "seeds": 2}, tmp_path)
+    assert again["final_return"].isna().all()
