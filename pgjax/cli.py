@@ -36,7 +36,7 @@ from pgjax.sweep import (
     sweep_status,
 )
 from pgjax.sweep_launch import run_local, run_worker, submit
-from pgjax.sweep_spec import make_plan, parse_spec
+from pgjax.sweep_spec import check_plan, make_plan, parse_spec
 
 
 class UsageError(ValueError):
@@ -345,7 +345,9 @@ def sweep_command(
         if merge:
             merge_sweep(spec, out)
         else:
-            _notes(make_plan(parse_spec(spec)).configs, flags=False)
+            plan = make_plan(parse_spec(spec))
+            check_plan(plan, {})  # a bad config stops before any note
+            _notes(plan.configs, flags=False)
             if launcher == "local":
                 run_local(spec, out, progress=progress, lease_seconds=lease_seconds, **options)
             elif launcher == "slurm":

@@ -344,6 +344,8 @@ def test_sharded_over_4_devices_matches_single_device(background, reference):
         ("grid:\n  gamma: [0.9, 1.5]\n", "gamma must be in [0, 1], got 1.5 (config gamma=1.5)"),
         ("env: CartPol\n", "unknown env 'CartPol'"),
         ("init_log_std: -1.0\n", "continuous actions only; CartPole-v1 is discrete"),
+        # an estimator setting it does not read is a note, not printed before the error
+        ("estimator: gae\nbaseline: none\nnetwork: cnn\n", "network='cnn' needs image"),
         ("- 1\n- 2\n", "a spec must be a mapping"),
         ("grid: [lr\n", "is not valid YAML"),
         ("grid:\n  lr: [0.01, 0.01]\n", "grid: lr lists 0.01 twice"),
