@@ -106,6 +106,9 @@ def env_params(env: Env) -> dict:
     return json.loads(json.dumps(json_values(out)))
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _described(x: Any) -> str:
     """x's class and settings in one line: a flax module as Class(field=value, ...), anything
     else as its repr; without the addresses of objects shown by identity ("<X object at
@@ -118,7 +121,7 @@ def _described(x: Any) -> str:
         text = repr(x)
         if " at 0x" in text and getattr(x, "__dict__", None):
             text += " with " + ", ".join(f"{k}={v!r}" for k, v in sorted(vars(x).items()))
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", " ".join(text.split()))
+    return _ADDRESS.sub("", " ".join(text.split()))
 
 
 def given_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
@@ -127,8 +130,7 @@ def given_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
     the components given) describe differently; env params by the first leaf that differs."""
     out = []
     for name in sorted(set(recorded.get("given", [])) | set(now.get("given", []))):
-        then, given = (re.sub(r" at 0x[0-9a-fA-F]+", "", str(d.get(name, "not given")))
-                       for d in (recorded, now))
+        then, given = (_ADDRESS.sub("", str(d.get(name, "not given"))) for d in (recorded, now))
         if name in ("policy", "value") and "(" not in then:
             given = given.split("(", 1)[0]  # a record that kept the class name alone
         if then != given:

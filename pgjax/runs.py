@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgjax.config import Config, to_dict
+from pgjax.config import Config, plain, to_dict
 from pgjax.stats import first_reaching, nanmean
 
 PACKAGES = ("pgjax", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "numpy")
@@ -148,15 +148,14 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def json_values(x):
-    """`x` with numpy scalars as Python numbers and every float that is not finite (NaN: no
-    episode finished) as None, so that the JSON reads in any parser (Python's own writes NaN,
-    which jq, JavaScript and Go refuse)."""
+    """`config.plain(x)` with every float that is not finite (NaN: no episode finished) as
+    None, so that the JSON reads in any parser (Python's own writes NaN, which jq, JavaScript
+    and Go refuse)."""
+    x = plain(x)
     if isinstance(x, dict):
         return {k: json_values(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, list):
         return [json_values(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
     if isinstance(x, float):
         return x if np.isfinite(x) else None
     return x

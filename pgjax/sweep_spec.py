@@ -336,9 +336,9 @@ def _configs(spec: Spec, env: str | None) -> list[Config]:
               for values in itertools.product(*spec.grid.values())]
     for name, dist in spec.random.items():  # the bounds, not only the values drawn
         (kind, args), = dist.items()
-        for value in args:
+        for point, value in itertools.product(points, args):
             try:
-                Config(**{**spec.base, **points[0], name: value,
+                Config(**{**spec.base, **point, name: value,
                           **({} if env is None else {"env": env})}).validate()
             except ValueError as e:
                 raise SpecError(f"random: {name}: {kind} {args!r}: {e}") from None
