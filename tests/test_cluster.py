@@ -307,8 +307,10 @@ def test_local_workers_get_their_own_gpus(monkeypatch):
         (["--array-size", "4"], "--array-size need --launcher"),
         (["--merge", "--status"], "choose one of --launcher, --worker, --merge and --status"),
         (["--launcher", "local", "--array-size", "0"], "--array-size must be positive"),
-        (["--lease-seconds", "0"], "--lease-seconds must be positive, got 0.0"),
-        (["--worker", "--lease-seconds", "-1"], "--lease-seconds must be positive, got -1.0"),
+        (["--lease-seconds", "0"], "--lease-seconds must be positive and under 1e+09, got 0.0"),
+        (["--worker", "--lease-seconds", "-1"],
+         "--lease-seconds must be positive and under 1e+09, got -1.0"),
+        (["--lease-seconds", "inf"], "--lease-seconds must be positive and under 1e+09, got inf"),
         (["--launcher", "slurm"], "--launcher slurm needs sbatch on PATH"),
     ],
 )
