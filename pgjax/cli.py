@@ -166,6 +166,8 @@ def eval_command(
       gif: also render one greedy episode of seed 0's policy to this GIF (gymnax visualizer).
     """
     _require_run(run_dir)
+    if gif is not None and gif.suffix.lower() != ".gif":
+        raise UsageError(f"--gif {gif}: the file name must end in .gif")
     if gif is not None:
         try:
             reason = render_unavailable(load_run(run_dir)[0].env)
@@ -234,8 +236,10 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
         raise UsageError(str(e)) from None
     for name, (then, current) in result["versions"].items():
         print(f"version differs: {name} {then} -> {current}")
+    rows, updates = result["updates"]
+    unfinished = f" (the {rows} updates it recorded of {updates})" if rows < updates else ""
     if result["difference"] is None:
-        print(f"reproduced: metrics of {run_dir} match bitwise (wall time aside)")
+        print(f"reproduced: metrics of {run_dir} match bitwise{unfinished} (wall time aside)")
         return
     print(f"NOT reproduced: {result['difference']}")
     if result["cpu"] is not None:

@@ -7,7 +7,6 @@ built from a config's strings in `pgjax.components.build` unless the caller pass
 
 import dataclasses
 import difflib
-import math
 import numbers
 from typing import Any, Literal, get_args
 
@@ -122,13 +121,19 @@ class Config(struct.PyTreeNode):
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "
                 f"(num_envs × num_steps = {self.steps_per_update})"
             )
+        if self.num_updates > MAX_UPDATES:  # the update counter is an int32
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} is {self.num_updates} updates of "
+                f"num_envs × num_steps = {self.steps_per_update}; at most {MAX_UPDATES}"
+            )
         if self.num_steps % self.loss_chunks:
             raise ValueError(
                 f"loss_chunks={self.loss_chunks} must divide num_steps={self.num_steps}"
             )
-        for name in LEAVES:
-            if not math.isfinite(float(getattr(self, name))):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        for name in LEAVES:  # trained as float32
+            if not abs(float(getattr(self, name))) <= FLOAT32_MAX:
+                raise ValueError(f"{name} must be finite in float32 (at most {FLOAT32_MAX:.4g} "
+                                 f"in size), got {getattr(self, name)}")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -206,6 +211,10 @@ def plain(value):
     if hasattr(value, "item") and getattr(value, "shape", None) == ():
         return value.item()
     return value
+
+
+MAX_UPDATES = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 # What a run record written before a field existed had instead of today's default.

@@ -9,6 +9,7 @@ value net: `run_components`).
 
 import functools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from pgjax.components import (
 from pgjax.config import Config, from_dict, is_int
 from pgjax.estimators import ReturnToGo
 from pgjax.evaluate import evaluate
-from pgjax.loggers import LoggerUnavailable, check_available, make_loggers
+from pgjax.loggers import LOGGERS, LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
 from pgjax.render import save_gif
 from pgjax.train import check_seed, diverged, init_state, seed_keys, train_chunk
@@ -50,7 +51,8 @@ def chunk_length(num_updates: int, num_chunks: int | None = None) -> int:
     (XLA:CPU; 258 MiB, ~0.1 s at the default shape × 16 seeds), so a chunk must be long enough
     to hide that.
     """
-    divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0]
+    small = [d for d in range(1, math.isqrt(num_updates) + 1) if num_updates % d == 0]
+    divisors = sorted({*small, *(num_updates // d for d in small)})
     if num_chunks is None:
         num_chunks = DEFAULT_CHUNKS
         divisors = [d for d in divisors if d >= min(MIN_CHUNK_UPDATES, num_updates)]
@@ -87,7 +89,7 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     try:
         record = json.loads((run_dir / "config.json").read_text())
         config = from_dict(record["config"], where="config.json: ", record=True)
-        _check_record(record)
+        _check_record(record, config)
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
             from None
@@ -101,13 +103,24 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     return config, record
 
 
-def _check_record(record: dict) -> None:
+def _check_record(record: dict, config: Config) -> None:
     """TypeError naming the first of config.json's run fields that `new_record` cannot have
     written (the config's own fields are checked by `from_dict`)."""
     for name, low in (("seeds", 1), ("seed", None), ("chunk_updates", 1)):
         value = record.get(name)
         if not is_int(value) or (low and value < low):
             raise TypeError(f"{name} is {value!r}")
+    if config.num_updates % record["chunk_updates"]:
+        raise TypeError(f"chunk_updates is {record['chunk_updates']}, which does not divide "
+                        f"the {config.num_updates} updates")
+    every, minutes = record.get("checkpoint_every"), record.get("checkpoint_minutes", 5.0)
+    if not (every is None or (is_int(every) and every >= 1)):
+        raise TypeError(f"checkpoint_every is {every!r}")
+    if not (isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0):
+        raise TypeError(f"checkpoint_minutes is {minutes!r}")
+    log = record.get("log", [])
+    if not (isinstance(log, list) and all(x in LOGGERS for x in log)):
+        raise TypeError(f"log is {log!r}")
     components = record.get("components", {"given": []})
     given = components.get("given") if isinstance(components, dict) else None
     if not isinstance(given, list) or any(
@@ -279,11 +292,27 @@ def announce(run_dir: Path, what: str, progress: bool) -> None:
 
 
 def read_summary(run_dir: Path) -> dict:
-    """RUN_DIR/summary.json as `train_run` returned it: the final returns' nulls back to NaN."""
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    final = summary["final_return"]
-    for name in ("per_seed", "mean", "iqm", "ci95"):
-        final[name] = np.asarray(final[name], np.float64).tolist()  # None -> NaN
+    """RUN_DIR/summary.json as `train_run` returned it: the final returns' nulls back to NaN.
+
+    Raises:
+      OSError, ValueError: it does not read, or a field that `format_summary` shows is missing
+        or of the wrong type.
+    """
+    path = Path(run_dir) / "summary.json"
+    summary = json.loads(path.read_text())
+    try:
+        final = summary["final_return"]
+        for name in ("per_seed", "mean", "iqm", "ci95"):
+            final[name] = np.asarray(final[name], np.float64).tolist()  # None -> NaN
+        numbers = [summary[k] for k in ("seeds", "env_steps_per_seed", "env_steps_per_second",
+                                        "wall_seconds", "compile_seconds")]
+        if not (all(isinstance(x, int | float) and not isinstance(x, bool) for x in numbers)
+                and np.ndim(final["ci95"]) == 1 and len(final["ci95"]) == 2
+                and isinstance(summary["diverged_seeds"], list)
+                and all(is_int(x) for x in summary["diverged_seeds"])):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path} is not a pgjax run summary") from None
     return summary
 
 
@@ -292,7 +321,7 @@ def finished(run_dir: Path, config: Config) -> dict | None:
     try:
         summary = read_summary(run_dir)
         ckpt = Checkpoints(run_dir, create=False)
-    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+    except (OSError, ValueError, CheckpointError):
         return None
     try:
         done = config.num_updates in ckpt.steps()
@@ -329,7 +358,8 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
 
     A finished run of the same config is reused; an unfinished one (a process killed mid-run)
     continues from its newest readable checkpoint (from the start when it has none), with the
-    numbers of an uninterrupted run; another run in `run_dir` is replaced by a new one.
+    numbers of an uninterrupted run; another run in `run_dir` is moved aside (to
+    RUN_DIR.replaced-<time>) for a new one.
 
     Returns:
       ("reused" | "resumed" | "trained", summary).
@@ -340,9 +370,15 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     """
     run_dir = Path(run_dir)
     if same_run(run_dir, config, seeds):
-        if (run_dir / "summary.json").exists():
+        try:
             return "reused", read_summary(run_dir)
-        return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
+        except (OSError, ValueError):  # none (a run cut short) or damaged: written again
+            return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
+    if runs.is_run_dir(run_dir):  # of another config or seed count: kept aside
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        print(f"pgjax: {run_dir} held a run of another config or seed count; moved to {aside}",
+              file=sys.stderr)
     return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
 
 
@@ -616,9 +652,13 @@ def render_episode(
 def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict:
     """Rerun a run from its config.json in a temporary directory and compare the metrics.
 
+    An unfinished run (fewer rows than updates: killed, not resumed) is rerun whole and its
+    rows compared.
+
     Returns:
       {"difference": None when metrics.csv matches bitwise (wall time aside), else the first
-      difference; "versions": {package: (recorded, now)} for the versions that changed;
+      difference; "updates": (rows compared, the run's updates); "versions": {package:
+      (recorded, now)} for the versions that changed;
       "cpu": None when the run recorded this CPU's instruction-set extensions, else (recorded
       CPU or None for a run that did not record it, this CPU), as `runs.cpu` describes them}.
     """
@@ -636,18 +676,23 @@ def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict
             config, Path(tmp), seeds=record["seeds"], seed=seed,
             chunks=config.num_updates // record["chunk_updates"], progress=progress, **given,
         )
-        difference = compare_metrics(run_dir, Path(tmp))
+        rows = runs.whole_rows(run_dir / "metrics.csv")
+        difference = compare_metrics(run_dir, Path(tmp), rows=rows)
     now = runs.provenance()
     changed = {k: (v, now["versions"].get(k)) for k, v in record["versions"].items()
                if now["versions"].get(k) != v}
     then = record.get("cpu")
     cpu = None if then is not None and then["isa"] == now["cpu"]["isa"] else (then, now["cpu"])
-    return {"difference": difference, "versions": changed, "cpu": cpu}
+    return {"difference": difference, "updates": (rows, config.num_updates), "versions": changed,
+            "cpu": cpu}
 
 
-def compare_metrics(a: Path, b: Path) -> str | None:
-    """None when the two metrics.csv agree bitwise (wall time aside), else the first difference."""
+def compare_metrics(a: Path, b: Path, rows: int | None = None) -> str | None:
+    """None when the two metrics.csv (their first `rows` rows) agree bitwise (wall time aside),
+    else the first difference."""
     ra, rb = runs.read_metrics(a), runs.read_metrics(b)
+    if rows is not None:
+        ra, rb = ({k: v[:rows] for k, v in r.items()} for r in (ra, rb))
     if ra.keys() != rb.keys() or len(ra["update"]) != len(rb["update"]):
         return "the metrics tables have different columns or lengths"
     for k in ra:

@@ -149,11 +149,20 @@ def test_all_checkpoints_damaged_is_one_line(finished_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--ent-coef", "nan"),
-                                         ("--gamma", "nan"), ("--max-grad-norm", "inf")])
+                                         ("--gamma", "nan"), ("--max-grad-norm", "inf"),
+                                         ("--lr", "1e39"), ("--max-grad-norm", "1e300")])
 def test_non_finite_hyperparameters_are_refused(flag, value, tmp_path, capsys):
     code, err = cli(capsys, "train", *TINY, flag, value, "--out", str(tmp_path / "x"))
-    one_line_error(code, err, "must be finite")
+    one_line_error(code, err, "must be finite in float32")  # 1e39 is inf in float32
     assert not (tmp_path / "x").exists()
+
+
+def test_more_updates_than_the_update_counter_holds_are_refused(tmp_path, capsys):
+    t = time.perf_counter()
+    code, err = cli(capsys, "train", *TINY, "--total-timesteps", "99999999999999999999")
+    one_line_error(code, err, "is 124999999999999999 updates of num_envs × num_steps = 800; "
+                   "at most 2147483647")
+    assert time.perf_counter() - t < 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +257,10 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
     ({"seeds": "two"}, "(seeds is 'two')"),
     ({"chunk_updates": 0}, "(chunk_updates is 0)"),
     ({"components": {"given": ["policy"]}}, "(components is {'given': ['policy']})"),
+    ({"chunk_updates": 2}, "(chunk_updates is 2, which does not divide the 5 updates)"),
+    ({"log": "wandb"}, "(log is 'wandb')"),
+    ({"checkpoint_every": 0}, "(checkpoint_every is 0)"),
+    ({"checkpoint_minutes": -1}, "(checkpoint_minutes is -1)"),
 ])
 def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_path, capsys,
                                                              edit, message):
@@ -266,6 +279,25 @@ def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_p
         one_line_error(code, err, message)
         assert "damaged" not in err and len(err.splitlines()) <= 2, err
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_a_damaged_summary_is_written_again_on_resume(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "wall_seconds": "fast"}))
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0 and err == "", err
+    assert json.loads((run / "summary.json").read_text())["final_return"] == \
+        summary["final_return"]
+
+
+def test_an_unfinished_run_reproduces_the_updates_it_recorded(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
+    (run / "metrics.csv").write_text("".join(lines[:4]))  # killed after update 3
+    (run / "summary.json").unlink()
+    main(["reproduce", str(run), "--no-progress"])  # exits 1 when it does not reproduce
+    assert "match bitwise (the 3 updates it recorded of 5)" in capsys.readouterr().out
 
 
 def test_reproduce_refuses_an_edited_config_in_one_line(finished_run, tmp_path, capsys):
@@ -337,6 +369,10 @@ def test_eval_errors_are_one_line_and_touch_nothing(finished_run, tmp_path, caps
     one_line_error(code, err, "episodes must be a positive integer, got 0")
     code, err = cli(capsys, "eval", str(run), "--seed", "-1")
     one_line_error(code, err, "seed must be an integer in [0, 2**32), got -1")
+    t = time.perf_counter()
+    code, err = cli(capsys, "eval", str(run), "--gif", str(tmp_path / "episode.mp4"))
+    one_line_error(code, err, "episode.mp4: the file name must end in .gif")
+    assert time.perf_counter() - t < 5  # before any evaluation
     assert not (run / "eval.json").exists()
     shutil.rmtree(run / "checkpoints")
     code, err = cli(capsys, "eval", str(run))

@@ -193,6 +193,8 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
     assert ", from update 2 |" in row
     small = tmp_path / "runs" / "tiny-lr-small"
     assert (small / "summary.json").exists() and same_run(small, config.replace(lr=0.001), 2)
+    (aside,) = (tmp_path / "runs").glob("tiny-lr-small.replaced-*")  # the other run, kept
+    assert json.loads((aside / "config.json").read_text()) == record
 
 
 @pytest.mark.parametrize("text, message", [
