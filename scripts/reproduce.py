@@ -54,19 +54,43 @@ def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path.name}: {e}") from None
     base, rest = from_experiment(spec, where=f"{path.name}: ")
+    check_experiment(rest, path.name)
     variants = list(DEFAULT_VARIANTS) if rest.get("default_variants", True) else []
     variants += rest.get("variant", [])
+    if not variants:
+        raise ValueError(f"{path.name}: no variants (default_variants = false and no "
+                         f"[[variant]])")
     out = []
     for variant in variants:
         fields = dict(variant)
-        if "name" not in fields:
-            raise ValueError(f"{path.name}: a [[variant]] without a name")
         name = fields.pop("name")
+        if name in [n for n, _ in out]:
+            raise ValueError(f"{path.name}: two variants are named {name!r}")
         if budget is not None:
             fields["total_timesteps"] = budget
         out.append((name, from_dict({**to_dict(base), **fields}, where=f"{path.name}: ")
                     .validate()))
     return out, rest.get("reference", {})
+
+
+def check_experiment(rest: dict, where: str) -> None:
+    """ValueError naming the first of an experiment file's own keys of the wrong type."""
+    variants, reference = rest.get("variant", []), rest.get("reference", {})
+    if not isinstance(rest.get("default_variants", True), bool):
+        raise ValueError(f"{where}: default_variants must be true or false, got "
+                         f"{rest['default_variants']!r}")
+    if not (isinstance(variants, list) and all(isinstance(v, dict) for v in variants)):
+        raise ValueError(f"{where}: variant must be [[variant]] tables, got {variants!r}")
+    for v in variants:
+        if not (isinstance(v.get("name"), str) and v["name"]):
+            raise ValueError(f"{where}: a [[variant]] without a name (a string), got "
+                             f"{v.get('name')!r}")
+    if not isinstance(reference, dict):
+        raise ValueError(f"{where}: reference must be a [reference] table, got {reference!r}")
+    threshold = reference.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool)
+                                  or not isinstance(threshold, int | float)):
+        raise ValueError(f"{where}: reference.threshold must be a number, got {threshold!r}")
 
 
 def slug(text: str) -> str:

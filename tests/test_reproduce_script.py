@@ -201,7 +201,16 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
     ("env = \n", "bad.toml: Invalid value"),
     ("env = \"CartPole-v1\"\nlr = \"fast\"\n", "bad.toml: "),
     ("env = \"CartPole-v1\"\n[[variant]]\nlr = 0.1\n", "bad.toml: a [[variant]] without a name"),
-], ids=["syntax", "mistyped", "unnamed"])
+    ("variant = 5\n", "bad.toml: variant must be [[variant]] tables, got 5"),
+    ("[[variant]]\nname = 5\n", "bad.toml: a [[variant]] without a name (a string), got 5"),
+    ("reference = 5\n", "bad.toml: reference must be a [reference] table"),
+    ("[reference]\nthreshold = \"high\"\n", "bad.toml: reference.threshold must be a number"),
+    ("default_variants = \"no\"\n", "bad.toml: default_variants must be true or false"),
+    ("default_variants = false\n", "bad.toml: no variants"),
+    ("[[variant]]\nname = \"a\"\n[[variant]]\nname = \"a\"\nlr = 0.1\n",
+     "bad.toml: two variants are named 'a'"),
+], ids=["syntax", "mistyped", "unnamed", "variant", "name", "reference", "threshold",
+        "default_variants", "no_variants", "twice"])
 def test_a_bad_config_file_is_one_line(tmp_path, monkeypatch, capsys, text, message):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "bad.toml").write_text(text)
