@@ -26,6 +26,10 @@ ISA = (
     "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve", "sve2",
 )
 MARKER = "pgjax_run"
+# What pgjax writes in a run directory (besides dot-named temp files): all that --overwrite
+# deletes.
+RUN_FILES = {"config.json", "metrics.csv", "metrics.jsonl", "summary.json", "eval.json",
+             "curve.png", "curves.png", "curves.svg", "checkpoints", "tensorboard", "wandb"}
 
 
 def provenance() -> dict:
@@ -109,6 +113,11 @@ def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Pat
             if not overwrite:
                 raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite "
                                  "(overwrite=True in Python)")
+            if foreign := sorted(p.name for p in out.iterdir()
+                                 if p.name not in RUN_FILES and not p.name.startswith(".")):
+                raise ValueError(f"--out {out} holds a pgjax run and files it did not write "
+                                 f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''})"
+                                 f", which --overwrite would delete; move them first")
         elif any(out.iterdir()):
             raise ValueError(f"--out {out} exists and is not a pgjax run directory")
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())

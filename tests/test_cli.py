@@ -121,6 +121,14 @@ def test_existing_run_needs_overwrite(tmp_path, capsys):
         main(["train", *TINY, "--out", str(out), "--no-progress"])
     assert "already holds a pgjax run; pass --overwrite" in capsys.readouterr().err
     assert (out / "metrics.csv").read_text() == before
+    main(["plot", str(out)])  # curves.png and .svg: files of the run
+    (out / "notes.txt").write_text("mine")  # a file pgjax did not write is not deleted
+    with pytest.raises(SystemExit):
+        main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])
+    assert capsys.readouterr().err.strip().endswith(
+        "holds a pgjax run and files it did not write (notes.txt), which --overwrite would "
+        "delete; move them first")
+    (out / "notes.txt").unlink()
     main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])
 
 
