@@ -151,3 +151,11 @@ def test_eval_gif_without_pygame_is_one_line(run_dir, tmp_path, capsys, monkeypa
     assert not (run_dir / "eval.json").exists()  # refused before evaluating
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert 'pip install -e ".[render]"' in readme
+
+
+def test_a_gif_of_an_env_gymnax_does_not_draw_is_refused():
+    from pgjax.render import render_unavailable
+
+    assert render_unavailable("Catch-bsuite") is None
+    assert render_unavailable("DeepSea-bsuite").startswith(
+        "gymnax's visualizer does not draw DeepSea-bsuite (it draws Acrobot-v1, ")
