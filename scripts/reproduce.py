@@ -22,6 +22,7 @@ eval.json and reused) and adds their IQMs.
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -126,6 +127,10 @@ def main():
                      f"(there: {', '.join(available) or 'none'})")
     names = args.only or available
     partial = bool(args.only or args.variants)
+    existing = next(p for p in (args.table.absolute(), *args.table.absolute().parents)
+                    if p.exists())
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK | os.X_OK):
+        parser.error(f"--table {args.table}: cannot write in {existing} (permission denied)")
     try:
         loaded = {name: load(args.configs / f"{name}.toml", args.budget) for name in names}
     except ValueError as e:
@@ -151,14 +156,14 @@ def main():
             t = time.perf_counter()
             try:
                 done, summary = ensure_run(config, run_dir, seeds=args.seeds)
+                steps = runs.steps_to(run_dir, reference.get("threshold"))
+                evaluated = None if args.eval is None else evaluation(run_dir, config, args.eval)
             except (ValueError, MemoryError, CheckpointError) as e:
                 sys.exit(f"reproduce.py: [{name}: {variant}] {e}")
             if done != "reused":
                 print(f"[{name}: {variant}] {done}, {time.perf_counter() - t:.0f} s", flush=True)
             print(format_summary(summary, run_dir), flush=True)
-            rows.append((config, variant, summary, reference,
-                         runs.steps_to(run_dir, reference.get("threshold")),
-                         None if args.eval is None else evaluation(run_dir, config, args.eval)))
+            rows.append((config, variant, summary, reference, steps, evaluated))
         figure = args.table.parent / "figures" / figure_name(name, args.table, partial)
         figure.parent.mkdir(parents=True, exist_ok=True)
         plots.plot_runs(dirs, figure)
@@ -271,4 +276,10 @@ def write_table(rows, path: Path, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Straight out, as pgjax's CLI does: unwinding while XLA's threads run can crash.
+        print("reproduce.py: interrupted; the same command continues where it stopped",
+              file=sys.stderr, flush=True)
+        os._exit(130)
