@@ -14,7 +14,7 @@ import tyro
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
-from pgjax.components import unused_fields
+from pgjax.components import idle_fields
 from pgjax.config import FIELDS, Config
 from pgjax.experiment import (
     chunk_length,
@@ -96,22 +96,26 @@ def train_command(
 
 
 def _notes(configs: list[Config], *, flags: bool = True) -> None:
-    """One line on stderr for each estimator given settings it does not read, and for each
+    """One line on stderr for each reason settings have no effect (`components.idle_fields`:
+    an estimator setting it does not read, a value-net setting without one, ...), and for each
     total_timesteps that is not a whole number of updates (it trains the updates that fit).
     Settings are named as flags (`--num-envs`), or as spec fields (`num_envs`) for a sweep."""
-    unused, notes = {}, {}
+    idle, notes = {}, {}
     for config in configs:
         name = (lambda field, c=config: _flag(field, getattr(c, field))) if flags else str
-        unused.setdefault(config.estimator, set()).update(map(name, unused_fields(config)))
+        for why, fields in idle_fields(config).items():
+            idle.setdefault(why, set()).update(map(name, fields))
         if config.total_timesteps % config.steps_per_update:
             steps = config.num_updates * config.steps_per_update
             notes[f"pgjax: {name('total_timesteps')} {config.total_timesteps} trains {steps} "
                   f"env steps per seed ({config.num_updates} updates of {name('num_envs')} "
                   f"{config.num_envs} × {name('num_steps')} {config.num_steps})"] = None
-    for estimator, names in unused.items():
-        if names:
-            notes[f"pgjax: estimator {estimator} does not read {', '.join(sorted(names))}, so "
-                  f"{'it has' if len(names) == 1 else 'they have'} no effect"] = None
+    for why, names in idle.items():
+        listed, one = ", ".join(sorted(names)), len(names) == 1
+        if why.startswith("estimator"):
+            notes[f"pgjax: {why} {listed}, so {'it has' if one else 'they have'} no effect"] = None
+        else:
+            notes[f"pgjax: {listed} {'has' if one else 'have'} no effect {why}"] = None
     for note in notes:
         print(note, file=sys.stderr)
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgjax.config import Config, is_int
+from pgjax.config import FIELDS, Config, is_int
 from pgjax.envs import Env
 from pgjax.estimators import (
     GAE,
@@ -180,6 +180,20 @@ def unused_fields(config: Config) -> list[str]:
     return [name for name in ESTIMATOR_FIELDS
             if name not in READS[config.estimator]
             and getattr(config, name) != getattr(default, name)]
+
+
+def idle_fields(config: Config) -> dict[str, list[str]]:
+    """The settings set off their defaults that change nothing in `config`, by why: "estimator
+    E does not read" (`unused_fields`), "without a value net" (value_coef, clip) and "without
+    network cnn" (conv_impl)."""
+    default = Config()
+    off = [name for name in FIELDS if getattr(config, name) != getattr(default, name)]
+    out = {f"estimator {config.estimator} does not read": unused_fields(config)}
+    if not make_estimator(config).uses_value:
+        out["without a value net"] = [n for n in ("value_coef", "clip") if n in off]
+    if config.network != "cnn":
+        out["without network cnn"] = [n for n in ("conv_impl",) if n in off]
+    return {why: names for why, names in out.items() if names}
 
 
 def torso(config: Config, env: Env) -> nn.Module | None:

@@ -351,6 +351,12 @@ def test_settings_that_train_otherwise_than_they_read_are_named(tmp_path, capsys
     code, err = cli(capsys, "train", *TINY, "--estimator", "gae", "--gae-lambda", "0.9",
                     "--out", str(tmp_path / "run"), "--overwrite", "--no-progress")
     assert code == 0 and err == "", err
+    code, err = cli(capsys, "train", *TINY, "--value-coef", "0.3", "--clip", "global",
+                    "--conv-impl", "lax", "--out", str(tmp_path / "run"), "--overwrite",
+                    "--no-progress")
+    assert code == 0 and err.splitlines() == [
+        "pgjax: --clip, --value-coef have no effect without a value net",
+        "pgjax: --conv-impl has no effect without network cnn"], err
     code, err = cli(capsys, "train", *TINY, "--total-timesteps", "4500", "--out",
                     str(tmp_path / "run"), "--overwrite", "--no-progress")
     assert code == 0 and err == "pgjax: --total-timesteps 4500 trains 4000 env steps per seed " \
