@@ -147,7 +147,7 @@ def _parse_grid(section: Any) -> dict:
         if not values:
             raise SpecError(f"grid: {name} is an empty list")
         grid[name] = [_field(name, v, "grid: ") for v in values]
-        if twice := next((v for i, v in enumerate(grid[name]) if v in grid[name][:i]), None):
+        if (twice := _repeated(grid[name])) is not None:
             raise SpecError(f"grid: {name} lists {describe({name: twice}).split('=', 1)[1]} "
                             f"twice (each value is a config)")
     return grid
@@ -168,12 +168,10 @@ def _loader():
 
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, str) and key in seen:
-                    raise SpecError(f"{key} is given twice (line {key_node.start_mark.line + 1})")
-                seen.add(key)
+            keys = [self.construct_object(key_node, deep=deep) for key_node, _ in node.value]
+            if (key := _repeated(keys)) is not None:
+                line = node.value[keys.index(key, keys.index(key) + 1)][0].start_mark.line
+                raise SpecError(f"{key} is given twice (line {line + 1})")
             return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver(
@@ -213,10 +211,14 @@ def _read(path: "str | os.PathLike") -> Any:
 
 
 def _unique_keys(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    if twice := next((k for i, k in enumerate(keys) if k in keys[:i]), None):
-        raise SpecError(f"{twice} is given twice")
+    if (key := _repeated([k for k, _ in pairs])) is not None:
+        raise SpecError(f"{key} is given twice")
     return dict(pairs)
+
+
+def _repeated(items: list) -> Any:
+    """The first item that an earlier one equals, or None."""
+    return next((x for i, x in enumerate(items) if x in items[:i]), None)
 
 
 def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
