@@ -28,8 +28,8 @@ from pgjax.experiment import (
 )
 from pgjax.render import render_unavailable
 from pgjax.sweep import (
-    LEASE_LIMIT,
     SpecError,
+    check_lease,
     format_sweep,
     merge_sweep,
     sweep,
@@ -327,9 +327,10 @@ def sweep_command(
             "chunks are independent programs, so run them as workers with --launcher slurm (a "
             "job array) or --launcher local (README, 'A cluster')"
         )
-    if not 0 < lease_seconds < LEASE_LIMIT:
-        raise UsageError(f"--lease-seconds must be positive and under {LEASE_LIMIT:.0e}, got "
-                         f"{lease_seconds}")
+    try:
+        check_lease(lease_seconds, "--lease-seconds")
+    except SpecError as e:
+        raise UsageError(str(e)) from None
     if worker + merge + status + (launcher is not None) > 1:
         raise UsageError("choose one of --launcher, --worker, --merge and --status")
     options = {"array_size": array_size, "partition": partition, "gpus_per_task": gpus_per_task,

@@ -172,10 +172,10 @@ def sweep(
     return _merged(out_dir, plan)
 
 
-def check_lease(lease_seconds: float) -> None:
-    """SpecError unless 0 < lease_seconds < LEASE_LIMIT."""
+def check_lease(lease_seconds: float, name: str = "lease_seconds") -> None:
+    """SpecError unless 0 < lease_seconds < LEASE_LIMIT (`name`: how the caller calls it)."""
     if not 0 < lease_seconds < LEASE_LIMIT:
-        raise SpecError(f"lease_seconds must be positive and under {LEASE_LIMIT:.0e}, got "
+        raise SpecError(f"{name} must be positive and under {LEASE_LIMIT:.0e}, got "
                         f"{lease_seconds}")
 
 
