@@ -160,11 +160,11 @@ def json_values(x):
     """`config.plain(x)` with every float that is not finite (NaN: no episode finished) as
     None, so that the JSON reads in any parser (Python's own writes NaN, which jq, JavaScript
     and Go refuse)."""
-    x = plain(x)
     if isinstance(x, dict):
         return {k: json_values(v) for k, v in x.items()}
-    if isinstance(x, list):
+    if isinstance(x, (list, tuple)):
         return [json_values(v) for v in x]
+    x = plain(x)  # a leaf: numpy and jax scalars as numbers
     if isinstance(x, float):
         return x if np.isfinite(x) else None
     return x
