@@ -89,6 +89,13 @@ def scan(chunks_dir: Path) -> Scan:
     return Scan(recorded, attempts)
 
 
+def held(chunks_dir: Path) -> list[str]:
+    """The claims that a live worker holds (latest attempt not dead), by name."""
+    me, now = this_holder(), time.time()
+    return sorted(name for name, latest in scan(chunks_dir).attempts.items()
+                  if not is_dead(read(chunks_dir, name, latest), me, now))
+
+
 def read(chunks_dir: Path, name: str, attempt: int) -> dict | None:
     """The contents of a claim file, or None when it is gone (released) or unreadable."""
     try:

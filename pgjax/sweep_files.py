@@ -13,9 +13,11 @@ aside when damaged, so that the chunk is trained again.
 """
 
 import csv
+import dataclasses
 import io
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,12 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import runs
+from pgjax import sweep_claims as claims
 from pgjax.components import given_differences
+from pgjax.config import Config
 from pgjax.sweep_claims import chunk_name, link_new
 from pgjax.sweep_spec import Chunk, Spec, SpecError
 
 MARKER = "pgjax_sweep"
 NAN_COLUMNS = ("final_return", "auc")  # the row fields that are NaN where no episode finished
+TUPLE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if isinstance(f.default, tuple))
 
 
 class IncompleteSweep(SpecError):
@@ -36,11 +41,13 @@ class IncompleteSweep(SpecError):
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    """One CSV row per dict (the first row's keys are the header), written atomically."""
+    """One CSV row per dict (the first row's keys are the header), written atomically; a tuple
+    (`hidden`) is written as its JSON list, "[32, 32]"."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: json.dumps(list(v)) if isinstance(v, tuple) else v for k, v in row.items()}
+                     for row in rows)
     runs.atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
@@ -63,9 +70,12 @@ def load_record(out_dir: Path, chunk: Chunk) -> tuple[dict | None, bool]:
     runs = list(chunk.runs)
     try:
         record = json.loads(text)
-        for row in record["rows"]:  # NaN is written as null
+        for row in record["rows"]:  # NaN is written as null, a tuple as a list
             for name in NAN_COLUMNS:
                 row[name] = float("nan") if row[name] is None else row[name]
+            for name in TUPLE_FIELDS:  # records of earlier versions hold the JSON text
+                value = row[name]
+                row[name] = tuple(json.loads(value) if isinstance(value, str) else value)
         with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
             arrays = [data[name] for name in data.files]
             whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
@@ -179,8 +189,11 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
       components: `components.describe_given` of the components given (default: none given). A
         directory holding the same spec run with other components is refused.
 
+    A different sweep that recorded no chunk and that no live worker holds (one stopped by an
+    error before its first chunk) is replaced, with a note on stderr.
+
     Raises:
-      SpecError: out_dir is a file, holds other files, or holds a different sweep.
+      SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
     """
     components = {"given": []} if components is None else components
     record_path = out_dir / "sweep.json"
@@ -188,9 +201,17 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
         if not out_dir.is_dir():
             raise SpecError(f"--out {out_dir} exists and is not a directory")
         if record_path.exists():
-            _check_same_sweep(out_dir, _read_json(record_path), spec, components)
-            (out_dir / "chunks").mkdir(exist_ok=True)
-            return
+            held = _read_json(record_path)
+            try:
+                _check_same_sweep(out_dir, held, spec, components)
+            except SpecError:
+                if held.get(MARKER) != 1 or not _trained_nothing(out_dir):
+                    raise
+                print(f"pgjax: --out {out_dir} held another sweep, which recorded no chunk; "
+                      f"this one replaces it", file=sys.stderr)
+            else:
+                (out_dir / "chunks").mkdir(exist_ok=True)
+                return
         ours = {"chunks", "sweep.json"}
         if any(p.name not in ours and not p.name.startswith(".sweep.json.")
                for p in out_dir.iterdir()):
@@ -198,6 +219,21 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
     (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
     runs.write_json(record_path, {MARKER: 1, "spec": spec.to_json(), "components": components,
                                   **runs.provenance()})
+
+
+def _trained_nothing(out_dir: Path) -> bool:
+    """Whether a sweep directory holds no chunk's files (recorded, set aside or cut short) and
+    no live worker's claim: a sweep that stopped before its first chunk, such as one whose
+    program did not fit in memory. If so, the dead workers' claims are removed."""
+    chunks_dir = out_dir / "chunks"
+    if not chunks_dir.is_dir():
+        return True
+    if claims.held(chunks_dir) or not all(
+            name.startswith(".") or ".claim-" in name for name in os.listdir(chunks_dir)):
+        return False
+    for name, latest in claims.scan(chunks_dir).attempts.items():
+        claims.release(claims.Claim(name, latest, chunks_dir))
+    return True
 
 
 def _read_json(path: Path) -> dict:

@@ -6,7 +6,6 @@ local devices and padded to the group's batch size (a run's numbers do not depen
 batch-mates). The program is the only jitted code of a sweep; everything else here is host-side.
 """
 
-import json
 import socket
 import time
 from typing import Any
@@ -166,10 +165,7 @@ def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: st
     config = plan.configs[config_id]
     ret = np.asarray(m["episode_return"], np.float64)
     finite = np.isfinite(ret)
-    fields = {}
-    for name in FIELDS:
-        value = getattr(config, name)
-        fields[name] = json.dumps(list(value)) if isinstance(value, tuple) else value
+    fields = {name: getattr(config, name) for name in FIELDS}
     return {
         "run": run,
         "config": config_id,

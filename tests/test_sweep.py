@@ -21,6 +21,7 @@ from sweep_chunks import chunk_metrics
 from user_components import BiasedPolicy, EnvParams, LogitsOnly, ShortCorridor
 
 import pgjax
+from pgjax import sweep_claims as claims
 from pgjax.cli import main
 from pgjax.sweep import (
     IncompleteSweep,
@@ -30,6 +31,7 @@ from pgjax.sweep import (
     parse_spec,
     sweep_status,
 )
+from pgjax.sweep_files import prepare_out_dir
 from pgjax.sweep_run import components_key
 from pgjax.train import seed_keys, train
 
@@ -144,7 +146,9 @@ def test_table_summary_and_files(reference):
     assert list(table["lr"]) == [lr for lr in LRS for _ in range(2)]
     assert list(table["seed_index"]) == [0, 1] * 3
     assert not table["diverged"].any() and (table["env_steps"] == 240).all()
+    assert set(table["hidden"]) == {(8,)}  # as in Config: hashable, so it groups
     csv_table = pd.read_csv(out / "results.csv")
+    assert set(csv_table["hidden"]) == {"[8]"}
     pd.testing.assert_frame_equal(csv_table[["run", "lr", "final_return", "auc"]],
                                   table[["run", "lr", "final_return", "auc"]])
     metrics = chunk_metrics(out)
@@ -387,6 +391,25 @@ def test_missing_spec_and_foreign_out_dir(reference, tmp_path, capsys):
         pgjax.sweep({**SPEC, "seeds": 3}, reference[0])
 
 
+def test_a_sweep_that_recorded_no_chunk_is_replaced(tmp_path, capsys):
+    """A sweep stopped before its first chunk (say, out of memory) leaves sweep.json and maybe a
+    dead claim; the next spec may take its directory, unless a live worker holds a chunk."""
+    chunks = tmp_path / "chunks"
+    prepare_out_dir(tmp_path, parse_spec({**SPEC, "chunk_runs": 64}))
+    (chunks / "chunk-000000.claim-1").write_text(json.dumps({"expires": 0}))  # a dead worker's
+    prepare_out_dir(tmp_path, parse_spec(SPEC))
+    assert "held another sweep, which recorded no chunk" in capsys.readouterr().err
+    assert json.loads((tmp_path / "sweep.json").read_text())["spec"]["chunk_runs"] == 4
+    assert not list(chunks.iterdir())
+    live = claims.acquire(chunks, "chunk-000001", 0, claims.this_holder(), 60.0)
+    with pytest.raises(SpecError, match="holds a different sweep .spec differs in seeds"):
+        prepare_out_dir(tmp_path, parse_spec({**SPEC, "seeds": 3}))
+    claims.release(live)
+    (chunks / "damaged-chunk-000000.json").write_text("{")  # a chunk was trained
+    with pytest.raises(SpecError, match="holds a different sweep .spec differs in seeds"):
+        prepare_out_dir(tmp_path, parse_spec({**SPEC, "seeds": 3}))
+
+
 def corridor() -> pgjax.Env:
     return pgjax.Env("corridor", env=ShortCorridor(), params=EnvParams())
 
@@ -507,6 +530,12 @@ def test_chunk_records_are_strict_json(tmp_path):
 
     for path in [*(tmp_path / "chunks").glob("*.json"), tmp_path / "summary.json"]:
         json.loads(path.read_text(), parse_constant=strict)
+    (record_path,) = (tmp_path / "chunks").glob("chunk-*.json")
+    record = json.loads(record_path.read_text())
+    assert [row["hidden"] for row in record["rows"]] == [[8], [8]]
+    for row in record["rows"]:  # as earlier versions wrote it
+        row["hidden"] = "[8]"
+    record_path.write_text(json.dumps(record))
     again = merge_sweep({"num_envs": 4, "num_steps": 4, "total_timesteps": 16,
                          "hidden": [8], "seeds": 2}, tmp_path)
-    assert again["final_return"].isna().all()
+    assert again["final_return"].isna().all() and list(again["hidden"]) == [(8,), (8,)]
