@@ -277,7 +277,9 @@ def _require_metrics(run_dir: Path) -> None:
 
 def _require_run(run_dir: Path) -> None:
     if not runs.is_run_dir(run_dir):
-        raise UsageError(f"{run_dir} is not a pgjax run directory")
+        damaged = run_dir.is_dir() and runs.damaged_run(run_dir)
+        raise UsageError(f"{run_dir} is " + (f"a damaged pgjax run ({damaged})" if damaged
+                                             else "not a pgjax run directory"))
 
 
 def sweep_command(

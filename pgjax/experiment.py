@@ -358,8 +358,8 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
 
     A finished run of the same config is reused; an unfinished one (a process killed mid-run)
     continues from its newest readable checkpoint (from the start when it has none), with the
-    numbers of an uninterrupted run; another run in `run_dir` is moved aside (to
-    RUN_DIR.replaced-<time>) for a new one.
+    numbers of an uninterrupted run; another run in `run_dir`, or one whose config.json does
+    not read, is moved aside (to RUN_DIR.replaced-<time>) for a new one.
 
     Returns:
       ("reused" | "resumed" | "trained", summary).
@@ -374,11 +374,12 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
             return "reused", read_summary(run_dir)
         except (OSError, ValueError):  # none (a run cut short) or damaged: written again
             return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
-    if runs.is_run_dir(run_dir):  # of another config or seed count: kept aside
+    damaged = run_dir.is_dir() and runs.damaged_run(run_dir)
+    if damaged or runs.is_run_dir(run_dir):  # of another config or seed count: kept aside
         aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(aside)
-        print(f"pgjax: {run_dir} held a run of another config or seed count; moved to {aside}",
-              file=sys.stderr)
+        which = f"a damaged run ({damaged})" if damaged else "a run of another config or seed count"
+        print(f"pgjax: {run_dir} held {which}; moved to {aside}", file=sys.stderr)
     return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
 
 

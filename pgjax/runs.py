@@ -91,16 +91,35 @@ def git_commit() -> str | None:
 def is_run_dir(path: Path) -> bool:
     try:
         return MARKER in json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return False
+
+
+def damaged_run(path: Path) -> str | None:
+    """Why `path`, which holds a config.json and only files a run writes, is not a run (its
+    config.json is cut short, not JSON or not a run record); None for a run or other folders."""
+    record_path = path / "config.json"
+    if is_run_dir(path) or not record_path.is_file() or _foreign(path):
+        return None
+    try:
+        json.loads(record_path.read_text())
+    except (OSError, ValueError) as e:
+        return f"its config.json does not read: {e}"
+    return "its config.json is not a pgjax run record"
+
+
+def _foreign(path: Path) -> list[str]:
+    """The names in a run directory that pgjax did not write, sorted."""
+    return sorted(p.name for p in path.iterdir()
+                  if p.name not in RUN_FILES and not p.name.startswith("."))
 
 
 def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Path:
     """The run directory a new run will use, checked without touching the disk.
 
     Refuses a path that is not a directory, one that holds other files or, unless `overwrite`,
-    a run, and one whose nearest existing folder is not writable. Default
-    runs/<env>-<timestamp>.
+    a run (whole or with a damaged config.json), and one whose nearest existing folder is not
+    writable. Default runs/<env>-<timestamp>.
     """
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -109,16 +128,19 @@ def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Pat
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"--out {out} exists and is not a directory")
+        damaged = damaged_run(out)
+        if damaged and not overwrite:
+            raise ValueError(f"--out {out} holds a damaged pgjax run ({damaged}); pass "
+                             f"--overwrite (overwrite=True in Python) to replace it")
         if is_run_dir(out):
             if not overwrite:
                 raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite "
                                  "(overwrite=True in Python)")
-            if foreign := sorted(p.name for p in out.iterdir()
-                                 if p.name not in RUN_FILES and not p.name.startswith(".")):
+            if foreign := _foreign(out):
                 raise ValueError(f"--out {out} holds a pgjax run and files it did not write "
                                  f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''})"
                                  f", which --overwrite would delete; move them first")
-        elif any(out.iterdir()):
+        elif not damaged and any(out.iterdir()):
             raise ValueError(f"--out {out} exists and is not a pgjax run directory")
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -128,7 +150,7 @@ def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Pat
 
 def create_run_dir(out: Path) -> Path:
     """Make the directory `check_run_dir` accepted, replacing the run it holds (if any)."""
-    if is_run_dir(out):
+    if is_run_dir(out) or damaged_run(out):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out

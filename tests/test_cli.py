@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pgjax.cli import main
+from pgjax.experiment import ensure_run, load_run
 
 
 def metrics_without_wall(run_dir):
@@ -129,6 +130,23 @@ def test_existing_run_needs_overwrite(tmp_path, capsys):
         "holds a pgjax run and files it did not write (notes.txt), which --overwrite would "
         "delete; move them first")
     (out / "notes.txt").unlink()
+    main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])
+    config, _ = load_run(out)
+    record = (out / "config.json").read_text()
+    (out / "config.json").write_text(record[:100])  # cut short: the run is damaged
+    damaged = "a damaged pgjax run (its config.json does not read: "
+    for argv in (["train", "--resume", str(out)], ["eval", str(out)], ["reproduce", str(out)],
+                 ["train", *TINY, "--out", str(out), "--no-progress"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert damaged in line, line
+    assert (out / "config.json").read_text() == record[:100]
+    assert ensure_run(config, out, seeds=2)[0] == "trained"  # kept aside
+    assert "held a damaged run (its config.json does not read" in capsys.readouterr().err
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert (aside / "config.json").read_text() == record[:100]
+    (out / "config.json").write_text("[]")
     main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])
 
 
