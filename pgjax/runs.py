@@ -159,14 +159,23 @@ def create_run_dir(out: Path) -> Path:
 def atomic_write(path: Path, write, mode: str = "w") -> None:
     """Write through `write(file)` to a temp file in the same folder, then rename over `path`.
 
-    A killed process leaves either the old file or the new one, never half of it.
+    A killed process leaves either the old file or the new one, never half of it. An OSError
+    (read-only folder, full disk) names `path`, not the temp file.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     os.fchmod(fd, 0o644)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
             write(f)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename not in (None, tmp):
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 import pgjax
+from pgjax import runs
 from pgjax.cli import main
 
 TINY = ["--total-timesteps", "4000", "--num-envs", "8", "--num-steps", "100", "--seeds", "2",
@@ -459,3 +460,23 @@ def test_ctrl_c_during_compile_exits_cleanly(tmp_path):
         assert proc.returncode == 130, (proc.returncode, err)
         assert err.strip().splitlines()[-1] == "pgjax: interrupted", err
         assert not (tmp_path / str(i)).exists()
+
+
+def test_a_failed_write_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "eval.json"
+
+    def disk_full(f):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as error:
+        runs.atomic_write(path, disk_full)
+    assert (error.value.errno, error.value.filename) == (28, str(path))
+    assert not list(tmp_path.iterdir())  # no temp file left
+
+    def read_only(dir, prefix):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}x1y2")
+
+    monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as error:
+        runs.write_json(path, {})
+    assert (error.value.errno, error.value.filename) == (13, str(path))
