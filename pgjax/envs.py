@@ -42,7 +42,12 @@ class Env:
 
         if env is None:
             check_env_name(name)
-            env, params = gymnax.make(name)
+            try:
+                env, params = gymnax.make(name)
+            except OSError as e:  # MNISTBandit-bsuite downloads MNIST when first made
+                reason = getattr(e, "reason", None) or e.strerror or e
+                raise OSError(f"gymnax could not make {name}, which downloads its data when "
+                              f"first made ({reason})") from None
         elif params is None:
             params = env.default_params
         self.name = name

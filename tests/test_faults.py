@@ -480,3 +480,20 @@ def test_a_failed_write_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as error:
         runs.write_json(path, {})
     assert (error.value.errno, error.value.filename) == (13, str(path))
+
+
+def test_an_env_that_cannot_download_its_data_is_one_line(monkeypatch, capsys):
+    import urllib.error
+
+    import gymnax
+
+    def offline(name):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(gymnax, "make", offline)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--env", "MNISTBandit-bsuite", "--no-progress"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "pgjax: error: gymnax could not make MNISTBandit-bsuite, which downloads its data when "
+        "first made ([Errno -2] Name or service not known)")
