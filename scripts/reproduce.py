@@ -103,8 +103,15 @@ def selected(config_name: str, variant: str, selectors: list[str]) -> bool:
     return variant in selectors or f"{config_name}:{variant}" in selectors
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage text), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="config names (file stems) to run")
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--runs", type=Path, default=RUNS)

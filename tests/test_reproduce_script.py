@@ -224,21 +224,24 @@ def test_nothing_to_run_is_a_usage_error_and_keeps_the_table(tmp_path, monkeypat
     (tmp_path / "t.md").write_text("the committed table\n")
     configs = tmp_path / "configs"
     assert reproduce_here(tmp_path, monkeypatch) == 2  # no such folder
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    assert capsys.readouterr().err.strip() == \
         f"reproduce.py: error: no configs (*.toml) in {configs}"
     configs.mkdir()
     (configs / "notes.txt").write_text("not a config")
     assert reproduce_here(tmp_path, monkeypatch) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    assert capsys.readouterr().err.strip() == \
         f"reproduce.py: error: no configs (*.toml) in {configs}"
     (configs / "tiny.toml").write_text(TOML)
     assert reproduce_here(tmp_path, monkeypatch, "--variants", "lr medium") == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    assert capsys.readouterr().err.strip() == \
         f"reproduce.py: error: no variant named lr medium in {configs}"
     for flag in ("--seeds", "--budget"):
         assert reproduce_here(tmp_path, monkeypatch, flag, "0") == 2
-        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        assert capsys.readouterr().err.strip() == \
             f"reproduce.py: error: {flag} must be positive, got 0"
+    assert reproduce_here(tmp_path, monkeypatch, "--seeds", "x") == 2
+    assert capsys.readouterr().err.strip() == \
+        "reproduce.py: error: argument --seeds: invalid int value: 'x'"
     assert (tmp_path / "t.md").read_text() == "the committed table\n"
     assert not (tmp_path / "runs").exists()
 
