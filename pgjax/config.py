@@ -10,6 +10,8 @@ import difflib
 import numbers
 from typing import Any, Literal, get_args
 
+import jax
+import numpy as np
 from flax import struct
 
 Baseline = Literal["none", "mean", "value"]
@@ -130,20 +132,28 @@ class Config(struct.PyTreeNode):
             raise ValueError(
                 f"loss_chunks={self.loss_chunks} must divide num_steps={self.num_steps}"
             )
-        for name in LEAVES:  # trained as float32
-            if not abs(float(getattr(self, name))) <= FLOAT32_MAX:
+        leaves = {}  # the concrete numeric leaves; traced ones (a vmapped grid) are skipped
+        for name in LEAVES:
+            value = getattr(self, name)
+            if isinstance(value, jax.core.Tracer):
+                continue
+            if not is_number(value):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            leaves[name] = float(value)
+            if not abs(leaves[name]) <= FLOAT32_MAX:  # trained as float32
                 raise ValueError(f"{name} must be finite in float32 (at most {FLOAT32_MAX:.4g} "
-                                 f"in size), got {getattr(self, name)}")
+                                 f"in size), got {value}")
         for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+            if name in leaves and not 0.0 <= leaves[name] <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not float(self.lr) > 0.0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not float(self.max_grad_norm) > 0.0:
-            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        for name in ("lr", "max_grad_norm"):
+            if name in leaves and not leaves[name] > 0.0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("ent_coef", "value_coef"):
-            if float(getattr(self, name)) < 0.0:
+            if name in leaves and leaves[name] < 0.0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if not isinstance(self.hidden, tuple | list):
+            raise ValueError(f"hidden must be a tuple of integers, got {self.hidden!r}")
         if bad := [h for h in self.hidden if not is_int(h)]:
             raise ValueError(f"hidden sizes must be integers, got {bad[0]!r}")
         if not self.hidden or min(self.hidden) <= 0:
@@ -157,6 +167,17 @@ class Config(struct.PyTreeNode):
 def is_int(value: Any) -> bool:
     """An integer, Python's or NumPy's (not a bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (not a bool): Python's, or a NumPy or JAX scalar of a numeric dtype."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return (getattr(value, "shape", None) == () and dtype is not None
+            and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)))
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Config))
@@ -184,7 +205,7 @@ def check_value(name: str, value: Any, where: str = "") -> Any:
     elif isinstance(default, int):
         ok, kind = is_int(value), "an integer"
     elif isinstance(default, float):
-        ok, kind = is_int(value) or isinstance(value, float), "a number"
+        ok, kind = is_number(value), "a number"
         value = float(value) if ok else value
     elif isinstance(default, tuple):
         ok = isinstance(value, list | tuple) and all(is_int(v) for v in value)

@@ -18,7 +18,9 @@ and optionally
                          # estimators whose baseline is not one number per step.
 
 The trainer minimizes `losses.policy_gradient_loss` of the targets, whichever estimator made
-them. An estimator must be hashable (a frozen dataclass is): jitted functions close over it.
+them. Jitted functions close over an estimator, so it need not be hashable; a hashable one (a
+frozen dataclass) compares by value, so that `pgjax.sweep` shares a compiled program between
+equal ones.
 
 The built-in family (`--estimator`), from the derivation's first form to actor-critic:
   TotalReturn     R(τ) for every step of an episode: ∇J = E[R(τ) Σ_t ∇log π(a_t|s_t)].
@@ -40,6 +42,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from pgjax.config import CHOICES, is_number
 from pgjax.losses import Targets, masked_mean, normalize
 from pgjax.returns import (
     complete_episode_mask,
@@ -126,6 +129,10 @@ class ReturnToGo:
         return self.baseline == "value"
 
     def check(self, env: Any, config: Any) -> None:
+        for name in ("baseline", "window"):
+            if getattr(self, name) not in CHOICES[name]:
+                raise ValueError(f"ReturnToGo's {name} must be one of {CHOICES[name]}, got "
+                                 f"{getattr(self, name)!r}")
         if self.window == "bootstrap" and not self.uses_value:
             raise ValueError("window='bootstrap' needs baseline='value' (a learned V to bootstrap)")
         if self.window == "episodes" and config.num_steps < env.max_episode_steps:
@@ -298,6 +305,12 @@ class GAE:
     lam: Any = 0.95
     normalize: bool = True
     uses_value = True
+
+    def check(self, env: Any, config: Any) -> None:
+        if isinstance(self.lam, jax.core.Tracer):  # a vmapped grid's: checked where it is made
+            return
+        if not is_number(self.lam) or not 0.0 <= float(self.lam) <= 1.0:
+            raise ValueError(f"GAE's lam must be a number in [0, 1], got {self.lam!r}")
 
     def __call__(self, inputs: EstimatorInputs) -> Targets:
         batch, values = inputs.batch, inputs.values

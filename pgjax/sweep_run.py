@@ -14,7 +14,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pgjax.components import build
 from pgjax.config import FIELDS, LEAVES, Config
 from pgjax.sweep_claims import this_holder
 from pgjax.sweep_spec import Chunk, Plan, static_key
@@ -33,7 +32,7 @@ def batch_program(static: Config, components: dict):
     """
 
     def one_run(config: Config, key: jax.Array):
-        return train(config, key, build(config, validate=False, **components))
+        return train(config, key, **components)
 
     def program(leaves: dict, key_data: jax.Array):
         config = static.replace(**leaves)

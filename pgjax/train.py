@@ -327,14 +327,31 @@ def train_chunk(
 
 
 def train(
-    config: Config, key: jax.Array, parts: Components | None = None
+    config: Config, key: jax.Array, parts: Components | None = None, **components
 ) -> tuple[TrainState, Metrics]:
     """A whole run for one seed: init, then `config.num_updates` updates. Pure and jittable.
 
-    `parts` default to `build(config)`, made inside the trace so that a vmapped config's leaves
-    (e.g. init_log_std) reach the networks.
+    Args:
+      config: hyperparameters, checked by `Config.validate` (its traced leaves, such as a
+        vmapped grid's, are not: check those where the grid is made).
+      key: the seed's PRNG key.
+      parts: `build`'s components, used as built: a config leaf they were built with (GAE's λ,
+        init_log_std) stays at that value even when `config` is vmapped.
+      **components: env=, policy=, value=, estimator= instead of `parts`: `build` runs inside
+        the trace, so that a vmapped config's leaves reach what it makes. Neither: the config's
+        built-in components, likewise. `make_train` also checks the components before any
+        compile; this does not.
+
+    Example: a grid over GAE's λ with your own env, in one program:
+
+        configs = jax.vmap(lambda lam: config.replace(gae_lambda=lam))(jnp.array([0.9, 0.99]))
+        jax.vmap(functools.partial(pgjax.train, env=env), in_axes=(0, None))(configs, key)
     """
-    parts = build(config, validate=False) if parts is None else parts
+    config.validate()
+    if parts is None:
+        parts = build(config, validate=False, **components)
+    elif components:
+        raise TypeError(f"train takes parts or components, not both (got {', '.join(components)})")
     return train_chunk(config, init_state(config, key, parts), config.num_updates, parts)
 
 

@@ -182,6 +182,39 @@ def test_vmap_over_config_leaves_matches_single_runs():
     assert not np.allclose(grid.loss[0], grid.loss[1])
 
 
+def test_vmap_over_leaves_reaches_components_given_by_keyword():
+    """A grid over GAE's λ with an env object: `train(config, key, env=...)` builds inside the
+    trace, so each λ trains its own GAE; prebuilt `parts` keep the λ they were built with."""
+    env = pgjax.Env("CartPole-v1")
+    base = SMALL.replace(estimator="gae")
+    configs = jax.vmap(lambda lam: base.replace(gae_lambda=lam))(jnp.array([0.0, 1.0]))
+    key = jax.random.key(0)
+    _, grid = jax.jit(jax.vmap(functools.partial(pgjax.train, env=env), in_axes=(0, None)))(
+        configs, key)
+    for i, lam in enumerate([0.0, 1.0]):
+        _, single = jax.jit(pgjax.make_train(base.replace(gae_lambda=lam), env=env))(key)
+        np.testing.assert_allclose(grid.loss[i], single.loss, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(grid.loss[0], grid.loss[1])
+    parts = pgjax.build(base, env=env)
+    _, frozen = jax.jit(jax.vmap(functools.partial(pgjax.train, parts=parts), in_axes=(0, None)))(
+        configs, key)
+    np.testing.assert_array_equal(frozen.loss[0], frozen.loss[1])
+    with pytest.raises(TypeError, match="train takes parts or components, not both"):
+        pgjax.train(base, key, parts, env=env)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"gamma": 1.5}, "gamma must be in [0, 1], got 1.5"),
+    ({"lr": "0.01"}, "lr must be a number, got '0.01'"),
+    ({"ent_coef": True}, "ent_coef must be a number, got True"),
+    ({"hidden": 16}, "hidden must be a tuple of integers, got 16"),
+])
+def test_train_checks_a_concrete_config(overrides, message):
+    with pytest.raises(ValueError) as error:
+        pgjax.train(SMALL.replace(**overrides), jax.random.key(0))
+    assert str(error.value) == message
+
+
 def test_bootstrap_reads_final_observation_at_truncation():
     config = SMALL.replace(baseline="value", window="bootstrap", gamma=0.9)
     parts = pgjax.build(config)
