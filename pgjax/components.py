@@ -322,6 +322,7 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
             f"the policy samples a batch of 1 action of shape {getattr(sample, 'shape', None)}; "
             f"{env.name}'s is {(1, *env.action_shape)}"
         )
+    _check_env(env, jax.ShapeDtypeStruct(env.action_shape, sample.dtype))
     logits = getattr(getattr(dist, "logits", None), "shape", None)
     if not env.continuous and logits is not None and logits[-1:] != (env.num_actions,):
         raise ComponentError(
@@ -343,6 +344,49 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
                 f"{getattr(v, 'shape', None)}, expected (1,)"
             )
     _check_targets(config, components, sample.dtype)
+
+
+def _check_env(env: Env, action: jax.ShapeDtypeStruct) -> None:
+    """Reset and step one copy of the env abstractly, as `Env` calls gymnax's functions, with
+    an action of the policy's shape and dtype: a step that is not gymnax 1.0's six values, an
+    info without `final_observation`, or observations of another size than the observation
+    space's fail here, as one line."""
+    key = jax.random.key(0)
+    name = f"the env {env.name}"
+
+    def observations(what: str, obs: Any) -> None:
+        size = int(np.prod(getattr(obs, "shape", (-1,))))
+        if size != env.obs_dim:
+            raise ComponentError(f"{name} {what} of shape {getattr(obs, 'shape', None)}; its "
+                                 f"observation space says {env.obs_shape}")
+
+    try:
+        obs, state = jax.eval_shape(env.env.reset, key, env.params)
+    except Exception as e:  # JAX and gymnax raise many types
+        raise ComponentError(f"{name} fails to reset: {_reason(e)}") from None
+    observations("resets to observations", obs)
+    try:
+        out = jax.eval_shape(lambda k, s, a: env.env.step(k, s, a, env.params), key, state, action)
+    except Exception as e:
+        raise ComponentError(f"{name} fails to step with an action of shape {action.shape} and "
+                             f"dtype {action.dtype} (the policy's): {_reason(e)}") from None
+    if not (isinstance(out, tuple) and len(out) == 6):
+        count = f"{len(out)} values" if isinstance(out, tuple) else _kind(out)
+        raise ComponentError(f"{name}'s step returns {count}; a gymnax 1.0 env returns six: "
+                             f"obs, state, reward, terminated, truncated, info")
+    observations("steps to observations", out[0])
+    info = out[5]
+    if not isinstance(info, dict) or "final_observation" not in info:
+        raise ComponentError(
+            f"{name}'s step info has no 'final_observation' (the observation before gymnax's "
+            f"automatic reset, from which a cut episode is bootstrapped)")
+    observations("has final observations", info["final_observation"])
+
+
+def _reason(e: Exception) -> str:
+    """The first line of an exception's message (its type when it has none), at most 200
+    characters."""
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
 
 
 def _check_targets(config: Config, components: Components, action_dtype) -> None:
@@ -374,9 +418,8 @@ def _check_targets(config: Config, components: Components, action_dtype) -> None
     try:
         out = jax.eval_shape(targets, batch, last_obs, values)
     except Exception as e:  # JAX raises many types for an estimator that does not trace
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ComponentError(f"the estimator {name} fails on a batch of shape {shape}: "
-                             f"{reason}") from None
+                             f"{_reason(e)}") from None
     if not isinstance(out, Targets):
         raise ComponentError(f"the estimator {name} returned {type(out).__name__}; it must "
                              f"return pgjax.losses.Targets(returns, advantages, mask, weights)")
@@ -420,7 +463,7 @@ def _abstract(fn, obs: jax.ShapeDtypeStruct, what: str, env: Env):
     try:
         return jax.eval_shape(fn, obs)
     except Exception as e:  # flax/JAX raise many types for a shape that does not fit
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        reason = _reason(e)
         if isinstance(e, TypeError) and "not a valid JAX type" in reason:
             raise ComponentError(
                 f"the {what} returns a value that is not a pytree of arrays; make its "

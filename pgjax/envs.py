@@ -54,8 +54,14 @@ class Env:
         self.env, self.params = env, params
         space = self.env.action_space(self.params)
         obs_space = self.env.observation_space(self.params)
+        if not isinstance(getattr(obs_space, "shape", None), tuple | list):
+            raise ValueError(f"{name}: observation space {type(obs_space).__name__} has no shape; "
+                             f"pgjax takes array observations (Box or Discrete)")
         self.obs_shape = tuple(int(n) for n in obs_space.shape)
         self.obs_dim = int(np.prod(self.obs_shape))  # size of a flattened observation
+        if not hasattr(self.params, "max_steps_in_episode"):
+            raise ValueError(f"{name}: its params have no max_steps_in_episode, the episode "
+                             f"limit of gymnax's EnvParams, which pgjax reads")
         self.max_episode_steps = int(self.params.max_steps_in_episode)
         self.continuous = isinstance(space, spaces.Box)
         if self.continuous:

@@ -141,6 +141,27 @@ class UnsupportedActions(ShortCorridor):
         return spaces.Dict({"a": spaces.Discrete(2)})
 
 
+class FiveValueStep(ShortCorridor):  # the gym API before gymnax 1.0
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = super().step(key, state, action, params)
+        return obs, state, reward, terminated | truncated, info
+
+
+class NoFinalObservation(ShortCorridor):
+    def step(self, key, state, action, params=None):
+        return (*super().step(key, state, action, params)[:5], {})
+
+
+class WrongObservationSpace(ShortCorridor):
+    def observation_space(self, params=None):
+        return spaces.Box(0.0, 1.0, (3,), jnp.float32)
+
+
+class DictObservations(ShortCorridor):
+    def observation_space(self, params=None):
+        return spaces.Dict({"pos": spaces.Box(0.0, 1.0, (1,), jnp.float32)})
+
+
 class TwoValues(nn.Module):
     @nn.compact
     def __call__(self, obs):
@@ -262,6 +283,16 @@ class NeedsValues:
         (pgjax.Config(network="cnn"), {}, "network='cnn' needs image observations"),
         (pgjax.Config(), {"env": UnsupportedActions()}, "action space Dict is not supported"),
         (pgjax.Config(), {"env": 3}, "env must be a pgjax.Env"),
+        (pgjax.Config(), {"env": FiveValueStep()}, "the env FiveValueStep's step returns 5 "
+         "values; a gymnax 1.0 env returns six: obs, state, reward, terminated, truncated, info"),
+        (pgjax.Config(), {"env": NoFinalObservation()}, "the env NoFinalObservation's step info "
+         "has no 'final_observation'"),
+        (pgjax.Config(), {"env": WrongObservationSpace()}, "the env WrongObservationSpace "
+         "resets to observations of shape (1,); its observation space says (3,)"),
+        (pgjax.Config(), {"env": DictObservations()}, "DictObservations: observation space Dict "
+         "has no shape; pgjax takes array observations (Box or Discrete)"),
+        (pgjax.Config(), {"env": (ShortCorridor(), {"length": 5})}, "its params have no "
+         "max_steps_in_episode"),
         (pgjax.Config(), {"value": pgjax.ValueNet((8,))}, "does not use one"),
         (pgjax.Config(baseline="value"), {"value": TwoValues()}, "expected (1,)"),
         (pgjax.Config(init_log_std=-1.0), {}, "continuous actions only"),
