@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from pgjax.config import CHOICES, is_number
 from pgjax.losses import Targets, masked_mean, normalize
 from pgjax.returns import (
+    check_unit_interval,
     complete_episode_mask,
     discounted_returns,
     episode_start_mask,
@@ -307,10 +308,9 @@ class GAE:
     uses_value = True
 
     def check(self, env: Any, config: Any) -> None:
-        if isinstance(self.lam, jax.core.Tracer):  # a vmapped grid's: checked where it is made
-            return
-        if not is_number(self.lam) or not 0.0 <= float(self.lam) <= 1.0:
-            raise ValueError(f"GAE's lam must be a number in [0, 1], got {self.lam!r}")
+        if not isinstance(self.lam, jax.core.Tracer) and not is_number(self.lam):
+            raise ValueError(f"GAE's lam must be a number, got {self.lam!r}")
+        check_unit_interval("GAE's lam", self.lam)
 
     def __call__(self, inputs: EstimatorInputs) -> Targets:
         batch, values = inputs.batch, inputs.values

@@ -20,9 +20,11 @@ class Targets(NamedTuple):
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Mean of `x` over entries where `mask` is 1 (all entries if mask is None); 0 if none."""
+    """Mean of `x` over entries where `mask` (of x's shape) is 1 (all entries if mask is None);
+    0 if none."""
     if mask is None:
         return jnp.mean(x)
+    chex.assert_equal_shape([x, mask])
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -56,7 +58,9 @@ def reinforce_loss(
     Returns:
       Scalar loss.
     """
-    chex.assert_equal_shape([log_probs, returns])
+    chex.assert_equal_shape([log_probs, returns, *(x for x in (mask, weights) if x is not None)])
+    if jnp.ndim(baseline) != 0:
+        chex.assert_equal_shape([log_probs, baseline])
     advantages = returns if baseline is None else returns - baseline
     advantages = jax.lax.stop_gradient(advantages)
     if count is not None:
@@ -81,7 +85,7 @@ def value_loss(
     With `count` (keyword-only), the inputs are one time slice of a batch whose mean is over
     `count` steps: Σ_t (½ m_t / count) (V(s_t) − G_t)², this slice's share.
     """
-    chex.assert_equal_shape([values, targets])
+    chex.assert_equal_shape([values, targets, *(() if mask is None else (mask,))])
     error = (values - jax.lax.stop_gradient(targets)) ** 2
     if count is not None:
         coef = 0.5 * (jnp.ones_like(error) if mask is None else mask) / count

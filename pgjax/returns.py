@@ -5,6 +5,15 @@ import jax
 import jax.numpy as jnp
 
 
+def check_unit_interval(name: str, x: float | jax.Array) -> None:
+    """ValueError unless a concrete scalar `x` is in [0, 1]; a traced one (a vmapped config
+    leaf) is checked where it was made."""
+    if isinstance(x, jax.core.Tracer) or jnp.ndim(x) != 0:
+        return
+    if not 0.0 <= float(x) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {x}")
+
+
 def discounted_returns(
     rewards: jax.Array,
     dones: jax.Array,
@@ -37,6 +46,7 @@ def discounted_returns(
     Reference: Sutton & Barto (2018), §3.3 and §13.3.
     """
     chex.assert_equal_shape([rewards, dones])
+    check_unit_interval("gamma", gamma)
     rewards = jnp.asarray(rewards, jnp.float32)
     dones = jnp.asarray(dones, bool)
     if bootstrap is None:
@@ -90,6 +100,8 @@ def generalized_advantages(
       [T, *batch] float32 advantages A_t.
     """
     chex.assert_equal_shape([rewards, values, next_values, dones])
+    check_unit_interval("gamma", gamma)
+    check_unit_interval("lam", lam)
     delta = jnp.asarray(rewards, jnp.float32) + gamma * next_values - values
     decay = gamma * lam * (1.0 - jnp.asarray(dones, jnp.float32))
 

@@ -57,12 +57,21 @@ class Transition(NamedTuple):
         return count, total / jnp.maximum(count, 1)
 
 
+def require_env(env: Any, where: str) -> None:
+    """TypeError unless `env` is a `pgjax.Env` (a gymnax environment's reset and step take other
+    arguments, which would run unbatched)."""
+    if not isinstance(env, Env):
+        raise TypeError(f"{where} takes a pgjax.Env, got {type(env).__name__}; wrap a gymnax "
+                        f"environment as pgjax.Env(name, env=..., params=...)")
+
+
 def init_runner(
     key: jax.Array, env: Env, num_envs: int, *, group_size: int = 1, policy: Any = None
 ) -> RunnerState | RecurrentRunnerState:
     """Reset `num_envs` envs. With group_size K > 1, each run of K consecutive envs (a group)
     is reset from one key, so its K envs start from the same state. With a recurrent `policy`
     (one with `initialize_carry`) the runner also holds its initial carry."""
+    require_env(env, "init_runner")
     if group_size == 1:
         obs, env_state = env.reset(key, num_envs)
     else:
@@ -109,6 +118,7 @@ def rollout(
     and an env key, the env key into B; they are made before the loop (fewer per-step kernels),
     giving the same bits as drawing them step by step.
     """
+    require_env(env, "rollout")
     num_envs = runner.obs.shape[0]
     recurrent = isinstance(runner, RecurrentRunnerState)
 

@@ -191,3 +191,16 @@ def test_masked_mean():
     empty = masked_mean(x + 7.0, jnp.zeros((2, 3)))
     assert np.isfinite(float(empty))
     assert float(empty) == 0.0
+
+
+@pytest.mark.parametrize("keyword", ["mask", "weights", "baseline"])
+def test_a_per_step_input_of_another_shape_is_refused(keyword):
+    """A [B] mask would broadcast over [T, B] and scale the loss by T; it is refused."""
+    log_probs = jnp.zeros((5, 3))
+    with pytest.raises(AssertionError, match=r"different shapes: \[\(5, 3\), .*\(3,\)\]"):
+        reinforce_loss(log_probs, log_probs, **{keyword: jnp.ones(3)})
+    with pytest.raises(AssertionError, match="different shapes"):
+        masked_mean(log_probs, jnp.ones(3))
+    with pytest.raises(AssertionError, match="different shapes"):
+        value_loss(log_probs, log_probs, jnp.ones(3))
+    assert reinforce_loss(log_probs, log_probs + 1.0, baseline=1.0) == 0.0  # a scalar baseline

@@ -229,3 +229,9 @@ def test_episode_start_mask_vs_numpy():
     got = np.asarray(episode_start_mask(jnp.asarray(episode_t), last_start))
     np.testing.assert_array_equal(got, expected)
     assert (got[:, start_t > 0][0] == 0).all()  # running episodes are left out
+
+
+@pytest.mark.parametrize("gamma", [1.5, -0.1])
+def test_a_discount_outside_the_unit_interval_is_refused(gamma):
+    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]"):
+        discounted_returns(jnp.ones((4, 2)), jnp.zeros((4, 2), bool), gamma)

@@ -333,3 +333,9 @@ def test_env_step_with_split_keys_equals_one_key(make_key, num_envs):
     split = env.step(jax.random.split(key, num_envs), state, action)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_gymnax_environment_must_be_wrapped_in_env():
+    """gymnax's own reset takes (key, params): given 4 as params it would run one env, not 4."""
+    with pytest.raises(TypeError, match="init_runner takes a pgjax.Env, got CartPole; wrap"):
+        init_runner(jax.random.key(0), gymnax.make("CartPole-v1")[0], 4)
