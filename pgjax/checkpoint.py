@@ -68,13 +68,18 @@ def _path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
+KEEP_CHECKPOINTS = 3  # a run's newest checkpoints kept by default
+
+
 class Checkpoints:
     """Atomic, numbered checkpoints (step = updates done) under RUN_DIR/checkpoints.
 
-    With `create=False` (reading a run) a missing folder is a CheckpointError, not a new folder.
+    Saving deletes all but the `max_to_keep` newest (None: keeps every one). With
+    `create=False` (reading a run) a missing folder is a CheckpointError, not a new folder.
     """
 
-    def __init__(self, run_dir: Path, max_to_keep: int = 3, *, create: bool = True):
+    def __init__(self, run_dir: Path, max_to_keep: int | None = KEEP_CHECKPOINTS, *,
+                 create: bool = True):
         self.root = (Path(run_dir) / "checkpoints").absolute()
         if not create and not self.root.is_dir():
             raise CheckpointError(f"{run_dir} has no checkpoints")
@@ -148,7 +153,10 @@ class Checkpoints:
         steps = self.steps()
         if step is not None and step not in steps:
             listed = ", ".join(map(str, steps)) or "none"
-            raise CheckpointError(f"no checkpoint {step}; available: {listed}")
+            kept = (f" (a run keeps its newest {self.max_to_keep} unless trained with "
+                    f"--keep-checkpoints)" if self.max_to_keep and len(steps) >= self.max_to_keep
+                    else "")
+            raise CheckpointError(f"no checkpoint {step}; available: {listed}{kept}")
         ahead = [s for s in steps if step is None and at_most is not None and s > at_most]
 
         def report_and_set_aside(damaged):  # once a checkpoint (or the start) is chosen

@@ -13,7 +13,7 @@ from typing import Literal
 import tyro
 
 from pgjax import plots, runs, stats
-from pgjax.checkpoint import CheckpointError
+from pgjax.checkpoint import KEEP_CHECKPOINTS, CheckpointError
 from pgjax.components import idle_fields
 from pgjax.config import FIELDS, Config
 from pgjax.experiment import (
@@ -53,6 +53,7 @@ def train_command(
     chunks: int | None = None,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float = 5.0,
+    keep_checkpoints: int | None = KEEP_CHECKPOINTS,
     progress: bool = True,
     log: tuple[Literal["tensorboard", "wandb"], ...] = (),
 ) -> None:
@@ -69,6 +70,7 @@ def train_command(
         None: about 20 of at least 16 updates each).
       checkpoint_every: checkpoint every this many chunks and at the end (None: by minutes).
       checkpoint_minutes: least minutes between checkpoints when --checkpoint-every is None.
+      keep_checkpoints: the newest checkpoints kept (None: all, to evaluate along training).
       progress: show the progress bar.
       log: also log to TensorBoard (RUN_DIR/tensorboard) and/or W&B (offline unless WANDB_MODE).
     """
@@ -76,7 +78,8 @@ def train_command(
         _require_run(resume)
         ignored = _ignored_on_resume(
             resume, config, seeds=seeds, seed=seed, out=out, overwrite=overwrite, chunks=chunks,
-            checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, log=log,
+            checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
+            keep_checkpoints=keep_checkpoints, log=log,
         )
         if ignored:
             print(f"pgjax: {resume} resumes as its config.json records it; ignoring "
@@ -87,7 +90,7 @@ def train_command(
         run_dir, summary = train_run(
             config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
             checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
-            progress=progress, resume=resume is not None,
+            keep_checkpoints=keep_checkpoints, progress=progress, resume=resume is not None,
             overwrite=overwrite, log=log,
         )
     except (CheckpointError, ValueError, MemoryError) as e:
@@ -144,6 +147,7 @@ def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
             recorded.num_updates, given["chunks"]) == used["chunk_updates"],
         "checkpoint_every": given["checkpoint_every"] == used["checkpoint_every"],
         "checkpoint_minutes": given["checkpoint_minutes"] == used["checkpoint_minutes"],
+        "keep_checkpoints": given["keep_checkpoints"] == used["keep_checkpoints"],
         "log": sorted(given["log"]) == sorted(used["log"]),
     }
     defaults = inspect.signature(train_command).parameters

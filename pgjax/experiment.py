@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from pgjax import plots, runs, stats
-from pgjax.checkpoint import CheckpointError, Checkpoints
+from pgjax.checkpoint import KEEP_CHECKPOINTS, CheckpointError, Checkpoints
 from pgjax.components import (
     ComponentError,
     Components,
@@ -118,6 +118,9 @@ def _check_record(record: dict, config: Config) -> None:
         raise TypeError(f"checkpoint_every is {every!r}")
     if not (isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0):
         raise TypeError(f"checkpoint_minutes is {minutes!r}")
+    keep = record.get("keep_checkpoints", KEEP_CHECKPOINTS)
+    if not (keep is None or (is_int(keep) and keep >= 1)):
+        raise TypeError(f"keep_checkpoints is {keep!r}")
     log = record.get("log", [])
     if not (isinstance(log, list) and all(x in LOGGERS for x in log)):
         raise TypeError(f"log is {log!r}")
@@ -130,13 +133,15 @@ def _check_record(record: dict, config: Config) -> None:
 
 
 def resumed_settings(record: dict, *, checkpoint_every, checkpoint_minutes) -> dict:
-    """The run settings a resumed run takes from its record: seeds, seed, loggers, chunk length
-    and checkpoint schedule (the given one where an older record has none)."""
+    """The run settings a resumed run takes from its record: seeds, seed, loggers, chunk length,
+    checkpoint schedule (the given one where an older record has none) and the checkpoints kept
+    (`KEEP_CHECKPOINTS` where it has none)."""
     return {
         "seeds": record["seeds"], "seed": record["seed"], "log": tuple(record.get("log", ())),
         "chunk_updates": record["chunk_updates"],
         "checkpoint_every": record.get("checkpoint_every", checkpoint_every),
         "checkpoint_minutes": record.get("checkpoint_minutes", checkpoint_minutes),
+        "keep_checkpoints": record.get("keep_checkpoints", KEEP_CHECKPOINTS),
     }
 
 
@@ -187,13 +192,14 @@ def what_made_state(record: dict) -> str:
 
 
 def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every,
-               checkpoint_minutes, log):
+               checkpoint_minutes, keep_checkpoints, log):
     """The config (env named after the run's env) and config.json of a new run."""
     config = config.replace(env=parts.env.name)
     n = chunk_length(config.num_updates, chunks)
     record = runs.config_record(
         config, seeds=seeds, seed=seed, chunk_updates=n, checkpoint_every=checkpoint_every,
-        checkpoint_minutes=checkpoint_minutes, log=list(log), components=describe_given(given),
+        checkpoint_minutes=checkpoint_minutes, keep_checkpoints=keep_checkpoints, log=list(log),
+        components=describe_given(given),
     )
     return config, record
 
@@ -392,6 +398,7 @@ def train_run(
     chunks: int | None = None,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float = 5.0,
+    keep_checkpoints: int | None = KEEP_CHECKPOINTS,
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
@@ -419,6 +426,8 @@ def train_run(
       checkpoint_every: chunks between checkpoints (None: by `checkpoint_minutes`).
       checkpoint_minutes: the least wall time between checkpoints when `checkpoint_every` is
         None; a run shorter than that has only its final checkpoint.
+      keep_checkpoints: the newest checkpoints kept (older ones are deleted as new ones are
+        saved); None keeps every one, for evaluating a run along its training.
       progress: show a progress bar.
       resume: continue the run in `run_dir`.
       overwrite: replace the run that `run_dir` holds (once the new one has compiled).
@@ -444,11 +453,14 @@ def train_run(
                                 checkpoint_minutes=checkpoint_minutes)
         seeds, seed, log = used["seeds"], used["seed"], used["log"]
         checkpoint_every, checkpoint_minutes = used["checkpoint_every"], used["checkpoint_minutes"]
+        keep_checkpoints = used["keep_checkpoints"]
     else:
         for name, value in (("seeds", seeds), ("chunks", 1 if chunks is None else chunks),
                             ("checkpoint_every", 1 if checkpoint_every is None
                              else checkpoint_every),
-                            ("checkpoint_minutes", checkpoint_minutes)):
+                            ("checkpoint_minutes", checkpoint_minutes),
+                            ("keep_checkpoints", 1 if keep_checkpoints is None
+                             else keep_checkpoints)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         check_seed(seed)
@@ -457,7 +469,8 @@ def train_run(
                                      overwrite=overwrite)
         config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
                                     chunks=chunks, checkpoint_every=checkpoint_every,
-                                    checkpoint_minutes=checkpoint_minutes, log=log)
+                                    checkpoint_minutes=checkpoint_minutes,
+                                    keep_checkpoints=keep_checkpoints, log=log)
     try:
         check_available(log)
     except LoggerUnavailable as e:
@@ -472,7 +485,7 @@ def train_run(
         runs.write_json(run_dir / "config.json", record)
     loggers = make_loggers(log, run_dir, record)
 
-    ckpt = Checkpoints(run_dir)
+    ckpt = Checkpoints(run_dir, keep_checkpoints)
     start = 0
     if resume and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
         start, state = ckpt.restore(state, set_aside=True,
@@ -568,7 +581,7 @@ def restore_run(run_dir: Path, step: int | None = None, **components):
     run_dir = Path(run_dir)
     init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)))
     like = init(sharded_seed_keys(record["seed"], record["seeds"]))
-    ckpt = Checkpoints(run_dir, create=False)
+    ckpt = Checkpoints(run_dir, record.get("keep_checkpoints", KEEP_CHECKPOINTS), create=False)
     try:
         update, state = ckpt.restore(like, step, changed=what_made_state(record))
     finally:

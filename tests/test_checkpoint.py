@@ -107,9 +107,30 @@ def test_checkpoint_schedule_by_time_or_by_chunks(tmp_path):
     assert checkpoint_steps(tmp_path / "chunks") == [4, 6]
     record = json.loads((tmp_path / "chunks" / "config.json").read_text())
     assert (record["checkpoint_every"], record["checkpoint_minutes"]) == (4, 1e-9)
-    for bad in ({"checkpoint_every": 0}, {"checkpoint_minutes": 0.0}):
+    for bad in ({"checkpoint_every": 0}, {"checkpoint_minutes": 0.0}, {"keep_checkpoints": 0}):
         with pytest.raises(ValueError, match="must be positive"):
             run(tmp_path / "bad", **bad)
+
+
+def test_keep_checkpoints_keeps_every_one_also_on_resume(tmp_path, capsys):
+    config = pgjax.Config(num_envs=4, num_steps=10, total_timesteps=4 * 10 * 6)
+    run_dir = tmp_path / "all"
+    pgjax.train_run(config, run_dir, seeds=1, chunks=6, checkpoint_every=1, keep_checkpoints=None,
+                    progress=False)
+    assert checkpoint_steps(run_dir) == [1, 2, 3, 4, 5, 6]
+    (run_dir / "summary.json").unlink()
+    for step in ("5", "6"):  # as if killed during chunk 5
+        shutil.rmtree(run_dir / "checkpoints" / step)
+    pgjax.train_run(None, run_dir, resume=True, progress=False)  # keeps what config.json says
+    assert checkpoint_steps(run_dir) == [1, 2, 3, 4, 5, 6]
+    assert pgjax.evaluate_run(run_dir, episodes=1, step=2)["checkpoint_update"] == 2
+    pgjax.train_run(config, tmp_path / "three", seeds=1, chunks=6, checkpoint_every=1,
+                    progress=False)
+    with pytest.raises(SystemExit):
+        main(["eval", str(tmp_path / "three"), "--checkpoint", "2"])
+    assert capsys.readouterr().err.strip() == (
+        "pgjax: error: no checkpoint 2; available: 4, 5, 6 (a run keeps its newest 3 unless "
+        "trained with --keep-checkpoints)")
 
 
 def test_resume_keeps_a_recorded_chunk_schedule(tmp_path):

@@ -262,6 +262,7 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
     ({"log": "wandb"}, "(log is 'wandb')"),
     ({"checkpoint_every": 0}, "(checkpoint_every is 0)"),
     ({"checkpoint_minutes": -1}, "(checkpoint_minutes is -1)"),
+    ({"keep_checkpoints": 0}, "(keep_checkpoints is 0)"),
 ])
 def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_path, capsys,
                                                              edit, message):
