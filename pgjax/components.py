@@ -38,6 +38,7 @@ from pgjax.policies import (
     ValueNet,
     init_policy,
     initial_carry,
+    is_recurrent,
     step_policy,
 )
 from pgjax.rollout import Transition
@@ -241,6 +242,10 @@ def build(
         if isinstance(given, type):
             raise ComponentError(f"{name}= takes an instance ({given.__name__}(...)), not the "
                                  f"class {given.__name__}")
+        if name in ("policy", "value") and given is not None and not (
+                callable(getattr(given, "init", None)) and callable(getattr(given, "apply", None))):
+            raise ComponentError(f"{name}= takes a flax module (with init and apply), got "
+                                 f"{type(given).__name__}")
     if validate:
         config.validate()
     own_policy = policy is not None
@@ -312,9 +317,11 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
     dist = _abstract(policy_dist, obs, "policy", env)
     for method in ("sample", "log_prob", "entropy"):
         if not callable(getattr(dist, method, None)):
+            order = (", and a recurrent one (carry, obs, first) to (carry, distribution), in "
+                     "that order" if is_recurrent(policy) else "")
             raise ComponentError(
                 f"the policy returned {_kind(dist)}, which has no {method}(); a policy maps "
-                f"observations to a distribution (see pgjax.policies)"
+                f"observations to a distribution{order} (see pgjax.policies)"
             )
     sample = _abstract(lambda o: policy_dist(o).sample(key), obs, "policy", env)
     if getattr(sample, "shape", None) != (1, *env.action_shape):

@@ -413,8 +413,8 @@ def train_run(
     `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
     with the stored config and checkpoint interval (the arguments are ignored) and ends with the
     numbers of an uninterrupted run; damaged checkpoints and those newer than the one restored
-    are moved aside. A finished run is not trained again. Nothing is written to a new run's
-    directory until its programs compiled and fit in memory.
+    are moved aside. A finished run is not trained again (nor asks for its components).
+    Nothing is written to a new run's directory until its programs compiled and fit in memory.
 
     Args:
       config: hyperparameters (ignored on resume).
@@ -446,9 +446,9 @@ def train_run(
     if resume:
         run_dir = Path(run_dir)
         config, record = load_run(run_dir)
-        parts = run_components(config, record, components)
-        if (summary := finished(run_dir, config)) is not None:
+        if (summary := finished(run_dir, config)) is not None:  # nothing to train: no components
             return run_dir, summary
+        parts = run_components(config, record, components)
         used = resumed_settings(record, checkpoint_every=checkpoint_every,
                                 checkpoint_minutes=checkpoint_minutes)
         seeds, seed, log = used["seeds"], used["seed"], used["log"]

@@ -162,6 +162,15 @@ class DictObservations(ShortCorridor):
         return spaces.Dict({"pos": spaces.Box(0.0, 1.0, (1,), jnp.float32)})
 
 
+class SwappedRecurrent(nn.Module):  # returns (distribution, carry): the wrong order
+    def initialize_carry(self, batch_shape):
+        return jnp.zeros((*batch_shape, 4))
+
+    @nn.compact
+    def __call__(self, carry, obs, first):
+        return pgjax.Categorical(logits=nn.Dense(2)(obs)), carry
+
+
 class TwoValues(nn.Module):
     @nn.compact
     def __call__(self, obs):
@@ -283,6 +292,11 @@ class NeedsValues:
         (pgjax.Config(network="cnn"), {}, "network='cnn' needs image observations"),
         (pgjax.Config(), {"env": UnsupportedActions()}, "action space Dict is not supported"),
         (pgjax.Config(), {"env": 3}, "env must be a pgjax.Env"),
+        (pgjax.Config(), {"policy": lambda obs: obs}, "policy= takes a flax module (with init "
+         "and apply), got function"),
+        (pgjax.Config(), {"policy": SwappedRecurrent()}, "a policy maps observations to a "
+         "distribution, and a recurrent one (carry, obs, first) to (carry, distribution), in "
+         "that order"),
         (pgjax.Config(), {"env": FiveValueStep()}, "the env FiveValueStep's step returns 5 "
          "values; a gymnax 1.0 env returns six: obs, state, reward, terminated, truncated, info"),
         (pgjax.Config(), {"env": NoFinalObservation()}, "the env NoFinalObservation's step info "
@@ -483,8 +497,11 @@ def test_a_run_of_an_own_estimator_evaluates_without_it(tmp_path, capsys, estima
     assert pgjax.evaluate_run(run, episodes=2) == with_it
     assert main(["eval", str(run), "--episodes", "2"]) is None
     assert capsys.readouterr().err == ""
+    summary = json.loads((run / "summary.json").read_text())
+    assert pgjax.train_run(None, run, resume=True, progress=False)[1] == summary  # finished
+    (run / "summary.json").unlink()  # unfinished: training calls the estimator
     with pytest.raises(ValueError, match="trained with its own estimator"):
-        pgjax.train_run(None, run, resume=True, progress=False)  # training calls it
+        pgjax.train_run(None, run, resume=True, progress=False)
 
 
 def test_env_params_of_any_leaf_are_recorded_as_json():
