@@ -59,7 +59,7 @@ def reinforce_loss(
       Scalar loss.
     """
     chex.assert_equal_shape([log_probs, returns, *(x for x in (mask, weights) if x is not None)])
-    if jnp.ndim(baseline) != 0:
+    if baseline is not None and jnp.ndim(baseline) != 0:
         chex.assert_equal_shape([log_probs, baseline])
     advantages = returns if baseline is None else returns - baseline
     advantages = jax.lax.stop_gradient(advantages)

@@ -165,12 +165,13 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
     # A directory that is not a run is not replaced: one line, exit 1, the file kept.
     other = tmp_path / "runs" / "tiny-lr-small"
     other.mkdir()
-    (other / "config.json").write_text("{")
+    (other / "notes.txt").write_text("mine")
     capsys.readouterr()
     assert reproduce_here(tmp_path, monkeypatch) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         f"reproduce.py: [tiny: lr small] --out {other} exists and is not a pgjax run directory"]
-    assert (other / "config.json").read_text() == "{"
+    assert (other / "notes.txt").read_text() == "mine"
+    (other / "notes.txt").unlink()
     # A config.json edited after training is not replaced: one line, exit 1, the file kept.
     record = json.loads((run / "config.json").read_text())
     record["config"]["lr"] = 0.02
