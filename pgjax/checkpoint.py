@@ -1,6 +1,7 @@
 """Checkpoints of the full (vmapped) training state with orbax; host-only."""
 
 import contextlib
+import hashlib
 import logging
 import sys
 import time
@@ -8,7 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from pgjax.runs import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -43,29 +47,47 @@ def quiet_orbax() -> None:
     """Keep orbax's noise off stderr: `Checkpoints` reports every failure itself, in one line.
 
     Its log records (tracebacks of damaged files or failed writes, also from its background
-    threads) are filtered out, and so are the "Event loop is closed" errors its writer threads
-    raise into `sys.unraisablehook` after a failed save.
+    threads) are filtered out, and so are the errors that reach `sys.unraisablehook` from its
+    threads and coroutines: "Event loop is closed" after a failed save, and the reads of a
+    damaged checkpoint left unawaited once the restore has failed.
     """
     for name in ("absl", "orbax", "asyncio"):
         logger = logging.getLogger(name)
         if drop_orbax_records not in logger.filters:
             logger.addFilter(drop_orbax_records)
-    if getattr(sys.unraisablehook, "__name__", "") != "drop_closed_loop":
-        sys.unraisablehook = _dropping_closed_loop(sys.unraisablehook)
+    if getattr(sys.unraisablehook, "__name__", "") != "drop_orbax_unraisable":
+        sys.unraisablehook = _dropping_orbax(sys.unraisablehook)
 
 
-def _dropping_closed_loop(hook):
-    def drop_closed_loop(unraisable):
+def _dropping_orbax(hook):
+    def drop_orbax_unraisable(unraisable):
         value = unraisable.exc_value
-        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+        closed = isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+        code = getattr(unraisable.object, "cr_code", None)  # a coroutine's
+        files = [code.co_filename] if code is not None else []
+        frame = unraisable.exc_traceback
+        while frame is not None:
+            files.append(frame.tb_frame.f_code.co_filename)
+            frame = frame.tb_next
+        if not (closed or any("orbax" in name for name in files)):
             hook(unraisable)
 
-    return drop_closed_loop
+    return drop_orbax_unraisable
 
 
 def _path_name(path) -> str:
     """A pytree path as "runner/obs": orbax stores named tuples' fields as dict keys."""
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def digest(tree) -> str:
+    """sha256 of a saveable tree's arrays: each leaf's path, dtype, shape and bytes, in order."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        x = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{_path_name(path)}:{x.dtype}:{x.shape};".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
 
 
 KEEP_CHECKPOINTS = 3  # a run's newest checkpoints kept by default
@@ -74,7 +96,10 @@ KEEP_CHECKPOINTS = 3  # a run's newest checkpoints kept by default
 class Checkpoints:
     """Atomic, numbered checkpoints (step = updates done) under RUN_DIR/checkpoints.
 
-    Saving deletes all but the `max_to_keep` newest (None: keeps every one). With
+    Saving deletes all but the `max_to_keep` newest (None: keeps every one). Each checkpoint's
+    `digest` is written to checkpoints/digests/<step>.sha256 before orbax writes the
+    checkpoint, and a restore checks it: a checkpoint whose bytes changed on disk is damaged,
+    not silently trained on (checkpoints without a digest file restore unchecked). With
     `create=False` (reading a run) a missing folder is a CheckpointError, not a new folder.
     """
 
@@ -105,8 +130,21 @@ class Checkpoints:
         self.pending = update, self.writer.submit(self._write, update, to_saveable(state))
 
     def _write(self, update: int, tree) -> None:
+        digests = self.root / "digests"
+        digests.mkdir(exist_ok=True)
+        atomic_write(digests / f"{update}.sha256", lambda f: f.write(digest(tree) + "\n"))
         self.manager.save(update, args=ocp.args.StandardSave(tree), force=True)
         self.manager.wait_until_finished()
+        kept = {f"{s}.sha256" for s in self.manager.all_steps()}
+        for path in digests.iterdir():  # those of checkpoints orbax deleted or set aside
+            if path.name not in kept and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+
+    def _stored_digest(self, step: int) -> str | None:
+        try:
+            return (self.root / "digests" / f"{step}.sha256").read_text().strip()
+        except FileNotFoundError:
+            return None
 
     def wait(self) -> None:
         """Wait until the save in progress (if any) is written; CheckpointError if it failed."""
@@ -179,9 +217,13 @@ class Checkpoints:
                 )
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
+                reason = None
+                if (stored := self._stored_digest(s)) is not None and digest(restored) != stored:
+                    reason = "its arrays do not match the sha256 written with them"
             except Exception as e:  # orbax raises many types for damaged files
                 reason = str(e).strip().splitlines()[0][:120] if str(e).strip() \
                     else type(e).__name__
+            if reason is not None:
                 print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
                 damaged.append(s)
                 continue

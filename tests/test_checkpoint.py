@@ -59,6 +59,25 @@ def test_round_trip_and_fallback_past_damaged(tmp_path, capsys):
         ckpt.restore(s1)
 
 
+def test_a_checkpoint_whose_bytes_changed_is_damaged(tmp_path, capsys):
+    """Checkpoint 2's files replaced by checkpoint 1's: they decode, but not to the arrays
+    whose sha256 was written with checkpoint 2, so the restore falls back to checkpoint 1."""
+    s1, s2 = states(2)
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(1, s1)
+    ckpt.save(2, s2)
+    ckpt.wait()
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in (root / "digests").iterdir()) == ["1.sha256", "2.sha256"]
+    shutil.rmtree(root / "2" / "default")
+    shutil.copytree(root / "1" / "default", root / "2" / "default")
+    step, restored = ckpt.restore(s1)
+    assert step == 1
+    leaves_equal(restored, s1)
+    assert capsys.readouterr().err.strip() == (
+        "pgjax: checkpoint 2 is damaged (its arrays do not match the sha256 written with them)")
+
+
 def rows_without_wall(run_dir):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
@@ -103,6 +122,8 @@ def test_checkpoint_schedule_by_time_or_by_chunks(tmp_path):
     assert checkpoint_steps(tmp_path / "short") == [6]
     run(tmp_path / "often", checkpoint_minutes=1e-9)  # due after every chunk (max_to_keep 3)
     assert checkpoint_steps(tmp_path / "often") == [4, 5, 6]
+    digests = sorted(p.name for p in (tmp_path / "often" / "checkpoints" / "digests").iterdir())
+    assert digests == ["4.sha256", "5.sha256", "6.sha256"]  # those of deleted ones go too
     run(tmp_path / "chunks", checkpoint_every=4, checkpoint_minutes=1e-9)  # chunks win
     assert checkpoint_steps(tmp_path / "chunks") == [4, 6]
     record = json.loads((tmp_path / "chunks" / "config.json").read_text())
