@@ -106,6 +106,8 @@ class Checkpoints:
     def __init__(self, run_dir: Path, max_to_keep: int | None = KEEP_CHECKPOINTS, *,
                  create: bool = True):
         self.root = (Path(run_dir) / "checkpoints").absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise CheckpointError(f"{self.root} is not a directory")
         if not create and not self.root.is_dir():
             raise CheckpointError(f"{run_dir} has no checkpoints")
         self.max_to_keep = max_to_keep
@@ -180,13 +182,14 @@ class Checkpoints:
         steps are tried newest first). With `set_aside` (resume), once one is restored, the
         damaged ones are renamed to `damaged-<step>` beside the others (kept, never overwritten),
         and those past `at_most` to `ahead-<step>`, so the resumed run can save those steps
-        again. When every checkpoint is past `at_most`, it returns (0, like): the start. A
+        again. When every checkpoint is past `at_most`, or (with `set_aside`) none is readable,
+        it returns (0, like): the start, from which a run trains the same numbers again. A
         stored array whose shape differs from `like`'s stops the restore, naming the array and
         asking whether `changed` (what made `like`) changed since training.
 
         Raises:
-          CheckpointError: `step` is not a checkpoint of this run, none is readable, or one
-            does not fit `like`.
+          CheckpointError: `step` is not a checkpoint of this run, none is readable (without
+            `set_aside`), or one does not fit `like`.
         """
         steps = self.steps()
         if step is not None and step not in steps:
@@ -229,7 +232,12 @@ class Checkpoints:
                 continue
             report_and_set_aside(damaged)
             return s, from_saveable(restored, like)
-        raise CheckpointError(f"no readable checkpoint in {self.root}")
+        if not set_aside or step is not None:
+            raise CheckpointError(f"no readable checkpoint in {self.root}")
+        report_and_set_aside(damaged)  # a run is deterministic: its start is as good
+        print(f"pgjax: no readable checkpoint in {self.root}; training again from the start",
+              file=sys.stderr)
+        return 0, like
 
     def _shape_difference(self, step: int, abstract) -> str | None:
         """The first array `abstract` has that is not stored or stored with another shape, or

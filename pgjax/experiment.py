@@ -323,7 +323,8 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def finished(run_dir: Path, config: Config) -> dict | None:
-    """The summary of a run that already ended (summary.json and its last checkpoint), else None."""
+    """The summary of a run that already ended, else None: summary.json, its last checkpoint,
+    and a metrics.csv of every update, all whole (a damaged one: resume trains it again)."""
     try:
         summary = read_summary(run_dir)
         ckpt = Checkpoints(run_dir, create=False)
@@ -333,7 +334,11 @@ def finished(run_dir: Path, config: Config) -> dict | None:
         done = config.num_updates in ckpt.steps()
     finally:
         ckpt.close()
-    return summary if done else None
+    try:
+        rows = len(runs.read_metrics(run_dir)["update"])
+    except (OSError, ValueError):
+        return None
+    return summary if done and rows == config.num_updates else None
 
 
 def same_run(run_dir: Path, config: Config, seeds: int) -> bool:
@@ -376,10 +381,10 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     """
     run_dir = Path(run_dir)
     if same_run(run_dir, config, seeds):
-        try:
-            return "reused", read_summary(run_dir)
-        except (OSError, ValueError):  # none (a run cut short) or damaged: written again
-            return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
+        if (summary := finished(run_dir, config)) is not None:
+            return "reused", summary
+        # cut short, or a damaged summary or metrics: trained where needed and written again
+        return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
     damaged = run_dir.is_dir() and runs.damaged_run(run_dir)
     if damaged or runs.is_run_dir(run_dir):  # of another config or seed count: kept aside
         aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -221,8 +221,9 @@ METRIC_COLUMNS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "
 
 class MetricsCSV:
     """metrics.csv and metrics.jsonl, one row per update: env steps, wall seconds, mean and
-    per-seed return, seed-mean losses. With `keep_updates`, existing files are cut back to their
-    first rows (resume).
+    per-seed return, seed-mean losses. With `keep_updates` (resume), metrics.csv is cut back to
+    its first whole rows and metrics.jsonl is written again from them, so that neither keeps a
+    damaged line.
     """
 
     def __init__(self, path: Path, num_seeds: int, keep_updates: int | None = None):
@@ -230,14 +231,19 @@ class MetricsCSV:
         self.seeds = [f"return_seed{i}" for i in range(num_seeds)]
         self.header = ["update", "env_steps", "wall_seconds", "return_mean", *self.seeds,
                        *METRIC_COLUMNS]
-        rows, lines = [], []
+        rows = []
         if keep_updates is not None and path.exists():
             rows = _whole_rows(path)[1][:keep_updates]  # resume keeps only whole rows
-            if self.jsonl.exists():
-                lines = self.jsonl.read_text().splitlines(keepends=True)[:keep_updates]
+        lines = [json.dumps(json_values(self._typed(row))) + "\n" for row in rows]
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
         atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
         atomic_write(self.jsonl, lambda f: f.writelines(lines))
+
+    def _typed(self, row: list[str]) -> dict:
+        """A metrics.csv row read back as `append` wrote it: update and env steps as integers,
+        the rest as floats."""
+        return {name: int(v) if name in ("update", "env_steps") else float(v)
+                for name, v in zip(self.header, row, strict=True)}
 
     def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> list:
         """Write the rows of one chunk and return them as dicts (NaN as None).

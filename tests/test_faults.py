@@ -138,15 +138,58 @@ def test_resume_with_no_metrics_row_left_starts_over(finished_run, tmp_path, cap
     assert pgjax.experiment.compare_metrics(run, finished_run) is None
 
 
-def test_all_checkpoints_damaged_is_one_line(finished_run, tmp_path, capsys):
+def test_all_checkpoints_damaged_trains_again_from_the_start(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
     (run / "summary.json").unlink()
-    for step in (run / "checkpoints").iterdir():
-        garble(step)
-    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    for step in ("3", "4", "5"):
+        garble(run / "checkpoints" / step)
+    code, err = cli(capsys, "eval", str(run), "--episodes", "2")
     one_line_error(code, err, "no readable checkpoint")
-    assert all("damaged" in line for line in err.splitlines()[:-1]), err
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["3", "4", "5"]  # kept
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert sum("is damaged" in line for line in lines) == 3, err
+    assert lines[-1].endswith("; training again from the start"), err
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["3", "4", "5", "damaged-3", "damaged-4", "damaged-5", "digests"]  # kept
+    assert pgjax.experiment.compare_metrics(run, finished_run) is None
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_a_finished_run_with_damaged_metrics_is_trained_again(finished_run, tmp_path, capsys):
+    """A finished run whose metrics.csv lost rows is not finished: resume (and scripts that
+    reuse runs, `ensure_run`) trains the lost updates again instead of printing the summary."""
+    run = copy_run(finished_run, tmp_path)
+    cut_metrics_in_row(run, 2)
+    config, _ = pgjax.experiment.load_run(run)
+    assert pgjax.experiment.finished(run, config) is None
+    assert pgjax.experiment.ensure_run(config, run, seeds=2)[0] == "resumed"
+    assert pgjax.experiment.compare_metrics(run, finished_run) is None
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_resume_writes_metrics_jsonl_again_from_metrics_csv(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "5")  # resumes from update 4
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(lines[:1] + ["garbage\n"] + lines[3:4]))
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    assert (run / "metrics.jsonl").read_text().splitlines()[:4] == [
+        line.rstrip("\n") for line in lines[:4]]
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_checkpoints_that_is_a_file_is_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").write_text("not a folder")
+    before = (run / "metrics.csv").read_text()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    one_line_error(code, err, f"{run.absolute()}/checkpoints is not a directory")
+    assert (run / "metrics.csv").read_text() == before
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--ent-coef", "nan"),
