@@ -17,6 +17,7 @@ from pgjax.checkpoint import KEEP_CHECKPOINTS, CheckpointError
 from pgjax.components import idle_fields
 from pgjax.config import FIELDS, Config
 from pgjax.experiment import (
+    Stopped,
     chunk_length,
     evaluate_run,
     format_summary,
@@ -430,11 +431,12 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:  # read-only or full disk, a path that vanished, ...
         where = f": {e.filename}" if e.filename else ""
         fail(f"{e.strerror or e}{where}")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped) as e:
         # Straight out: unwinding while XLA's threads still run has crashed the interpreter.
-        print("pgjax: interrupted", file=sys.stderr, flush=True)
+        print(f"pgjax: {e}" if isinstance(e, Stopped) else "pgjax: interrupted",
+              file=sys.stderr, flush=True)
         sys.stdout.flush()
-        os._exit(130)
+        os._exit(128 + e.signal if isinstance(e, Stopped) else 130)
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise

@@ -7,10 +7,14 @@ asks for them again (evaluating, not for an estimator whose record says whether 
 value net: `run_components`).
 """
 
+import contextlib
 import functools
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -498,9 +502,17 @@ def train_run(
                                     changed=what_made_state(record))
     csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
     t1 = time.perf_counter()
-    state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
-                           start=start, n=n, checkpoint_every=checkpoint_every,
-                           checkpoint_minutes=checkpoint_minutes, progress=progress)
+    try:
+        with stop_requests() as requested:
+            state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
+                                    start=start, n=n, checkpoint_every=checkpoint_every,
+                                    checkpoint_minutes=checkpoint_minutes, progress=progress,
+                                    requested=requested)
+    except Stopped as e:
+        for logger in loggers:
+            logger.close()
+        ckpt.close()
+        raise Stopped(e.signal, e.update, run_dir) from None
     wall = time.perf_counter() - t1
     for logger in loggers:
         logger.close()
@@ -516,10 +528,50 @@ def train_run(
     return run_dir, summary
 
 
+class Stopped(Exception):
+    """A run stopped by a signal (SIGTERM, Ctrl-C) at the end of a chunk, its checkpoint of
+    that update saved: `train_run(None, run_dir, resume=True)` continues it."""
+
+    def __init__(self, signum: int, update: int, run_dir: Path | None = None):
+        self.signal, self.update, self.run_dir = signum, update, run_dir
+        super().__init__(f"stopped by {signal.Signals(signum).name} at update {update}; its "
+                         f"checkpoint is saved: resume with pgjax train --resume {run_dir}")
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """A list that SIGTERM (the scheduler's notice of preemption) and a first Ctrl-C append
+    their signal to, for `train_loop` to stop at the end of the chunk it is writing. A second
+    one acts as without this: Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process.
+    Handlers are set from the main thread only (elsewhere the list stays empty)."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        requested.append(signum)
+        print(f"pgjax: {signal.Signals(signum).name}: stopping at the end of this chunk, once "
+              f"its checkpoint is saved (again: stop now)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, checkpoint_every,
-               checkpoint_minutes, progress):
+               checkpoint_minutes, progress, requested=()):
     """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints
-    (see `train_run` for when).
+    (see `train_run` for when). Once `requested` (`stop_requests`) holds a signal, the chunk
+    being written is checkpointed and `Stopped` raised.
 
     Chunk c + 1 runs while chunk c's rows and checkpoint are written (`Checkpoints.save`
     writes on its own thread); returns once the last checkpoint is started (`ckpt.wait` waits
@@ -553,9 +605,12 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
             bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
             due = ((c + 1) % checkpoint_every == 0 if checkpoint_every
                    else time.perf_counter() - saved >= 60 * checkpoint_minutes)
-            if last or due:  # after the rows: a checkpoint never runs ahead of metrics.csv
+            if last or due or requested:  # after the rows: never ahead of metrics.csv
                 ckpt.save((c + 1) * n, state)
                 saved = time.perf_counter()
+            if requested and not last:
+                ckpt.wait()
+                raise Stopped(requested[0], (c + 1) * n)
     bad = diverged(np.concatenate(losses, 1), np.concatenate(norms, 1), state.params)
     return state, np.asarray(bad)
 

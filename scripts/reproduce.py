@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 import tomllib
@@ -32,7 +33,7 @@ from pathlib import Path
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
 from pgjax.config import Config, from_dict, from_experiment, to_dict
-from pgjax.experiment import ensure_run, evaluate_run, format_summary
+from pgjax.experiment import Stopped, ensure_run, evaluate_run, format_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
@@ -285,8 +286,10 @@ def write_table(rows, path: Path, args) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped) as e:
         # Straight out, as pgjax's CLI does: unwinding while XLA's threads run can crash.
-        print("reproduce.py: interrupted; the same command continues where it stopped",
+        how = f"stopped by {signal.Signals(e.signal).name}" if isinstance(e, Stopped) \
+            else "interrupted"
+        print(f"reproduce.py: {how}; the same command continues where it stopped",
               file=sys.stderr, flush=True)
-        os._exit(130)
+        os._exit(128 + e.signal if isinstance(e, Stopped) else 130)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import random
 import shutil
 import signal
@@ -190,6 +191,52 @@ def test_checkpoints_that_is_a_file_is_one_line(finished_run, tmp_path, capsys):
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     one_line_error(code, err, f"{run.absolute()}/checkpoints is not a directory")
     assert (run / "metrics.csv").read_text() == before
+
+
+STOPPED_BY_SIGNAL = """
+import os, signal, sys
+from pgjax import runs
+from pgjax.cli import main
+append = runs.MetricsCSV.append
+
+def append_then_signal(self, *args):  # as if the scheduler's SIGTERM came during update 2
+    rows = append(self, *args)
+    if rows[0]["update"] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return rows
+
+runs.MetricsCSV.append = append_then_signal
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_stops_at_a_chunk_end_with_its_checkpoint(finished_run, tmp_path, capsys):
+    """SIGTERM (a scheduler's preemption notice) stops the run once the chunk being written is
+    checkpointed, exit status 143; the resumed run equals an uninterrupted one."""
+    run = tmp_path / "run"
+    argv = ["train", *TINY[:-2], "--out", str(run), "--no-progress"]  # checkpoint by minutes
+    proc = subprocess.run([sys.executable, "-c", STOPPED_BY_SIGNAL, *argv], capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "pgjax: SIGTERM: stopping at the end of this chunk, once its checkpoint is saved "
+        "(again: stop now)",
+        f"pgjax: stopped by SIGTERM at update 2; its checkpoint is saved: resume with pgjax "
+        f"train --resume {run}"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "digests"]
+    assert not (run / "summary.json").exists()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    assert pgjax.experiment.compare_metrics(run, finished_run) is None
+
+
+def test_a_second_signal_stops_at_once():
+    with pgjax.experiment.stop_requests() as requested:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requested == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--ent-coef", "nan"),
