@@ -199,7 +199,7 @@ def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike")
     held = held_sweep(out_dir, spec)
     plan = make_plan(spec, env=held.get("components", {}).get("env"))
     state = claims.scan(out_dir / "chunks")
-    records, _, damaged = load_records(out_dir, plan.chunks)
+    records, _, damaged = load_records(out_dir, plan)
     done = [c for c in plan.chunks if c.index in records]
     lines = [f"{len(done)} of {len(plan.chunks)} chunks recorded "
              f"({sum(len(c.runs) for c in done)} of {len(plan.runs)} runs) in {out_dir}"]
@@ -282,7 +282,7 @@ def work(
         while True:
             state = claims.scan(chunks_dir)
             recorded |= {c.index for c in plan.chunks if c.index in state.recorded - recorded
-                         and load_record(out_dir, c)[0] is not None}
+                         and load_record(out_dir, c, plan)[0] is not None}
             todo = [c for c in plan.chunks if c.index not in recorded]
             bar.update(len(plan.runs) - sum(len(c.runs) for c in todo) - bar.n)
             if not todo:
@@ -291,7 +291,7 @@ def work(
             if claim is not None:
                 heartbeat.hold(claim)
                 try:
-                    record = _train(out_dir, chunk, claim, heartbeat, train_chunk, log)
+                    record = _train(out_dir, plan, chunk, claim, heartbeat, train_chunk, log)
                 finally:
                     heartbeat.release(claim)
                 compiled.add(chunk.group)
@@ -335,13 +335,14 @@ def _claim_next(todo: list[Chunk], state: claims.Scan, compiled: set, chunks_dir
     return None, None
 
 
-def _train(out_dir: Path, chunk: Chunk, claim: claims.Claim, heartbeat: claims.Heartbeat,
-           train_chunk: Callable[[Chunk], dict], log) -> dict | None:
+def _train(out_dir: Path, plan: Plan, chunk: Chunk, claim: claims.Claim,
+           heartbeat: claims.Heartbeat, train_chunk: Callable[[Chunk], dict],
+           log) -> dict | None:
     """Train and save a claimed chunk: its record, or None when another worker recorded it.
 
     A damaged chunk's files are set aside first (one line on stderr).
     """
-    recorded, damaged = load_record(out_dir, chunk)
+    recorded, damaged = load_record(out_dir, chunk, plan)
     if recorded is not None or claims.superseded(claim):
         return None  # recorded, or claimed again, between the scan and the claim
     if damaged:
@@ -371,10 +372,10 @@ def _merged(out_dir: Path, plan: Plan):
     """
     import pandas as pd
 
-    records, missing, damaged = load_records(out_dir, plan.chunks)
+    records, missing, damaged = load_records(out_dir, plan)
     if missing:
         moved = [f"{chunk.index} as {aside}" for chunk in plan.chunks if chunk.index in damaged
-                 and (aside := _set_aside_unheld(out_dir, chunk)) is not None]
+                 and (aside := _set_aside_unheld(out_dir, plan, chunk)) is not None]
         raise IncompleteSweep(
             f"{out_dir}: {len(missing)} of {len(plan.chunks)} chunks not recorded "
             f"(chunks {span(missing)}"
@@ -385,7 +386,7 @@ def _merged(out_dir: Path, plan: Plan):
     return pd.DataFrame(merge(out_dir, plan, records))
 
 
-def _set_aside_unheld(out_dir: Path, chunk: Chunk) -> str | None:
+def _set_aside_unheld(out_dir: Path, plan: Plan, chunk: Chunk) -> str | None:
     """`set_aside` a damaged chunk under its claim: the new names, or None when a worker holds
     the chunk (it sets the files aside itself) or it is no longer damaged."""
     chunks_dir = out_dir / "chunks"
@@ -395,7 +396,7 @@ def _set_aside_unheld(out_dir: Path, chunk: Chunk) -> str | None:
     if claim is None:
         return None
     try:
-        return set_aside(out_dir, chunk.index) if load_record(out_dir, chunk)[1] else None
+        return set_aside(out_dir, chunk.index) if load_record(out_dir, chunk, plan)[1] else None
     finally:
         claims.release(claim)
 

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -27,11 +28,14 @@ import numpy as np
 from pgjax import runs
 from pgjax import sweep_claims as claims
 from pgjax.components import given_differences
-from pgjax.config import Config
+from pgjax.config import FIELDS, Config
 from pgjax.sweep_claims import chunk_name, link_new
-from pgjax.sweep_spec import Chunk, Spec, SpecError
+from pgjax.sweep_spec import Chunk, Plan, Spec, SpecError
 
 MARKER = "pgjax_sweep"
+# What a sweep writes in its directory (`pgjax sweep --launcher` adds its workers' logs).
+SWEEP_FILES = {"sweep.json", "chunks", "results.csv", "summary.csv", "summary.json",
+               "summary.png", "logs"}
 NAN_COLUMNS = ("final_return", "auc")  # the row fields that are NaN where no episode finished
 TUPLE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if isinstance(f.default, tuple))
 
@@ -55,13 +59,43 @@ def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
     return out_dir / "chunks" / f"chunk-{index:06d}{suffix}"
 
 
-def load_record(out_dir: Path, chunk: Chunk) -> tuple[dict | None, bool]:
+def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: str) -> dict:
+    """One results-table row: ids, every config field, and the run's statistics.
+
+    final_return: the mean return of the episodes that finished in the last update (NaN if none
+    ever did); auc: the mean of that return over updates, skipping the NaN updates before the
+    first episode ends; diverged: `pgjax.train.diverged`, computed in the chunk's program.
+    """
+    config_id, seed_index = plan.runs[run]
+    config = plan.configs[config_id]
+    ret = np.asarray(m["episode_return"], np.float64)
+    finite = np.isfinite(ret)
+    fields = {name: getattr(config, name) for name in FIELDS}
+    return {
+        "run": run,
+        "config": config_id,
+        "seed_index": seed_index,
+        "chunk": chunk.index,
+        "worker": worker,
+        **fields,
+        "env_steps": config.num_updates * config.steps_per_update,
+        "final_return": float(ret[-1]),
+        "auc": float(ret[finite].mean()) if finite.any() else float("nan"),
+        "diverged": bool(m["diverged"]),
+        "wall_seconds": wall,
+    }
+
+
+def load_record(out_dir: Path, chunk: Chunk, plan: Plan) -> tuple[dict | None, bool]:
     """(record, damaged): whether the chunk is recorded, for the worker loop, merge and status.
 
-    Recorded: its .json holds the chunk's runs and rows, and its .npz reads whole (every array,
-    each checked against its CRC) with the same run ids; then (the record, False). Otherwise
-    (None, False) while it has no .json, and (None, True) when it has one but either file is
-    unreadable, cut short, missing or of other runs: a damaged chunk, to be set aside.
+    Recorded: its .json holds the chunk's runs and rows, its .npz reads whole (every array,
+    each checked against its CRC) with the same run ids, and every row is what `run_row` makes
+    of the plan and those metrics (ids, config fields, statistics; fields a row of an earlier
+    version lacks are not compared); then (the record, False). Otherwise (None, False) while it
+    has no .json, and (None, True) when it has one but either file is unreadable, cut short,
+    missing, of other runs or of other configs (another spec's, or edited): a damaged chunk, to
+    be set aside.
     """
     try:
         text = chunk_path(out_dir, chunk.index, ".json").read_text()
@@ -77,15 +111,36 @@ def load_record(out_dir: Path, chunk: Chunk) -> tuple[dict | None, bool]:
                 value = row[name]
                 row[name] = tuple(json.loads(value) if isinstance(value, str) else value)
         with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
-            arrays = [data[name] for name in data.files]
-            whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
-                     and data["run"].tolist() == runs
-                     and all(a.shape[:1] == (len(runs),) for a in arrays))
+            arrays = {name: data[name] for name in data.files}
+        whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
+                 and arrays["run"].tolist() == runs
+                 and all(a.shape[:1] == (len(runs),) for a in arrays.values()))
+        whole = whole and all(
+            _same_row(row, run_row(plan, run, chunk, {k: a[i] for k, a in arrays.items()},
+                                   row["wall_seconds"], row["worker"]))
+            for i, (run, row) in enumerate(zip(runs, record["rows"], strict=True)))
     except FileNotFoundError:  # the record without its metrics
         return None, True
-    except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # cut or garbled
-        return None, True
+    except (ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile):
+        return None, True  # cut or garbled
     return (record, False) if whole else (None, True)
+
+
+def _same_row(row: dict, expected: dict) -> bool:
+    """Whether a recorded row holds what `run_row` makes (statistics to 1e-9, NaN equal to
+    NaN), over the fields it has."""
+    for name, want in expected.items():
+        if name not in row:
+            continue
+        got = row[name]
+        number = isinstance(got, int | float) and not isinstance(got, bool)
+        if isinstance(want, float) and number:
+            if not (math.isclose(got, want, rel_tol=1e-9)
+                    or (math.isnan(got) and math.isnan(want))):
+                return False
+        elif got != want or (type(got) is bool) != (type(want) is bool):
+            return False
+    return True
 
 
 def set_aside(out_dir: Path, index: int) -> str:
@@ -138,12 +193,12 @@ def save_chunk(out_dir: Path, result: dict) -> bool:
         os.unlink(tmp)
 
 
-def load_records(out_dir: Path, chunks: list[Chunk]) -> tuple[dict, list[int], list[int]]:
+def load_records(out_dir: Path, plan: Plan) -> tuple[dict, list[int], list[int]]:
     """({chunk index: record} of the recorded chunks, the indices of the others, those of the
-    damaged ones among them): `load_record` of every chunk."""
+    damaged ones among them): `load_record` of every chunk of the plan."""
     records, missing, damaged = {}, [], []
-    for chunk in chunks:
-        record, bad = load_record(out_dir, chunk)
+    for chunk in plan.chunks:
+        record, bad = load_record(out_dir, chunk, plan)
         if record is not None:
             records[chunk.index] = record
         else:
@@ -176,6 +231,9 @@ def held_sweep(out_dir: Path, spec: Spec) -> dict:
         raise SpecError(f"--out {out_dir} holds no sweep (no sweep.json); start it with "
                         f"pgjax sweep SPEC --out {out_dir}")
     held = _read_json(record_path)
+    if held is None:
+        raise SpecError(f"--out {out_dir}: its sweep.json does not read; pgjax sweep SPEC --out "
+                        f"{out_dir} writes it again (keeping the chunks recorded for SPEC)")
     _check_same_sweep(out_dir, held, spec, None)
     return held
 
@@ -190,7 +248,9 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
         directory holding the same spec run with other components is refused.
 
     A different sweep that recorded no chunk and that no live worker holds (one stopped by an
-    error before its first chunk) is replaced, with a note on stderr.
+    error before its first chunk) is replaced, and so is a sweep.json that does not read (the
+    chunks are checked against this spec's plan when read: `load_record`), with a note on
+    stderr.
 
     Raises:
       SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
@@ -200,8 +260,8 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
     if out_dir.exists():
         if not out_dir.is_dir():
             raise SpecError(f"--out {out_dir} exists and is not a directory")
-        if record_path.exists():
-            held = _read_json(record_path)
+        held = _read_json(record_path) if record_path.exists() else None
+        if held is not None:
             try:
                 _check_same_sweep(out_dir, held, spec, components)
             except SpecError:
@@ -212,8 +272,11 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
             else:
                 (out_dir / "chunks").mkdir(exist_ok=True)
                 return
-        ours = {"chunks", "sweep.json"}
-        if any(p.name not in ours and not p.name.startswith(".sweep.json.")
+        elif record_path.exists():
+            print(f"pgjax: --out {out_dir}: its sweep.json does not read, so it is written again "
+                  f"for this spec; a recorded chunk of other configs is set aside as damaged",
+                  file=sys.stderr)
+        if any(p.name not in SWEEP_FILES and not p.name.startswith(".sweep.json.")
                for p in out_dir.iterdir()):
             raise SpecError(f"--out {out_dir} exists and is not a pgjax sweep directory")
     (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
@@ -236,11 +299,12 @@ def _trained_nothing(out_dir: Path) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict | None:
+    """A JSON object's file as a dict ({} for other JSON), or None where it does not read."""
     try:
         held = json.loads(path.read_text())
     except ValueError:
-        return {}
+        return None
     return held if isinstance(held, dict) else {}
 
 

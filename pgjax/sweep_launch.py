@@ -185,7 +185,7 @@ def submit(
     check_plan(plan, {})
     out_dir = Path(out_dir).absolute()
     prepare_out_dir(out_dir, spec)
-    left = load_records(out_dir, plan.chunks)[1]  # a damaged chunk is left: a worker retrains it
+    left = load_records(out_dir, plan)[1]  # a damaged chunk is left: a worker retrains it
     logs = out_dir / "logs"
     if not left:
         return Submitted([], None, len(plan.chunks), left, logs)

@@ -14,8 +14,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pgjax.config import FIELDS, LEAVES, Config
+from pgjax.config import LEAVES, Config
 from pgjax.sweep_claims import this_holder
+from pgjax.sweep_files import run_row
 from pgjax.sweep_spec import Chunk, Plan, static_key
 from pgjax.train import diverged, train
 
@@ -151,30 +152,3 @@ def run_chunk(
         "host": socket.gethostname(),
     }
     return {"record": record, "arrays": arrays}
-
-
-def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: str) -> dict:
-    """One results-table row: ids, every config field, and the run's statistics.
-
-    final_return: the mean return of the episodes that finished in the last update (NaN if none
-    ever did); auc: the mean of that return over updates, skipping the NaN updates before the
-    first episode ends; diverged: `pgjax.train.diverged`, computed in the chunk's program.
-    """
-    config_id, seed_index = plan.runs[run]
-    config = plan.configs[config_id]
-    ret = np.asarray(m["episode_return"], np.float64)
-    finite = np.isfinite(ret)
-    fields = {name: getattr(config, name) for name in FIELDS}
-    return {
-        "run": run,
-        "config": config_id,
-        "seed_index": seed_index,
-        "chunk": chunk.index,
-        "worker": worker,
-        **fields,
-        "env_steps": config.num_updates * config.steps_per_update,
-        "final_return": float(ret[-1]),
-        "auc": float(ret[finite].mean()) if finite.any() else float("nan"),
-        "diverged": bool(m["diverged"]),
-        "wall_seconds": wall,
-    }

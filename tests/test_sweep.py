@@ -300,6 +300,42 @@ def test_merge_sets_a_damaged_chunk_aside_for_the_next_run(reference, tmp_path):
         merge_sweep(SPEC, out)
 
 
+@pytest.mark.parametrize("edit", [{"lr": 0.05}, {"final_return": 499.5}, {"seed_index": 1}])
+def test_a_chunk_whose_rows_disagree_with_the_plan_is_damaged(reference, tmp_path, edit):
+    """Rows are checked against the plan and the chunk's metrics: an edited row (or a chunk of
+    another spec) is not merged into the table."""
+    out = tmp_path / "sweep"
+    shutil.copytree(reference[0], out)
+    path = out / "chunks" / "chunk-000001.json"
+    record = json.loads(path.read_text())
+    record["rows"][0].update(edit)
+    path.write_text(json.dumps(record))
+    with pytest.raises(IncompleteSweep, match=r"chunks 1; damaged, set aside: chunk 1 as"):
+        merge_sweep(SPEC, out)
+    table = pgjax.sweep(SPEC, out)
+    keep = [c for c in table.columns if c not in RUN_ONLY]
+    pd.testing.assert_frame_equal(table[keep], reference[1][keep])
+
+
+def test_a_sweep_json_that_does_not_read_is_written_again(reference, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    shutil.copytree(reference[0], out)
+    (out / "sweep.json").write_text("{garbage")
+    with pytest.raises(SpecError, match="its sweep.json does not read; pgjax sweep SPEC --out"):
+        merge_sweep(SPEC, out)
+    ran = []
+    table = pgjax.sweep(SPEC, out, on_chunk=lambda r: ran.append(r["chunk"]))
+    assert ran == []  # every chunk is this spec's: kept
+    assert "its sweep.json does not read, so it is written again" in capsys.readouterr().err
+    keep = [c for c in table.columns if c not in RUN_ONLY]
+    pd.testing.assert_frame_equal(table[keep], reference[1][keep])
+    (out / "sweep.json").unlink()  # no sweep.json, a sweep's files: taken as this spec's
+    other = {**SPEC, "grid": {"lr": [0.02, 0.03, 0.001]}}  # chunk 0 is another config's
+    table = pgjax.sweep(other, out, on_chunk=lambda r: ran.append(r["chunk"]))
+    assert ran == [0] and sorted(table["lr"].unique()) == [0.001, 0.02, 0.03]
+    assert (out / "chunks" / "damaged-chunk-000000.json").exists()
+
+
 def test_sharded_over_4_devices_matches_single_device(background, reference):
     root, procs = background
     wait(procs["sharded"])
