@@ -22,8 +22,10 @@ bitwise the same whichever worker, and however many, trained them (given equal d
 Submission logs and each worker's output: `out_dir/logs/`.
 """
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -233,12 +235,17 @@ def run_local(
 
     submitted = submit(spec, out_dir, cluster="local", **options)
     chunks_dir = Path(out_dir) / "chunks"
-    with tqdm(total=submitted.chunks, unit="chunk", desc="sweep", disable=not progress,
-              dynamic_ncols=True) as bar:
-        while not all(job.done() for job in submitted.jobs):
+    try:
+        with tqdm(total=submitted.chunks, unit="chunk", desc="sweep", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            while not all(job.done() for job in submitted.jobs):
+                bar.update(len(scan(chunks_dir).recorded) - bar.n)
+                time.sleep(0.5)
             bar.update(len(scan(chunks_dir).recorded) - bar.n)
-            time.sleep(0.5)
-        bar.update(len(scan(chunks_dir).recorded) - bar.n)
+    except KeyboardInterrupt:  # the workers stop with the launcher (their chunks: rerun)
+        for job in submitted.jobs:
+            _stop_local(job)
+        raise
     endings = [(i, job, _ending(job)) for i, job in enumerate(submitted.jobs)]
     ended = [f"worker {i} ({how}; log {job.paths.stdout})" for i, job, how in endings if how]
     try:
@@ -248,6 +255,24 @@ def run_local(
     for line in ended:
         print(f"pgjax: {line}; the other workers trained its chunks", file=sys.stderr)
     return table
+
+
+def _stop_local(job) -> None:
+    """Stop a local worker: SIGKILL to the processes submitit's controller runs (its workers
+    ignore SIGTERM, and the controller prints a traceback on SIGINT), else `job.cancel`. A
+    killed worker's claims are dead at once on this machine (its pid is gone)."""
+    process = getattr(job, "_process", None)
+    if process is None or process.poll() is not None:
+        return
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    if not children:
+        job.cancel(check=False)
 
 
 def _ending(job) -> str:

@@ -26,7 +26,7 @@ from sweep_chunks import chunk_metrics
 
 from pgjax.cli import main
 from pgjax.sweep_claims import claim_path
-from pgjax.sweep_launch import _environs, merge_job, run_local
+from pgjax.sweep_launch import _environs, _stop_local, merge_job, run_local
 from pgjax.sweep_spec import SpecError, parse_spec
 
 SPEC = """\
@@ -324,3 +324,24 @@ def test_cluster_flags_fail_in_one_line(spec, tmp_path, capsys, monkeypatch, arg
     assert err.count("\n") == 0 and err.startswith("pgjax: error:"), err
     assert message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_launcher_stops_its_local_workers():
+    """submitit's local controller runs the worker as its child; the launcher kills that child
+    (a worker ignores SIGTERM), and the controller then ends on its own."""
+
+    class Job:  # the part of submitit's LocalJob that `_stop_local` uses
+        def __init__(self):
+            self._process = subprocess.Popen(["bash", "-c", "sleep 300 & wait $!"])
+
+        def cancel(self, check=True):
+            raise AssertionError("the worker should have been killed, not the controller")
+
+    job = Job()
+    deadline = time.time() + 10
+    children = Path(f"/proc/{job._process.pid}/task/{job._process.pid}/children")
+    while not children.read_text().split():
+        assert time.time() < deadline
+        time.sleep(0.01)
+    _stop_local(job)
+    assert job._process.wait(timeout=10) == 128 + signal.SIGKILL  # bash reports its child
