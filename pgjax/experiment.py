@@ -456,6 +456,8 @@ def train_run(
         run_dir = Path(run_dir)
         config, record = load_run(run_dir)
         if (summary := finished(run_dir, config)) is not None:  # nothing to train: no components
+            if not (run_dir / "curve.png").exists():  # its writing failed, or it was deleted
+                plot_run_curve(run_dir, config, runs.seed_returns(runs.read_metrics(run_dir)))
             return run_dir, summary
         parts = run_components(config, record, components)
         used = resumed_settings(record, checkpoint_every=checkpoint_every,
@@ -522,10 +524,14 @@ def train_run(
     ckpt.close()  # the last checkpoint was written while the summary was computed
     summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
     runs.write_json(run_dir / "summary.json", summary)
-    returns = csv.returns()
+    plot_run_curve(run_dir, config, csv.returns())
+    return run_dir, summary
+
+
+def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray) -> None:
+    """RUN_DIR/curve.png from the per-seed returns [seeds, updates]."""
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
     plots.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
-    return run_dir, summary
 
 
 class Stopped(Exception):

@@ -17,15 +17,19 @@ def pyplot():
     return plt
 
 
-def save(fig, path: Path) -> None:
-    """fig at 120 dpi; an SVG without a date and with fixed element ids, so that the same curves
-    give the same bytes and a rerun leaves committed figures unchanged."""
+def save(fig, path: Path, dpi: int = 120) -> None:
+    """fig in the format of its suffix, written atomically (`runs.atomic_write`: an error names
+    `path`); an SVG without a date and with fixed element ids, so that the same curves give the
+    same bytes and a rerun leaves committed figures unchanged."""
     plt = pyplot()
-    if Path(path).suffix == ".svg":
+    path = Path(path)
+    kind = path.suffix.lstrip(".").lower()
+    if kind == "svg":
         with plt.rc_context({"svg.hashsalt": "pgjax"}):
-            fig.savefig(path, dpi=120, metadata={"Date": None})
+            runs.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi,
+                                                          metadata={"Date": None}), mode="wb")
     else:
-        fig.savefig(path, dpi=120)
+        runs.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi), mode="wb")
 
 
 def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:

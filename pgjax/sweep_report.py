@@ -87,7 +87,7 @@ def plot_summary(path: Path, summary: list[dict], spec: Spec, curves: dict, *, t
     ax2.set_ylabel("episode return, IQM over seeds")
     ax2.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    plots.save(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -588,3 +588,10 @@ def test_an_env_that_cannot_download_its_data_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "pgjax: error: gymnax could not make MNISTBandit-bsuite, which downloads its data when "
         "first made ([Errno -2] Name or service not known)")
+
+
+def test_resuming_a_finished_run_draws_a_missing_curve(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    (run / "curve.png").unlink()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0 and (run / "curve.png").stat().st_size > 5000, err
