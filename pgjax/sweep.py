@@ -203,7 +203,7 @@ def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike")
     done = [c for c in plan.chunks if c.index in records]
     lines = [f"{len(done)} of {len(plan.chunks)} chunks recorded "
              f"({sum(len(c.runs) for c in done)} of {len(plan.runs)} runs) in {out_dir}"]
-    now, waiting = time.time(), []
+    now, waiting, me = time.time(), [], claims.this_holder()
     for chunk in plan.chunks:
         if chunk.index in records:
             continue
@@ -214,8 +214,9 @@ def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike")
                 waiting.append(chunk.index)
             continue
         left = claim.get("expires", 0) - now
-        lease = (f"lease {left:.0f} s left" if left > 0 else
-                 f"lease expired {-left:.0f} s ago: the next worker takes it over")
+        lease = (f"lease expired {-left:.0f} s ago: the next worker takes it over" if left <= 0
+                 else "its process is gone: the next worker takes it over"
+                 if claims.is_dead(claim, me, now) else f"lease {left:.0f} s left")
         lines.append(f"chunk {chunk.index}: {claim.get('worker', '?')} on "
                      f"{claim.get('host', '?')}, attempt {state.attempts[name]}, {lease}")
     if waiting:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -575,3 +576,18 @@ def test_chunk_records_are_strict_json(tmp_path):
     again = merge_sweep({"num_envs": 4, "num_steps": 4, "total_timesteps": 16,
                          "hidden": [8], "seeds": 2}, tmp_path)
     assert again["final_return"].isna().all() and list(again["hidden"]) == [(8,), (8,)]
+
+
+def test_status_names_a_claim_whose_process_is_gone(reference, tmp_path):
+    out = tmp_path / "sweep"
+    shutil.copytree(reference[0], out)
+    for suffix in (".json", ".npz"):
+        (out / "chunks" / f"chunk-000001{suffix}").unlink()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    holder = claims.this_holder("job 7")._replace(pid=int(gone.stdout))
+    claims.claim_path(out / "chunks", "chunk-000001", 1).write_text(
+        json.dumps({**holder._asdict(), "expires": time.time() + 600}))
+    assert sweep_status(SPEC, out).splitlines()[1] == (
+        f"chunk 1: job 7 on {holder.host}, attempt 1, its process is gone: the next worker "
+        f"takes it over")
