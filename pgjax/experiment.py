@@ -326,23 +326,28 @@ def read_summary(run_dir: Path) -> dict:
     return summary
 
 
-def finished(run_dir: Path, config: Config) -> dict | None:
-    """The summary of a run that already ended, else None: summary.json, its last checkpoint,
-    and a metrics.csv of every update, all whole (a damaged one: resume trains it again)."""
+def finished(run_dir: Path, config: Config, *, checkpoint: bool = True) -> dict | None:
+    """The summary of a run that already ended, else None: summary.json, a metrics.csv of
+    every update and (with `checkpoint`) its last checkpoint, all whole (a damaged one: resume
+    trains it again)."""
     try:
         summary = read_summary(run_dir)
-        ckpt = Checkpoints(run_dir, create=False)
-    except (OSError, ValueError, CheckpointError):
-        return None
-    try:
-        done = config.num_updates in ckpt.steps()
-    finally:
-        ckpt.close()
-    try:
         rows = len(runs.read_metrics(run_dir)["update"])
     except (OSError, ValueError):
         return None
-    return summary if done and rows == config.num_updates else None
+    if rows != config.num_updates:
+        return None
+    if checkpoint:
+        try:
+            ckpt = Checkpoints(run_dir, create=False)
+        except CheckpointError:
+            return None
+        try:
+            if config.num_updates not in ckpt.steps():
+                return None
+        finally:
+            ckpt.close()
+    return summary
 
 
 def same_run(run_dir: Path, config: Config, seeds: int) -> bool:
@@ -385,7 +390,8 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     """
     run_dir = Path(run_dir)
     if same_run(run_dir, config, seeds):
-        if (summary := finished(run_dir, config)) is not None:
+        # Its checkpoints may have been deleted to save space: the table needs none.
+        if (summary := finished(run_dir, config, checkpoint=False)) is not None:
             return "reused", summary
         # cut short, or a damaged summary or metrics: trained where needed and written again
         return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]

@@ -231,19 +231,14 @@ class MetricsCSV:
         self.seeds = [f"return_seed{i}" for i in range(num_seeds)]
         self.header = ["update", "env_steps", "wall_seconds", "return_mean", *self.seeds,
                        *METRIC_COLUMNS]
-        rows = []
+        header, rows = self.header, []
         if keep_updates is not None and path.exists():
-            rows = _whole_rows(path)[1][:keep_updates]  # resume keeps only whole rows
-        lines = [json.dumps(json_values(self._typed(row))) + "\n" for row in rows]
+            header, rows, _ = _whole_rows(path)  # resume keeps only whole rows
+            rows = rows[:keep_updates]
+        lines = [json.dumps(json_values(_typed(header, row))) + "\n" for row in rows]
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
         atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
         atomic_write(self.jsonl, lambda f: f.writelines(lines))
-
-    def _typed(self, row: list[str]) -> dict:
-        """A metrics.csv row read back as `append` wrote it: update and env steps as integers,
-        the rest as floats."""
-        return {name: int(v) if name in ("update", "env_steps") else float(v)
-                for name, v in zip(self.header, row, strict=True)}
 
     def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> list:
         """Write the rows of one chunk and return them as dicts (NaN as None).
@@ -269,6 +264,13 @@ class MetricsCSV:
     def returns(self) -> np.ndarray:
         """Per-seed episode returns of every row written, [seeds, updates] float64."""
         return seed_returns(read_metrics(self.path.parent))
+
+
+def _typed(header: list[str], row: list[str]) -> dict:
+    """A metrics.csv row read back as `MetricsCSV.append` wrote it: update and env steps as
+    integers, the rest as floats."""
+    return {name: int(v) if name in ("update", "env_steps") else float(v)
+            for name, v in zip(header, row, strict=True)}
 
 
 def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:

@@ -124,7 +124,8 @@ def test_resume_trains_again_the_updates_a_damaged_metrics_csv_lost(finished_run
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     assert code == 0 and "checkpoint 5 is past the 4 whole rows of metrics.csv" in err, err
     assert "checkpoint 4 is past" not in err, err
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["3", "4", "5", "ahead-5"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "3", "4", "5", "ahead-5", "digests"]
     assert pgjax.experiment.compare_metrics(run, finished_run) is None
     assert metrics_rows(run) == metrics_rows(finished_run)
 
