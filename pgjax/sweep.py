@@ -74,6 +74,7 @@ from pgjax.components import as_env, describe_given
 from pgjax.estimators import Estimator
 from pgjax.sweep_files import (
     IncompleteSweep,
+    held_id,
     held_sweep,
     load_record,
     load_records,
@@ -166,7 +167,7 @@ def sweep(
     plan = make_plan(spec, env=given["env"].name if "env" in given else None)
     check_plan(plan, given)
     out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, spec, describe_given(given))
+    prepare_out_dir(out_dir, spec, describe_given(given), replace_unstarted=True)
     work(out_dir, plan, given, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
          exit_when_idle=False, progress=progress, on_chunk=on_chunk)
     return _merged(out_dir, plan)
@@ -274,7 +275,8 @@ def work(
     devices = tuple(jax.local_devices())
     key_data = np.asarray(jax.random.key_data(seed_keys(plan.spec.seed, plan.spec.seeds)))
     train_chunk = functools.partial(run_chunk, plan, key_data=key_data, devices=devices,
-                                    programs=Programs(), components=given, worker=me.worker)
+                                    programs=Programs(), components=given, worker=me.worker,
+                                    sweep=held_id(out_dir))
     compiled, ran = set(), []
     recorded = set()  # chunks found recorded: a record is never replaced, so each is read once
     with claims.Heartbeat(me, lease_seconds) as heartbeat, \

@@ -14,6 +14,7 @@ aside when damaged, so that the chunk is trained again.
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -59,6 +60,23 @@ def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
     return out_dir / "chunks" / f"chunk-{index:06d}{suffix}"
 
 
+def sweep_id(spec: dict, components: dict) -> str:
+    """sha256 of a sweep's normalized spec (`Spec.to_json`) and components (`describe_given`),
+    as sweep.json records them: each chunk record carries it, so a chunk tells which sweep it
+    is of."""
+    text = json.dumps({"spec": spec, "components": components}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def held_id(out_dir: Path) -> str | None:
+    """The `sweep_id` of the sweep.json in out_dir (None where it does not read)."""
+    held = _read_json(out_dir / "sweep.json") if (out_dir / "sweep.json").is_file() else None
+    if not held or "spec" not in held:
+        return None
+    return held.get("sweep_sha256") or sweep_id(held["spec"], held.get("components",
+                                                                        {"given": []}))
+
+
 def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: str) -> dict:
     """One results-table row: ids, every config field, and the run's statistics.
 
@@ -86,17 +104,20 @@ def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: st
     }
 
 
-def load_record(out_dir: Path, chunk: Chunk, plan: Plan) -> tuple[dict | None, bool]:
+def load_record(out_dir: Path, chunk: Chunk, plan: Plan,
+                sweep: str | None = None) -> tuple[dict | None, bool]:
     """(record, damaged): whether the chunk is recorded, for the worker loop, merge and status.
 
     Recorded: its .json holds the chunk's runs and rows, its .npz reads whole (every array,
-    each checked against its CRC) with the same run ids, and every row is what `run_row` makes
-    of the plan and those metrics (ids, config fields, statistics; fields a row of an earlier
-    version lacks are not compared); then (the record, False). Otherwise (None, False) while it
-    has no .json, and (None, True) when it has one but either file is unreadable, cut short,
-    missing, of other runs or of other configs (another spec's, or edited): a damaged chunk, to
-    be set aside.
+    each checked against its CRC) with the same run ids, every row is what `run_row` makes of
+    the plan and those metrics (ids, config fields, statistics; fields a row of an earlier
+    version lacks are not compared), and its `sweep_sha256` (where it has one) is `sweep`
+    (`sweep_id`, default that of out_dir's sweep.json); then (the record, False). Otherwise
+    (None, False) while it has no .json, and (None, True) when it has one but either file is
+    unreadable, cut short, missing, of other runs or of another sweep (another spec's, or
+    edited): a damaged chunk, to be set aside.
     """
+    sweep = held_id(out_dir) if sweep is None else sweep
     try:
         text = chunk_path(out_dir, chunk.index, ".json").read_text()
     except FileNotFoundError:
@@ -104,26 +125,34 @@ def load_record(out_dir: Path, chunk: Chunk, plan: Plan) -> tuple[dict | None, b
     runs = list(chunk.runs)
     try:
         record = json.loads(text)
+        record["rows"] = [{"worker" if k == "process" else k: v for k, v in row.items()}
+                          for row in record["rows"]]  # rows before workers: "process"
         for row in record["rows"]:  # NaN is written as null, a tuple as a list
             for name in NAN_COLUMNS:
                 row[name] = float("nan") if row[name] is None else row[name]
             for name in TUPLE_FIELDS:  # records of earlier versions hold the JSON text
-                value = row[name]
-                row[name] = tuple(json.loads(value) if isinstance(value, str) else value)
+                if isinstance(value := row.get(name), str | list):
+                    row[name] = tuple(json.loads(value) if isinstance(value, str) else value)
         with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
             arrays = {name: data[name] for name in data.files}
         whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
                  and arrays["run"].tolist() == runs
                  and all(a.shape[:1] == (len(runs),) for a in arrays.values()))
-        whole = whole and all(
-            _same_row(row, run_row(plan, run, chunk, {k: a[i] for k, a in arrays.items()},
-                                   row["wall_seconds"], row["worker"]))
+        whole = whole and sweep in (None, record.get("sweep_sha256", sweep)) and all(
+            _same_row(row, run_row(plan, run, chunk, _metrics(arrays, i, row),
+                                   row.get("wall_seconds"), row.get("worker")))
             for i, (run, row) in enumerate(zip(runs, record["rows"], strict=True)))
     except FileNotFoundError:  # the record without its metrics
         return None, True
     except (ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile):
         return None, True  # cut or garbled
     return (record, False) if whole else (None, True)
+
+
+def _metrics(arrays: dict, i: int, row: dict) -> dict:
+    """Run i's metrics of a chunk; `diverged` from its row where the chunk's metrics lack it
+    (records of earlier versions)."""
+    return {"diverged": row.get("diverged", False), **{k: a[i] for k, a in arrays.items()}}
 
 
 def _same_row(row: dict, expected: dict) -> bool:
@@ -193,12 +222,14 @@ def save_chunk(out_dir: Path, result: dict) -> bool:
         os.unlink(tmp)
 
 
-def load_records(out_dir: Path, plan: Plan) -> tuple[dict, list[int], list[int]]:
+def load_records(out_dir: Path, plan: Plan,
+                 sweep: str | None = None) -> tuple[dict, list[int], list[int]]:
     """({chunk index: record} of the recorded chunks, the indices of the others, those of the
     damaged ones among them): `load_record` of every chunk of the plan."""
     records, missing, damaged = {}, [], []
+    sweep = held_id(out_dir) if sweep is None else sweep
     for chunk in plan.chunks:
-        record, bad = load_record(out_dir, chunk, plan)
+        record, bad = load_record(out_dir, chunk, plan, sweep)
         if record is not None:
             records[chunk.index] = record
         else:
@@ -238,7 +269,8 @@ def held_sweep(out_dir: Path, spec: Spec) -> dict:
     return held
 
 
-def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -> None:
+def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *,
+                    replace_unstarted: bool = False) -> None:
     """Create out_dir, or accept one that holds this same sweep; refuse anything else.
 
     Args:
@@ -247,10 +279,12 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
       components: `components.describe_given` of the components given (default: none given). A
         directory holding the same spec run with other components is refused.
 
-    A different sweep that recorded no chunk and that no live worker holds (one stopped by an
-    error before its first chunk) is replaced, and so is a sweep.json that does not read (the
-    chunks are checked against this spec's plan when read: `load_record`), with a note on
-    stderr.
+    With `replace_unstarted` (a sweep run in this process), a different sweep that recorded no
+    chunk, holds no live claim and was not launched as jobs (no logs/: its workers may still be
+    queued) is replaced: one stopped by an error before its first chunk. A sweep.json that does
+    not read (or is missing beside a sweep's files) is written again for this spec when every
+    recorded chunk says which sweep it is of (`sweep_id`; those of another sweep are then set
+    aside as damaged when read). Both with a note on stderr.
 
     Raises:
       SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
@@ -265,23 +299,41 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None) -
             try:
                 _check_same_sweep(out_dir, held, spec, components)
             except SpecError:
-                if held.get(MARKER) != 1 or not _trained_nothing(out_dir):
+                if not (replace_unstarted and held.get(MARKER) == 1
+                        and _trained_nothing(out_dir)):
                     raise
                 print(f"pgjax: --out {out_dir} held another sweep, which recorded no chunk; "
                       f"this one replaces it", file=sys.stderr)
             else:
                 (out_dir / "chunks").mkdir(exist_ok=True)
                 return
-        elif record_path.exists():
-            print(f"pgjax: --out {out_dir}: its sweep.json does not read, so it is written again "
-                  f"for this spec; a recorded chunk of other configs is set aside as damaged",
-                  file=sys.stderr)
         if any(p.name not in SWEEP_FILES and not p.name.startswith(".sweep.json.")
                for p in out_dir.iterdir()):
             raise SpecError(f"--out {out_dir} exists and is not a pgjax sweep directory")
+        if held is None and (recorded := _recorded_ids(out_dir)):
+            why = "does not read" if record_path.exists() else "is missing"
+            if None in recorded:
+                raise SpecError(f"--out {out_dir}: its sweep.json {why}, and chunks recorded by "
+                                f"an earlier pgjax do not say which sweep they are of; restore "
+                                f"sweep.json, or use another --out")
+            print(f"pgjax: --out {out_dir}: its sweep.json {why}, so it is written again for "
+                  f"this spec; a recorded chunk of another sweep is set aside as damaged",
+                  file=sys.stderr)
     (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
-    runs.write_json(record_path, {MARKER: 1, "spec": spec.to_json(), "components": components,
+    spec_json = spec.to_json()
+    runs.write_json(record_path, {MARKER: 1, "spec": spec_json, "components": components,
+                                  "sweep_sha256": sweep_id(spec_json, components),
                                   **runs.provenance()})
+
+
+def _recorded_ids(out_dir: Path) -> list[str | None]:
+    """The `sweep_sha256` of every readable chunk record in out_dir (None: an earlier
+    version's)."""
+    ids = []
+    for path in sorted((out_dir / "chunks").glob("chunk-*.json")):
+        if (record := _read_json(path)) is not None:  # one that does not read: set aside later
+            ids.append(record.get("sweep_sha256"))
+    return ids
 
 
 def _trained_nothing(out_dir: Path) -> bool:
@@ -289,6 +341,8 @@ def _trained_nothing(out_dir: Path) -> bool:
     no live worker's claim: a sweep that stopped before its first chunk, such as one whose
     program did not fit in memory. If so, the dead workers' claims are removed."""
     chunks_dir = out_dir / "chunks"
+    if (out_dir / "logs").exists():  # launched as jobs, which may not have started yet
+        return False
     if not chunks_dir.is_dir():
         return True
     if claims.held(chunks_dir) or not all(

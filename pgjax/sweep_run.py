@@ -98,6 +98,7 @@ def run_chunk(
     programs: Programs | None = None,
     components: dict | None = None,
     worker: str | None = None,
+    sweep: str | None = None,
 ) -> dict:
     """Train one chunk's runs in one program call.
 
@@ -109,6 +110,7 @@ def run_chunk(
       programs: the sweep's compile cache (default: a fresh one, compiling this chunk's program).
       components: `pgjax.components.build` keywords (env=, policy=, ...) given to the sweep.
       worker: who ran it, for the record and rows (default "host:pid").
+      sweep: the `sweep_files.sweep_id` of the sweep, kept in the record.
 
     Returns:
       {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics
@@ -150,5 +152,6 @@ def run_chunk(
         "compile_seconds": compile_seconds,
         "worker": worker,
         "host": socket.gethostname(),
+        **({} if sweep is None else {"sweep_sha256": sweep}),
     }
     return {"record": record, "arrays": arrays}

@@ -330,11 +330,20 @@ def test_a_sweep_json_that_does_not_read_is_written_again(reference, tmp_path, c
     assert "its sweep.json does not read, so it is written again" in capsys.readouterr().err
     keep = [c for c in table.columns if c not in RUN_ONLY]
     pd.testing.assert_frame_equal(table[keep], reference[1][keep])
-    (out / "sweep.json").unlink()  # no sweep.json, a sweep's files: taken as this spec's
-    other = {**SPEC, "grid": {"lr": [0.02, 0.03, 0.001]}}  # chunk 0 is another config's
+    (out / "sweep.json").unlink()  # missing beside a sweep's files: written for the spec given
+    other = {**SPEC, "grid": {"lr": [0.02, 0.03, 0.001]}}  # chunks of another sweep: set aside
     table = pgjax.sweep(other, out, on_chunk=lambda r: ran.append(r["chunk"]))
-    assert ran == [0] and sorted(table["lr"].unique()) == [0.001, 0.02, 0.03]
-    assert (out / "chunks" / "damaged-chunk-000000.json").exists()
+    assert ran == [0, 1] and sorted(table["lr"].unique()) == [0.001, 0.02, 0.03]
+    assert {p.name for p in (out / "chunks").glob("damaged-*.json")} == {
+        "damaged-chunk-000000.json", "damaged-chunk-000001.json"}
+    for path in (out / "chunks").glob("chunk-*.json"):  # as an earlier pgjax wrote them
+        record = json.loads(path.read_text())
+        del record["sweep_sha256"]
+        path.write_text(json.dumps(record))
+    (out / "sweep.json").write_text("{garbage")
+    with pytest.raises(SpecError, match="chunks recorded by an earlier pgjax do not say which "
+                       "sweep they are of; restore sweep.json, or use another --out"):
+        pgjax.sweep(other, out)
 
 
 def test_sharded_over_4_devices_matches_single_device(background, reference):
@@ -434,17 +443,23 @@ def test_a_sweep_that_recorded_no_chunk_is_replaced(tmp_path, capsys):
     chunks = tmp_path / "chunks"
     prepare_out_dir(tmp_path, parse_spec({**SPEC, "chunk_runs": 64}))
     (chunks / "chunk-000000.claim-1").write_text(json.dumps({"expires": 0}))  # a dead worker's
-    prepare_out_dir(tmp_path, parse_spec(SPEC))
+    with pytest.raises(SpecError, match="holds a different sweep"):  # a launcher's: refused
+        prepare_out_dir(tmp_path, parse_spec(SPEC))
+    (tmp_path / "logs").mkdir()  # launched as jobs, which may still be queued: refused
+    with pytest.raises(SpecError, match="holds a different sweep"):
+        prepare_out_dir(tmp_path, parse_spec(SPEC), replace_unstarted=True)
+    (tmp_path / "logs").rmdir()
+    prepare_out_dir(tmp_path, parse_spec(SPEC), replace_unstarted=True)
     assert "held another sweep, which recorded no chunk" in capsys.readouterr().err
     assert json.loads((tmp_path / "sweep.json").read_text())["spec"]["chunk_runs"] == 4
     assert not list(chunks.iterdir())
     live = claims.acquire(chunks, "chunk-000001", 0, claims.this_holder(), 60.0)
     with pytest.raises(SpecError, match="holds a different sweep .spec differs in seeds"):
-        prepare_out_dir(tmp_path, parse_spec({**SPEC, "seeds": 3}))
+        prepare_out_dir(tmp_path, parse_spec({**SPEC, "seeds": 3}), replace_unstarted=True)
     claims.release(live)
     (chunks / "damaged-chunk-000000.json").write_text("{")  # a chunk was trained
     with pytest.raises(SpecError, match="holds a different sweep .spec differs in seeds"):
-        prepare_out_dir(tmp_path, parse_spec({**SPEC, "seeds": 3}))
+        prepare_out_dir(tmp_path, parse_spec({**SPEC, "seeds": 3}), replace_unstarted=True)
 
 
 def corridor() -> pgjax.Env:
@@ -591,3 +606,22 @@ def test_status_names_a_claim_whose_process_is_gone(reference, tmp_path):
     assert sweep_status(SPEC, out).splitlines()[1] == (
         f"chunk 1: job 7 on {holder.host}, attempt 1, its process is gone: the next worker "
         f"takes it over")
+
+
+def test_chunks_recorded_by_an_earlier_version_still_merge(reference, tmp_path):
+    """Rows with `process` for `worker`, metrics without `diverged`, no sweep_sha256."""
+    out = tmp_path / "sweep"
+    shutil.copytree(reference[0], out)
+    path = out / "chunks" / "chunk-000000.json"
+    record = json.loads(path.read_text())
+    del record["sweep_sha256"]
+    for row in record["rows"]:
+        row["process"] = row.pop("worker")
+    path.write_text(json.dumps(record))
+    npz = out / "chunks" / "chunk-000000.npz"
+    with np.load(npz) as data:
+        arrays = {name: data[name] for name in data.files if name != "diverged"}
+    np.savez(npz, **arrays)
+    table = merge_sweep(SPEC, out)
+    keep = [c for c in table.columns if c not in RUN_ONLY]
+    pd.testing.assert_frame_equal(table[keep], reference[1][keep])
