@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pgjax.runs import atomic_write
+from pgjax.runs import atomic_write, first_line
 
 
 class CheckpointError(RuntimeError):
@@ -161,9 +161,8 @@ class Checkpoints:
         try:
             yield
         except Exception as e:  # orbax wraps OS errors in ValueError / RuntimeError
-            text = str(e)
-            reason = "no space left on device" if "No space left on device" in text else \
-                (text.strip().splitlines() or [type(e).__name__])[0][:160]
+            reason = "no space left on device" if "No space left on device" in str(e) else \
+                first_line(e, 160)
             raise CheckpointError(
                 f"saving checkpoint {update} in {self.root} failed: {reason}; the run resumes "
                 f"from its last checkpoint with pgjax train --resume {self.root.parent}"
@@ -182,14 +181,13 @@ class Checkpoints:
         steps are tried newest first). With `set_aside` (resume), once one is restored, the
         damaged ones are renamed to `damaged-<step>` beside the others (kept, never overwritten),
         and those past `at_most` to `ahead-<step>`, so the resumed run can save those steps
-        again. When every checkpoint is past `at_most`, or (with `set_aside`) none is readable,
-        it returns (0, like): the start, from which a run trains the same numbers again. A
+        again. When every checkpoint is past `at_most`, it returns (0, like): the start. A
         stored array whose shape differs from `like`'s stops the restore, naming the array and
         asking whether `changed` (what made `like`) changed since training.
 
         Raises:
-          CheckpointError: `step` is not a checkpoint of this run, none is readable (without
-            `set_aside`), or one does not fit `like`.
+          CheckpointError: `step` is not a checkpoint of this run, none is readable, or one
+            does not fit `like`.
         """
         steps = self.steps()
         if step is not None and step not in steps:
@@ -224,20 +222,18 @@ class Checkpoints:
                 if (stored := self._stored_digest(s)) is not None and digest(restored) != stored:
                     reason = "its arrays do not match the sha256 written with them"
             except Exception as e:  # orbax raises many types for damaged files
-                reason = str(e).strip().splitlines()[0][:120] if str(e).strip() \
-                    else type(e).__name__
+                reason = first_line(e, 120)
             if reason is not None:
                 print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
                 damaged.append(s)
                 continue
             report_and_set_aside(damaged)
             return s, from_saveable(restored, like)
-        if not set_aside or step is not None:
-            raise CheckpointError(f"no readable checkpoint in {self.root}")
-        report_and_set_aside(damaged)  # a run is deterministic: its start is as good
-        print(f"pgjax: no readable checkpoint in {self.root}; training again from the start",
-              file=sys.stderr)
-        return 0, like
+        # Not the start: a failure that is not damage (memory, a network disk) reads as damage.
+        raise CheckpointError(
+            f"no readable checkpoint in {self.root}" + (
+                f"; to train the run again from the start (the same numbers), move "
+                f"{self.root} aside and resume" if set_aside else ""))
 
     def _shape_difference(self, step: int, abstract) -> str | None:
         """The first array `abstract` has that is not stored or stored with another shape, or

@@ -436,11 +436,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"pgjax: {e}" if isinstance(e, Stopped) else "pgjax: interrupted",
               file=sys.stderr, flush=True)
         sys.stdout.flush()
-        os._exit(128 + e.signal if isinstance(e, Stopped) else 130)
+        os._exit(e.exit_status if isinstance(e, Stopped) else 130)
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
-        fail(f"out of memory: {str(e).strip().splitlines()[0][:300]}")
+        fail(f"out of memory: {runs.first_line(e, 300)}")
 
 
 def fail(message: str) -> None:

@@ -42,7 +42,7 @@ from pgjax.policies import (
     step_policy,
 )
 from pgjax.rollout import Transition
-from pgjax.runs import json_values
+from pgjax.runs import first_line, json_values
 
 
 class Components(NamedTuple):
@@ -368,15 +368,16 @@ def _check_env(env: Env, action: jax.ShapeDtypeStruct) -> None:
                                  f"observation space says {env.obs_shape}")
 
     try:
-        obs, state = jax.eval_shape(env.env.reset, key, env.params)
+        obs, state = jax.eval_shape(lambda k: env.env.reset(k, env.params), key)
     except Exception as e:  # JAX and gymnax raise many types
-        raise ComponentError(f"{name} fails to reset: {_reason(e)}") from None
+        raise ComponentError(f"{name} fails to reset: {first_line(e)}") from None
     observations("resets to observations", obs)
     try:
-        out = jax.eval_shape(lambda k, s, a: env.env.step(k, s, a, env.params), key, state, action)
+        out = jax.eval_shape(lambda k, s, a: env.env.step(k, s, a, env.params), key, state,
+                             action)
     except Exception as e:
         raise ComponentError(f"{name} fails to step with an action of shape {action.shape} and "
-                             f"dtype {action.dtype} (the policy's): {_reason(e)}") from None
+                             f"dtype {action.dtype} (the policy's): {first_line(e)}") from None
     if not (isinstance(out, tuple) and len(out) == 6):
         count = f"{len(out)} values" if isinstance(out, tuple) else _kind(out)
         raise ComponentError(f"{name}'s step returns {count}; a gymnax 1.0 env returns six: "
@@ -388,12 +389,6 @@ def _check_env(env: Env, action: jax.ShapeDtypeStruct) -> None:
             f"{name}'s step info has no 'final_observation' (the observation before gymnax's "
             f"automatic reset, from which a cut episode is bootstrapped)")
     observations("has final observations", info["final_observation"])
-
-
-def _reason(e: Exception) -> str:
-    """The first line of an exception's message (its type when it has none), at most 200
-    characters."""
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
 
 
 def _check_targets(config: Config, components: Components, action_dtype) -> None:
@@ -426,7 +421,7 @@ def _check_targets(config: Config, components: Components, action_dtype) -> None
         out = jax.eval_shape(targets, batch, last_obs, values)
     except Exception as e:  # JAX raises many types for an estimator that does not trace
         raise ComponentError(f"the estimator {name} fails on a batch of shape {shape}: "
-                             f"{_reason(e)}") from None
+                             f"{first_line(e)}") from None
     if not isinstance(out, Targets):
         raise ComponentError(f"the estimator {name} returned {type(out).__name__}; it must "
                              f"return pgjax.losses.Targets(returns, advantages, mask, weights)")
@@ -470,7 +465,7 @@ def _abstract(fn, obs: jax.ShapeDtypeStruct, what: str, env: Env):
     try:
         return jax.eval_shape(fn, obs)
     except Exception as e:  # flax/JAX raise many types for a shape that does not fit
-        reason = _reason(e)
+        reason = first_line(e)
         if isinstance(e, TypeError) and "not a valid JAX type" in reason:
             raise ComponentError(
                 f"the {what} returns a value that is not a pytree of arrays; make its "

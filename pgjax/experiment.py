@@ -480,6 +480,9 @@ def train_run(
                              else keep_checkpoints)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if not (keep_checkpoints is None or is_int(keep_checkpoints)):
+            raise ValueError(f"keep_checkpoints must be an integer or None, got "
+                             f"{keep_checkpoints!r}")
         check_seed(seed)
         parts = build(config, **components)
         run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name,
@@ -531,6 +534,8 @@ def train_run(
     summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
     runs.write_json(run_dir / "summary.json", summary)
     plot_run_curve(run_dir, config, csv.returns())
+    if requested:  # a signal in the last chunk: the run is whole, and the caller stops too
+        raise Stopped(requested[0], config.num_updates, run_dir)
     return run_dir, summary
 
 
@@ -546,6 +551,7 @@ class Stopped(Exception):
 
     def __init__(self, signum: int, update: int, run_dir: Path | None = None):
         self.signal, self.update, self.run_dir = signum, update, run_dir
+        self.exit_status = 128 + signum  # as the signal's own ending would have it
         super().__init__(f"stopped by {signal.Signals(signum).name} at update {update}; its "
                          f"checkpoint is saved: resume with pgjax train --resume {run_dir}")
 
@@ -553,9 +559,10 @@ class Stopped(Exception):
 @contextlib.contextmanager
 def stop_requests():
     """A list that SIGTERM (the scheduler's notice of preemption) and a first Ctrl-C append
-    their signal to, for `train_loop` to stop at the end of the chunk it is writing. A second
-    one acts as without this: Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process.
-    Handlers are set from the main thread only (elsewhere the list stays empty)."""
+    their signal to, for `train_loop` to stop at the end of the chunk it is writing (or, in the
+    last chunk, `train_run` once the run is written). A second one acts as without this: Ctrl-C
+    raises KeyboardInterrupt, SIGTERM ends the process. Handlers are set from the main thread
+    only (elsewhere the list stays empty)."""
     requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield requested
@@ -568,8 +575,9 @@ def stop_requests():
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         requested.append(signum)
-        print(f"pgjax: {signal.Signals(signum).name}: stopping at the end of this chunk, once "
-              f"its checkpoint is saved (again: stop now)", file=sys.stderr, flush=True)
+        # os.write, not print: the handler may run while the main thread writes to stderr.
+        os.write(2, f"pgjax: {signal.Signals(signum).name}: stopping at the end of this chunk, "
+                    f"once its checkpoint is saved (again: stop now)\n".encode())
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -617,12 +625,13 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
             bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
             due = ((c + 1) % checkpoint_every == 0 if checkpoint_every
                    else time.perf_counter() - saved >= 60 * checkpoint_minutes)
-            if last or due or requested:  # after the rows: never ahead of metrics.csv
+            stop = requested[0] if requested else None  # read once: a signal may come between
+            if last or due or stop:  # after the rows: never ahead of metrics.csv
                 ckpt.save((c + 1) * n, state)
                 saved = time.perf_counter()
-            if requested and not last:
+            if stop and not last:
                 ckpt.wait()
-                raise Stopped(requested[0], (c + 1) * n)
+                raise Stopped(stop, (c + 1) * n)
     bad = diverged(np.concatenate(losses, 1), np.concatenate(norms, 1), state.params)
     return state, np.asarray(bad)
 

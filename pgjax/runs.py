@@ -97,7 +97,8 @@ def is_run_dir(path: Path) -> bool:
 
 def damaged_run(path: Path) -> str | None:
     """Why `path`, which holds a config.json and only files a run writes, is not a run (its
-    config.json is cut short, not JSON or not a run record); None for a run or other folders."""
+    config.json is cut short or not JSON); None for a run or other folders (valid JSON without
+    pgjax's marker is another tool's)."""
     record_path = path / "config.json"
     if is_run_dir(path) or not record_path.is_file() or _foreign(path):
         return None
@@ -105,7 +106,7 @@ def damaged_run(path: Path) -> str | None:
         json.loads(record_path.read_text())
     except (OSError, ValueError) as e:
         return f"its config.json does not read: {e}"
-    return "its config.json is not a pgjax run record"
+    return None  # JSON of another tool's: not pgjax's to replace
 
 
 def _foreign(path: Path) -> list[str]:
@@ -156,6 +157,13 @@ def create_run_dir(out: Path) -> Path:
     return out
 
 
+def first_line(error: BaseException, width: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), cut to
+    `width` characters: an error of a library as one line of pgjax's."""
+    text = str(error).strip()
+    return text.splitlines()[0][:width] if text else type(error).__name__
+
+
 def atomic_write(path: Path, write, mode: str = "w") -> None:
     """Write through `write(file)` to a temp file in the same folder, then rename over `path`.
 
@@ -173,7 +181,7 @@ def atomic_write(path: Path, write, mode: str = "w") -> None:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        if e.filename not in (None, tmp):
+        if e.errno is None or e.filename not in (None, tmp):
             raise
         raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:

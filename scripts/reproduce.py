@@ -292,4 +292,4 @@ if __name__ == "__main__":
             else "interrupted"
         print(f"reproduce.py: {how}; the same command continues where it stopped",
               file=sys.stderr, flush=True)
-        os._exit(128 + e.signal if isinstance(e, Stopped) else 130)
+        os._exit(e.exit_status if isinstance(e, Stopped) else 130)

@@ -131,6 +131,8 @@ def test_checkpoint_schedule_by_time_or_by_chunks(tmp_path):
     for bad in ({"checkpoint_every": 0}, {"checkpoint_minutes": 0.0}, {"keep_checkpoints": 0}):
         with pytest.raises(ValueError, match="must be positive"):
             run(tmp_path / "bad", **bad)
+    with pytest.raises(ValueError, match="keep_checkpoints must be an integer or None, got 2.5"):
+        run(tmp_path / "bad", keep_checkpoints=2.5)
 
 
 def test_keep_checkpoints_keeps_every_one_also_on_resume(tmp_path, capsys):

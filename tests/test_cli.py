@@ -146,7 +146,11 @@ def test_existing_run_needs_overwrite(tmp_path, capsys):
     assert "held a damaged run (its config.json does not read" in capsys.readouterr().err
     (aside,) = tmp_path.glob("run.replaced-*")
     assert (aside / "config.json").read_text() == record[:100]
-    (out / "config.json").write_text("[]")
+    (out / "config.json").write_text("[]")  # JSON, not pgjax's: another tool's, kept
+    with pytest.raises(SystemExit):
+        main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])
+    assert "exists and is not a pgjax run directory" in capsys.readouterr().err
+    (out / "config.json").write_text("{")
     main(["train", *TINY, "--out", str(out), "--no-progress", "--overwrite"])
 
 

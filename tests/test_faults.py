@@ -140,20 +140,26 @@ def test_resume_with_no_metrics_row_left_starts_over(finished_run, tmp_path, cap
     assert pgjax.experiment.compare_metrics(run, finished_run) is None
 
 
-def test_all_checkpoints_damaged_trains_again_from_the_start(finished_run, tmp_path, capsys):
+def test_all_checkpoints_damaged_is_one_line_that_names_the_way_out(finished_run, tmp_path,
+                                                                    capsys):
+    """Nothing is moved or cut: a failure that is not damage (memory, a network disk) reads
+    as damage too. Moving checkpoints/ aside trains the run again from the start."""
     run = copy_run(finished_run, tmp_path)
     (run / "summary.json").unlink()
     for step in ("3", "4", "5"):
         garble(run / "checkpoints" / step)
+    before = (run / "metrics.csv").read_text()
     code, err = cli(capsys, "eval", str(run), "--episodes", "2")
     one_line_error(code, err, "no readable checkpoint")
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    one_line_error(code, err, f"no readable checkpoint in {run.absolute()}/checkpoints; to train "
+                   f"the run again from the start (the same numbers), move")
+    assert sum("is damaged" in line for line in err.splitlines()) == 3, err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["3", "4", "5", "digests"]
+    assert (run / "metrics.csv").read_text() == before
+    (run / "checkpoints").rename(run.parent / "checkpoints-damaged")
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     assert code == 0, err
-    lines = err.strip().splitlines()
-    assert sum("is damaged" in line for line in lines) == 3, err
-    assert lines[-1].endswith("; training again from the start"), err
-    names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["3", "4", "5", "damaged-3", "damaged-4", "damaged-5", "digests"]  # kept
     assert pgjax.experiment.compare_metrics(run, finished_run) is None
     assert metrics_rows(run) == metrics_rows(finished_run)
 
@@ -229,6 +235,25 @@ def test_sigterm_stops_at_a_chunk_end_with_its_checkpoint(finished_run, tmp_path
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     assert code == 0, err
     assert pgjax.experiment.compare_metrics(run, finished_run) is None
+
+
+def test_a_signal_in_the_last_chunk_stops_once_the_run_is_written(finished_run, tmp_path,
+                                                                  monkeypatch):
+    append = pgjax.runs.MetricsCSV.append
+
+    def append_then_signal(self, *args):
+        rows = append(self, *args)
+        if rows[-1]["update"] == 5:  # the last update
+            os.kill(os.getpid(), signal.SIGTERM)
+        return rows
+
+    monkeypatch.setattr(pgjax.runs.MetricsCSV, "append", append_then_signal)
+    config = pgjax.experiment.load_run(finished_run)[0]
+    with pytest.raises(pgjax.experiment.Stopped) as stopped:
+        pgjax.train_run(config, tmp_path / "run", seeds=2, chunks=5, progress=False)
+    assert (stopped.value.update, stopped.value.exit_status) == (5, 143)
+    assert (tmp_path / "run" / "summary.json").exists()  # the run is whole
+    assert pgjax.experiment.compare_metrics(tmp_path / "run", finished_run) is None
 
 
 def test_a_second_signal_stops_at_once():
@@ -568,6 +593,11 @@ def test_a_failed_write_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
     def read_only(dir, prefix):
         raise PermissionError(13, "Permission denied", f"{dir}/{prefix}x1y2")
 
+    def no_errno(f):  # as PIL's "cannot write mode RGBA as JPEG"
+        raise OSError("cannot write mode RGBA as JPEG")
+
+    with pytest.raises(OSError, match="^cannot write mode RGBA as JPEG$"):
+        runs.atomic_write(path, no_errno)
     monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
     with pytest.raises(OSError) as error:
         runs.write_json(path, {})
