@@ -547,22 +547,24 @@ def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray) -> None:
 
 class Stopped(Exception):
     """A run stopped by a signal (SIGTERM, Ctrl-C) at the end of a chunk, its checkpoint of
-    that update saved: `train_run(None, run_dir, resume=True)` continues it."""
+    that update saved (at update 0, nothing): `train_run(None, run_dir, resume=True)`
+    continues it."""
 
     def __init__(self, signum: int, update: int, run_dir: Path | None = None):
         self.signal, self.update, self.run_dir = signum, update, run_dir
         self.exit_status = 128 + signum  # as the signal's own ending would have it
-        super().__init__(f"stopped by {signal.Signals(signum).name} at update {update}; its "
-                         f"checkpoint is saved: resume with pgjax train --resume {run_dir}")
+        saved = "; its checkpoint is saved" if update else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} at update {update}{saved}: "
+                         f"resume with pgjax train --resume {run_dir}")
 
 
 @contextlib.contextmanager
 def stop_requests():
     """A list that SIGTERM (the scheduler's notice of preemption) and a first Ctrl-C append
-    their signal to, for `train_loop` to stop at the end of the chunk it is writing (or, in the
-    last chunk, `train_run` once the run is written). A second one acts as without this: Ctrl-C
-    raises KeyboardInterrupt, SIGTERM ends the process. Handlers are set from the main thread
-    only (elsewhere the list stays empty)."""
+    their signal to, for `train_loop` to stop with a checkpoint of the last chunk written (or,
+    in the last chunk, `train_run` once the run is written). A second one acts as without
+    this: Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process. Handlers are set from the
+    main thread only (elsewhere the list stays empty)."""
     requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield requested
@@ -576,8 +578,8 @@ def stop_requests():
             os.kill(os.getpid(), signum)
         requested.append(signum)
         # os.write, not print: the handler may run while the main thread writes to stderr.
-        os.write(2, f"pgjax: {signal.Signals(signum).name}: stopping at the end of this chunk, "
-                    f"once its checkpoint is saved (again: stop now)\n".encode())
+        os.write(2, f"pgjax: {signal.Signals(signum).name}: stopping once the last chunk "
+                    f"written is checkpointed (again: stop now)\n".encode())
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -590,8 +592,9 @@ def stop_requests():
 def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, checkpoint_every,
                checkpoint_minutes, progress, requested=()):
     """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints
-    (see `train_run` for when). Once `requested` (`stop_requests`) holds a signal, the chunk
-    being written is checkpointed and `Stopped` raised.
+    (see `train_run` for when). Once `requested` (`stop_requests`) holds a signal, the newest
+    state whose rows are all written is checkpointed (within a second: the chunk in progress
+    is dropped) and `Stopped` raised.
 
     Chunk c + 1 runs while chunk c's rows and checkpoint are written (`Checkpoints.save`
     writes on its own thread); returns once the last checkpoint is started (`ckpt.wait` waits
@@ -609,12 +612,18 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
         initial=start * config.steps_per_update,
     ) as bar:
         t1 = saved = time.perf_counter()
+        written, saved_update = state, start  # the state of the last rows written, and its step
         running = step(state) if chunks else None
         for c in chunks:
             state, metrics = running
             last = c + 1 == config.num_updates // n
             if not last:
                 running = step(state)  # the next chunk runs while this one's rows are written
+            if not _computed(metrics, requested):  # a signal while chunk c trains
+                if saved_update != c * n:
+                    ckpt.save(c * n, written)
+                ckpt.wait()
+                raise Stopped(requested[0], c * n)
             metrics = jax.tree.map(np.asarray, metrics)
             losses.append(metrics.loss)
             norms.append(metrics.grad_norm)
@@ -628,12 +637,34 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
             stop = requested[0] if requested else None  # read once: a signal may come between
             if last or due or stop:  # after the rows: never ahead of metrics.csv
                 ckpt.save((c + 1) * n, state)
-                saved = time.perf_counter()
+                saved, saved_update = time.perf_counter(), (c + 1) * n
             if stop and not last:
                 ckpt.wait()
                 raise Stopped(stop, (c + 1) * n)
+            written = state
     bad = diverged(np.concatenate(losses, 1), np.concatenate(norms, 1), state.params)
     return state, np.asarray(bad)
+
+
+def _computed(tree, requested) -> bool:
+    """Wait until the arrays of `tree` are computed: True; False once `requested` holds a
+    signal (looked at every 0.2 s). The wait is on a thread: the main thread waits on a lock,
+    during which signal handlers run at once (inside XLA they would wait for the chunk)."""
+    done = threading.Event()
+
+    def wait():
+        try:
+            jax.block_until_ready(tree)
+        except Exception:  # raised again where the caller reads the arrays
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    while not done.wait(0.2):
+        if requested:
+            return False
+    return True
 
 
 def summarize(config, csv, diverged, *, seeds, start, wall, compile_seconds) -> dict:

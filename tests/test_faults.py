@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -226,8 +227,8 @@ def test_sigterm_stops_at_a_chunk_end_with_its_checkpoint(finished_run, tmp_path
                           text=True, timeout=240)
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "pgjax: SIGTERM: stopping at the end of this chunk, once its checkpoint is saved "
-        "(again: stop now)",
+        "pgjax: SIGTERM: stopping once the last chunk written is checkpointed (again: stop "
+        "now)",
         f"pgjax: stopped by SIGTERM at update 2; its checkpoint is saved: resume with pgjax "
         f"train --resume {run}"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "digests"]
@@ -254,6 +255,39 @@ def test_a_signal_in_the_last_chunk_stops_once_the_run_is_written(finished_run, 
     assert (stopped.value.update, stopped.value.exit_status) == (5, 143)
     assert (tmp_path / "run" / "summary.json").exists()  # the run is whole
     assert pgjax.experiment.compare_metrics(tmp_path / "run", finished_run) is None
+
+
+def test_a_signal_while_a_chunk_trains_stops_at_the_last_chunk_written(finished_run, tmp_path,
+                                                                       monkeypatch):
+    """The chunk in progress is dropped: the state of the rows written is checkpointed."""
+    computed, calls = pgjax.experiment._computed, []
+
+    def signal_during_chunk_3(tree, requested):
+        calls.append(1)
+        if len(calls) == 3:  # as `_computed` answers a signal that comes while chunk 3 runs
+            requested.append(signal.SIGTERM)
+            return False
+        return computed(tree, requested)
+
+    monkeypatch.setattr(pgjax.experiment, "_computed", signal_during_chunk_3)
+    config = pgjax.experiment.load_run(finished_run)[0]
+    run = tmp_path / "run"
+    with pytest.raises(pgjax.experiment.Stopped) as stopped:
+        pgjax.train_run(config, run, seeds=2, chunks=5, progress=False)
+    assert stopped.value.update == 2 and len(metrics_rows(run)) == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "digests"]
+    monkeypatch.undo()
+    pgjax.train_run(None, run, resume=True, progress=False)
+    assert pgjax.experiment.compare_metrics(run, finished_run) is None
+
+
+def test_waiting_for_a_chunk_ends_when_a_signal_comes(monkeypatch):
+    monkeypatch.setattr(pgjax.experiment.jax, "block_until_ready", lambda tree: time.sleep(30))
+    requested = []
+    threading.Timer(0.3, requested.append, [signal.SIGTERM]).start()
+    t = time.perf_counter()
+    assert pgjax.experiment._computed({}, requested) is False
+    assert time.perf_counter() - t < 2
 
 
 def test_a_second_signal_stops_at_once():
