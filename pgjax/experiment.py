@@ -428,7 +428,8 @@ def train_run(
     `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
     with the stored config and checkpoint interval (the arguments are ignored) and ends with the
     numbers of an uninterrupted run; damaged checkpoints and those newer than the one restored
-    are moved aside. A finished run is not trained again (nor asks for its components).
+    are moved aside. A finished run is not trained again (nor asks for its components); its
+    curve.png and metrics.jsonl are written again if missing or not as metrics.csv has them.
     Nothing is written to a new run's directory until its programs compiled and fit in memory.
 
     Args:
@@ -464,6 +465,7 @@ def train_run(
         if (summary := finished(run_dir, config)) is not None:  # nothing to train: no components
             if not (run_dir / "curve.png").exists():  # its writing failed, or it was deleted
                 plot_run_curve(run_dir, config, runs.seed_returns(runs.read_metrics(run_dir)))
+            runs.repair_jsonl(run_dir)
             return run_dir, summary
         parts = run_components(config, record, components)
         used = resumed_settings(record, checkpoint_every=checkpoint_every,

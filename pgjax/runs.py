@@ -243,10 +243,9 @@ class MetricsCSV:
         if keep_updates is not None and path.exists():
             header, rows, _ = _whole_rows(path)  # resume keeps only whole rows
             rows = rows[:keep_updates]
-        lines = [json.dumps(json_values(_typed(header, row))) + "\n" for row in rows]
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
         atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
-        atomic_write(self.jsonl, lambda f: f.writelines(lines))
+        atomic_write(self.jsonl, lambda f: f.write(_jsonl_text(header, rows)))
 
     def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> list:
         """Write the rows of one chunk and return them as dicts (NaN as None).
@@ -272,6 +271,25 @@ class MetricsCSV:
     def returns(self) -> np.ndarray:
         """Per-seed episode returns of every row written, [seeds, updates] float64."""
         return seed_returns(read_metrics(self.path.parent))
+
+
+def repair_jsonl(run_dir: Path) -> bool:
+    """Write metrics.jsonl again from metrics.csv's whole rows when it differs from them (cut,
+    damaged or deleted after the run ended): whether it was written."""
+    header, rows, _ = _whole_rows(run_dir / "metrics.csv")
+    text, jsonl = _jsonl_text(header, rows), run_dir / "metrics.jsonl"
+    try:
+        if jsonl.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write(jsonl, lambda f: f.write(text))
+    return True
+
+
+def _jsonl_text(header: list[str], rows: list[list[str]]) -> str:
+    """metrics.jsonl as `MetricsCSV.append` writes it, from metrics.csv rows read as text."""
+    return "".join(json.dumps(json_values(_typed(header, row))) + "\n" for row in rows)
 
 
 def _typed(header: list[str], row: list[str]) -> dict:

@@ -190,6 +190,23 @@ def test_resume_writes_metrics_jsonl_again_from_metrics_csv(finished_run, tmp_pa
     assert metrics_rows(run) == metrics_rows(finished_run)
 
 
+@pytest.mark.parametrize("damage", ["cut", "deleted"])
+def test_resuming_a_finished_run_writes_metrics_jsonl_again(finished_run, tmp_path, capsys,
+                                                           damage):
+    run = copy_run(finished_run, tmp_path)
+    jsonl = run / "metrics.jsonl"
+    if damage == "cut":
+        jsonl.write_text(jsonl.read_text()[:-30])
+    else:
+        jsonl.unlink()
+    csv_before = (run / "metrics.csv").read_bytes()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    assert jsonl.read_text() == (finished_run / "metrics.jsonl").read_text()
+    assert (run / "metrics.csv").read_bytes() == csv_before
+    assert not runs.repair_jsonl(run)  # whole again: nothing to write
+
+
 def test_checkpoints_that_is_a_file_is_one_line(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
     (run / "summary.json").unlink()
