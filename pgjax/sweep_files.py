@@ -69,12 +69,12 @@ def sweep_id(spec: dict, components: dict) -> str:
 
 
 def held_id(out_dir: Path) -> str | None:
-    """The `sweep_id` of the sweep.json in out_dir (None where it does not read)."""
+    """The `sweep_id` of the spec and components in out_dir's sweep.json, computed again (None
+    where it does not read)."""
     held = _read_json(out_dir / "sweep.json") if (out_dir / "sweep.json").is_file() else None
     if not held or "spec" not in held:
         return None
-    return held.get("sweep_sha256") or sweep_id(held["spec"], held.get("components",
-                                                                        {"given": []}))
+    return sweep_id(held["spec"], held.get("components", {"given": []}))
 
 
 def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: str) -> dict:
@@ -366,6 +366,11 @@ def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict | 
     """Refuse a sweep.json of another spec, or (unless components is None) other components."""
     if held.get(MARKER) != 1:
         raise SpecError(f"--out {out_dir} holds a sweep.json that is not a pgjax sweep")
+    stored = held.get("sweep_sha256")  # none in sweeps of earlier versions
+    if stored is not None and stored != sweep_id(held.get("spec"),
+                                                 held.get("components", {"given": []})):
+        raise SpecError(f"--out {out_dir}: its sweep.json was edited (its sweep_sha256 is not "
+                        f"that of its spec and components); restore it, or use another --out")
     ours = spec.to_json()
     if held.get("spec") != ours:
         diff = [k for k in ours if held.get("spec", {}).get(k) != ours[k]]

@@ -346,6 +346,24 @@ def test_a_sweep_json_that_does_not_read_is_written_again(reference, tmp_path, c
         pgjax.sweep(other, out)
 
 
+def test_an_edited_sweep_json_is_refused(reference, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    shutil.copytree(reference[0], out)
+    held = json.loads((out / "sweep.json").read_text())
+    held["spec"]["grid"]["lr"][0] = 0.5  # what a chunk recorded would no longer say
+    (out / "sweep.json").write_text(json.dumps(held))
+    for run in (lambda: merge_sweep(SPEC, out), lambda: pgjax.sweep(SPEC, out)):
+        with pytest.raises(SpecError, match="its sweep.json was edited"):
+            run()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(spec), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0, err
+    assert err.startswith("pgjax: error:") and "its sweep.json was edited" in err, err
+
+
 def test_sharded_over_4_devices_matches_single_device(background, reference):
     root, procs = background
     wait(procs["sharded"])
