@@ -97,13 +97,16 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
             from None
-    digest = record.get("config_sha256")  # records written before it have none
-    if digest is not None and digest != runs.config_digest(record["config"]):
-        raise EditedRecord(
-            f"{run_dir}/config.json: its config was edited after the run was recorded "
-            f"(config_sha256 differs), so it is not what trained the run; train a new run with "
-            f"the changed config, or delete config_sha256 to use the run as edited"
-        )
+    # Records written before a digest have none of it.
+    for digest, what, fields in (
+            ("config_sha256", "its config was", record["config"]),
+            ("seeds_sha256", "its seed or seeds were", {k: record[k] for k in ("seed", "seeds")})):
+        if record.get(digest) not in (None, runs.config_digest(fields)):
+            raise EditedRecord(
+                f"{run_dir}/config.json: {what} edited after the run was recorded "
+                f"({digest} differs), so it is not what trained the run; train a new run with "
+                f"the changed config, or delete {digest} to use the run as edited"
+            )
     return config, record
 
 

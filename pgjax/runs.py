@@ -213,13 +213,15 @@ def config_record(config: Config, **extra) -> dict:
     """config.json's contents: the marker, every config field and their `config_digest`,
     `extra`, provenance."""
     fields = to_dict(config)
-    return {MARKER: 1, "config": fields, "config_sha256": config_digest(fields), **extra,
+    seeds = {k: extra[k] for k in ("seed", "seeds") if k in extra}
+    return {MARKER: 1, "config": fields, "config_sha256": config_digest(fields),
+            **({"seeds_sha256": config_digest(seeds)} if seeds else {}), **extra,
             **provenance()}
 
 
 def config_digest(fields: dict) -> str:
-    """sha256 of a record's config fields (JSON, keys sorted): tells the config a run trained
-    with from one edited after training."""
+    """sha256 of a record's config fields (JSON, keys sorted), and of its seed and seeds:
+    tells what a run trained with from a record edited after training."""
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

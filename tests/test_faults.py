@@ -422,7 +422,12 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
     ({"config": {"num_envs": 4}, "config_sha256": None}, "checkpoint 5 does not fit the state "
      "made from config.json (runner/env_state/time is stored as (2, 8), made as (2, 4)); was "
      "config.json changed after training?"),
-    ({"seeds": "two"}, "(seeds is 'two')"),
+    ({"seed": 7}, "config.json: its seed or seeds were edited after the run was recorded "
+     "(seeds_sha256 differs), so it is not what trained the run; train a new run with the "
+     "changed config, or delete seeds_sha256 to use the run as edited"),
+    ({"seeds": 3, "seeds_sha256": None}, "checkpoint 5 does not fit the state made from "
+     "config.json"),
+    ({"seeds": "two", "seeds_sha256": None}, "(seeds is 'two')"),
     ({"chunk_updates": 0}, "(chunk_updates is 0)"),
     ({"components": {"given": ["policy"]}}, "(components is {'given': ['policy']})"),
     ({"chunk_updates": 2}, "(chunk_updates is 2, which does not divide the 5 updates)"),
