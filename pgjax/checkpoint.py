@@ -186,8 +186,8 @@ class Checkpoints:
         asking whether `changed` (what made `like`) changed since training.
 
         Raises:
-          CheckpointError: `step` is not a checkpoint of this run, none is readable, or one
-            does not fit `like`.
+          CheckpointError: `step` is not a checkpoint of this run or is damaged, none is
+            readable, or one does not fit `like`.
         """
         steps = self.steps()
         if step is not None and step not in steps:
@@ -223,6 +223,10 @@ class Checkpoints:
                     reason = "its arrays do not match the sha256 written with them"
             except Exception as e:  # orbax raises many types for damaged files
                 reason = first_line(e, 120)
+            if reason is not None and step is not None:
+                others = ", ".join(str(x) for x in steps if x != step) or "none"
+                raise CheckpointError(f"checkpoint {s} is damaged ({reason}); the others: "
+                                      f"{others}")
             if reason is not None:
                 print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
                 damaged.append(s)

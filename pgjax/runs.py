@@ -159,9 +159,12 @@ def create_run_dir(out: Path) -> Path:
 
 def first_line(error: BaseException, width: int = 200) -> str:
     """The first line of an exception's message (its type's name when it has none), cut to
-    `width` characters: an error of a library as one line of pgjax's."""
+    `width` characters (a cut one ends in "…"): an error of a library as one line of pgjax's."""
     text = str(error).strip()
-    return text.splitlines()[0][:width] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= width else line[:width - 1].rstrip() + "…"
 
 
 def atomic_write(path: Path, write, mode: str = "w") -> None:

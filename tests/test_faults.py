@@ -537,6 +537,13 @@ def test_settings_that_train_otherwise_than_they_read_are_named(tmp_path, capsys
         "(5 updates of --num-envs 8 × --num-steps 100)", err
 
 
+def test_first_line_of_a_library_error():
+    assert runs.first_line(ValueError("short\nsecond line")) == "short"
+    assert runs.first_line(OSError()) == "OSError"
+    cut = runs.first_line(ValueError("word " * 50), 20)
+    assert cut == "word word word word…" and len(cut) <= 20
+
+
 def test_plot_without_runs_is_one_line(capsys):
     one_line_error(*cli(capsys, "plot"), "plot needs at least one run directory")
 
@@ -545,6 +552,11 @@ def test_eval_errors_are_one_line_and_touch_nothing(finished_run, tmp_path, caps
     run = copy_run(finished_run, tmp_path)
     code, err = cli(capsys, "eval", str(run), "--checkpoint", "2")
     one_line_error(code, err, "no checkpoint 2; available: 3, 4, 5")
+    (run / "checkpoints" / "digests" / "3.sha256").write_text("0" * 64 + "\n")
+    code, err = cli(capsys, "eval", str(run), "--checkpoint", "3")
+    one_line_error(code, err, "checkpoint 3 is damaged (its arrays do not match the sha256 "
+                   "written with them); the others: 4, 5")
+    assert len(err.splitlines()) == 1, err
     code, err = cli(capsys, "eval", str(run), "--episodes", "0")
     one_line_error(code, err, "episodes must be a positive integer, got 0")
     code, err = cli(capsys, "eval", str(run), "--seed", "-1")
