@@ -16,7 +16,8 @@ from pgjax.runs import atomic_write, first_line
 
 
 class CheckpointError(RuntimeError):
-    """No readable checkpoint, or no checkpoint of the step asked for."""
+    """No readable checkpoint; the step asked for missing or damaged; a checkpoint that does
+    not fit the state; a save that failed."""
 
 
 def _is_key(x) -> bool:

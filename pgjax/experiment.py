@@ -79,7 +79,7 @@ def sharded_seed_keys(seed: int, seeds: int, *, stream: str = "train") -> jax.Ar
 
 
 class EditedRecord(ValueError):
-    """A config.json whose config is not the one its run was trained with."""
+    """A config.json whose config, seed or seeds are not those its run was trained with."""
 
 
 def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
@@ -87,7 +87,8 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
 
     Raises:
       ValueError: config.json is missing, not JSON, holds an unknown or mistyped field, or a
-        config that is not the one it recorded (edited after training: `runs.config_digest`).
+        config, seed or seeds not those it recorded (edited after training: `config_sha256`,
+        `seeds_sha256`).
     """
     run_dir = Path(run_dir)
     try:
@@ -99,13 +100,14 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
             from None
     # Records written before a digest have none of it.
     for digest, what, fields in (
-            ("config_sha256", "its config was", record["config"]),
-            ("seeds_sha256", "its seed or seeds were", {k: record[k] for k in ("seed", "seeds")})):
+            ("config_sha256", "config", record["config"]),
+            ("seeds_sha256", "seed or seeds", {k: record[k] for k in ("seed", "seeds")})):
         if record.get(digest) not in (None, runs.config_digest(fields)):
             raise EditedRecord(
-                f"{run_dir}/config.json: {what} edited after the run was recorded "
-                f"({digest} differs), so it is not what trained the run; train a new run with "
-                f"the changed config, or delete {digest} to use the run as edited"
+                f"{run_dir}/config.json: its {what} {'was' if what == 'config' else 'were'} "
+                f"edited after the run was recorded ({digest} differs), so it is not what "
+                f"trained the run; train a new run with the changed {what}, or delete {digest} to "
+                f"use the run as edited"
             )
     return config, record
 
@@ -395,6 +397,7 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     if same_run(run_dir, config, seeds):
         # Its checkpoints may have been deleted to save space: the table needs none.
         if (summary := finished(run_dir, config, checkpoint=False)) is not None:
+            write_derived_files(run_dir, config)
             return "reused", summary
         # cut short, or a damaged summary or metrics: trained where needed and written again
         return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
@@ -466,9 +469,7 @@ def train_run(
         run_dir = Path(run_dir)
         config, record = load_run(run_dir)
         if (summary := finished(run_dir, config)) is not None:  # nothing to train: no components
-            if not (run_dir / "curve.png").exists():  # its writing failed, or it was deleted
-                plot_run_curve(run_dir, config, runs.seed_returns(runs.read_metrics(run_dir)))
-            runs.repair_jsonl(run_dir)
+            write_derived_files(run_dir, config)
             return run_dir, summary
         parts = run_components(config, record, components)
         used = resumed_settings(record, checkpoint_every=checkpoint_every,
@@ -544,6 +545,14 @@ def train_run(
     return run_dir, summary
 
 
+def write_derived_files(run_dir: Path, config: Config) -> None:
+    """Write again what a finished run derives from metrics.csv where it is missing or
+    differs (its writing failed, or it was deleted or cut): curve.png and metrics.jsonl."""
+    if not (run_dir / "curve.png").exists():
+        plot_run_curve(run_dir, config, runs.seed_returns(runs.read_metrics(run_dir)))
+    runs.repair_jsonl(run_dir)
+
+
 def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray) -> None:
     """RUN_DIR/curve.png from the per-seed returns [seeds, updates]."""
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
@@ -551,9 +560,9 @@ def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray) -> None:
 
 
 class Stopped(Exception):
-    """A run stopped by a signal (SIGTERM, Ctrl-C) at the end of a chunk, its checkpoint of
-    that update saved (at update 0, nothing): `train_run(None, run_dir, resume=True)`
-    continues it."""
+    """A run stopped by a signal (SIGTERM, Ctrl-C) at the last chunk whose rows are written,
+    its checkpoint of that update saved (at update 0, nothing): `train_run(None, run_dir,
+    resume=True)` continues it."""
 
     def __init__(self, signum: int, update: int, run_dir: Path | None = None):
         self.signal, self.update, self.run_dir = signum, update, run_dir
@@ -567,9 +576,9 @@ class Stopped(Exception):
 def stop_requests():
     """A list that SIGTERM (the scheduler's notice of preemption) and a first Ctrl-C append
     their signal to, for `train_loop` to stop with a checkpoint of the last chunk written (or,
-    in the last chunk, `train_run` once the run is written). A second one acts as without
-    this: Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process. Handlers are set from the
-    main thread only (elsewhere the list stays empty)."""
+    for a signal once the last chunk is computed, `train_run` once the run is written). A
+    second one acts as without this: Ctrl-C raises KeyboardInterrupt, SIGTERM ends the
+    process. Handlers are set from the main thread only (elsewhere the list stays empty)."""
     requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield requested
@@ -654,7 +663,9 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
 def _computed(tree, requested) -> bool:
     """Wait until the arrays of `tree` are computed: True; False once `requested` holds a
     signal (looked at every 0.2 s). The wait is on a thread: the main thread waits on a lock,
-    during which signal handlers run at once (inside XLA they would wait for the chunk)."""
+    during which signal handlers run at once (inside XLA they would wait for the chunk). The
+    thread is no daemon, so a process that ends while a dropped chunk computes waits for it
+    rather than ending the thread inside XLA."""
     done = threading.Event()
 
     def wait():
@@ -665,7 +676,7 @@ def _computed(tree, requested) -> bool:
         finally:
             done.set()
 
-    threading.Thread(target=wait, daemon=True).start()
+    threading.Thread(target=wait).start()
     while not done.wait(0.2):
         if requested:
             return False

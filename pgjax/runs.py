@@ -212,14 +212,13 @@ def json_values(x):
     return x
 
 
-def config_record(config: Config, **extra) -> dict:
-    """config.json's contents: the marker, every config field and their `config_digest`,
-    `extra`, provenance."""
+def config_record(config: Config, *, seed: int, seeds: int, **extra) -> dict:
+    """config.json's contents: the marker, every config field, seed and seeds, the
+    `config_digest` of each, `extra`, provenance."""
     fields = to_dict(config)
-    seeds = {k: extra[k] for k in ("seed", "seeds") if k in extra}
     return {MARKER: 1, "config": fields, "config_sha256": config_digest(fields),
-            **({"seeds_sha256": config_digest(seeds)} if seeds else {}), **extra,
-            **provenance()}
+            "seeds_sha256": config_digest({"seed": seed, "seeds": seeds}), "seed": seed,
+            "seeds": seeds, **extra, **provenance()}
 
 
 def config_digest(fields: dict) -> str:
@@ -270,7 +269,7 @@ class MetricsCSV:
             csv.writer(f).writerows(rows)
         records = [json_values(dict(zip(self.header, row, strict=True))) for row in rows]
         with self.jsonl.open("a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+            f.writelines(map(_jsonl_line, records))
         return records
 
     def returns(self) -> np.ndarray:
@@ -294,13 +293,20 @@ def repair_jsonl(run_dir: Path) -> bool:
 
 def _jsonl_text(header: list[str], rows: list[list[str]]) -> str:
     """metrics.jsonl as `MetricsCSV.append` writes it, from metrics.csv rows read as text."""
-    return "".join(json.dumps(json_values(_typed(header, row))) + "\n" for row in rows)
+    return "".join(_jsonl_line(json_values(_typed(header, row))) for row in rows)
+
+
+def _jsonl_line(record: dict) -> str:
+    return json.dumps(record) + "\n"
+
+
+INTEGER_COLUMNS = ("update", "env_steps")
 
 
 def _typed(header: list[str], row: list[str]) -> dict:
     """A metrics.csv row read back as `MetricsCSV.append` wrote it: update and env steps as
     integers, the rest as floats."""
-    return {name: int(v) if name in ("update", "env_steps") else float(v)
+    return {name: int(v) if name in INTEGER_COLUMNS else float(v)
             for name, v in zip(header, row, strict=True)}
 
 
@@ -308,8 +314,9 @@ def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
     """(header, the rows from the top that read whole as text, whether a damaged row follows).
 
     A row reads whole when it ends in a line break, has the header's columns, every one a
-    number, and its update is its row number. A file cut short or damaged after training keeps
-    the rows above the damage; bytes that do not decode damage only their own row.
+    number (update and env steps whole numbers), and its update is its row number. A file
+    cut short or damaged after training keeps the rows above the damage; bytes that do not
+    decode damage only their own row.
     """
     text = path.read_text(errors="replace")
     lines = text.splitlines(keepends=True)
@@ -320,7 +327,9 @@ def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
             row = next(csv.reader([line]))
             values = [float(x) for x in row]  # ValueError: a column that is not a number
             whole = (line.endswith("\n") and len(row) == len(header)
-                     and values[:1] == [len(rows) + 1])
+                     and values[:1] == [len(rows) + 1]
+                     and all(v.isdigit() for name, v in zip(header, row, strict=True)
+                             if name in INTEGER_COLUMNS))
         except (csv.Error, ValueError, StopIteration):
             whole = False
         if not whole:

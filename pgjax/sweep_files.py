@@ -1,8 +1,10 @@
 """A sweep's files: sweep.json, the chunks' metrics and records, CSV tables. Host-only.
 
-    out_dir/sweep.json                    marker, normalized spec, components given, provenance
+    out_dir/sweep.json                    marker, normalized spec, components given, their
+                                          `sweep_id`, provenance
     out_dir/chunks/chunk-NNNNNN.npz       per-run metrics [runs, updates] of one chunk
-    out_dir/chunks/chunk-NNNNNN.json      the chunk's table rows, written after the metrics
+    out_dir/chunks/chunk-NNNNNN.json      the chunk's table rows and `sweep_id`, written after
+                                          the metrics
     out_dir/chunks/damaged-chunk-NNNNNN.* a damaged chunk's files, set aside (`set_aside`)
     out_dir/chunks/*.claim-A              who trains which chunk (`sweep_claims`)
 
@@ -283,8 +285,8 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
     chunk, holds no live claim and was not launched as jobs (no logs/: its workers may still be
     queued) is replaced: one stopped by an error before its first chunk. A sweep.json that does
     not read (or is missing beside a sweep's files) is written again for this spec when every
-    recorded chunk says which sweep it is of (`sweep_id`; those of another sweep are then set
-    aside as damaged when read). Both with a note on stderr.
+    recorded chunk says which sweep it is of (`sweep_id`) and one is of this sweep (those of
+    another sweep are then set aside as damaged when read). Both with a note on stderr.
 
     Raises:
       SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
@@ -316,6 +318,9 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
                 raise SpecError(f"--out {out_dir}: its sweep.json {why}, and chunks recorded by "
                                 f"an earlier pgjax do not say which sweep they are of; restore "
                                 f"sweep.json, or use another --out")
+            if sweep_id(spec.to_json(), components) not in recorded:
+                raise SpecError(f"--out {out_dir}: its sweep.json {why}, and its chunks are of "
+                                f"another sweep (another spec or components); use another --out")
             print(f"pgjax: --out {out_dir}: its sweep.json {why}, so it is written again for "
                   f"this spec; a recorded chunk of another sweep is set aside as damaged",
                   file=sys.stderr)

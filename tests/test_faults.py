@@ -92,6 +92,8 @@ def cut_metrics_in_row(run_dir: Path, row: int) -> None:
     (b"update,steps,wall\n1,4,0.5\n2,8\n3,12,1\n", 1, True),  # a short row
     (b"update,steps,wall\n1,4,0.5\n3,12,1\n", 1, True),  # a row missing
     (b"update,steps,wall\n1,4,0.5\n2,8,zz\n", 1, True),
+    (b"update,env_steps,wall\n1,4,0.5\n2.0,8,0.5\n", 1, True),  # an update that is no integer
+    (b"update,env_steps,wall\n1,4,0.5\n2,8e0,0.5\n", 1, True),
     (b"update,steps,wall\n1,4,0.5\n2,8,0.5\n" + b"\0" * 1000, 2, True),  # zeroed blocks
     (b"update,steps,wall\n1,4,0.5\n2,8,0.\xff5\n3,12,1\n", 1, True),  # not UTF-8
     (b"update,steps,wall\n", 0, False),
@@ -205,6 +207,10 @@ def test_resuming_a_finished_run_writes_metrics_jsonl_again(finished_run, tmp_pa
     assert jsonl.read_text() == (finished_run / "metrics.jsonl").read_text()
     assert (run / "metrics.csv").read_bytes() == csv_before
     assert not runs.repair_jsonl(run)  # whole again: nothing to write
+    jsonl.unlink()  # a run reused by scripts/reproduce.py too
+    config, _ = pgjax.experiment.load_run(run)
+    assert pgjax.experiment.ensure_run(config, run, seeds=2)[0] == "reused"
+    assert jsonl.read_text() == (finished_run / "metrics.jsonl").read_text()
 
 
 def test_checkpoints_that_is_a_file_is_one_line(finished_run, tmp_path, capsys):
@@ -299,12 +305,38 @@ def test_a_signal_while_a_chunk_trains_stops_at_the_last_chunk_written(finished_
 
 
 def test_waiting_for_a_chunk_ends_when_a_signal_comes(monkeypatch):
-    monkeypatch.setattr(pgjax.experiment.jax, "block_until_ready", lambda tree: time.sleep(30))
+    computed = threading.Event()
+    monkeypatch.setattr(pgjax.experiment.jax, "block_until_ready",
+                        lambda tree: computed.wait(30))
     requested = []
     threading.Timer(0.3, requested.append, [signal.SIGTERM]).start()
     t = time.perf_counter()
     assert pgjax.experiment._computed({}, requested) is False
     assert time.perf_counter() - t < 2
+    computed.set()  # the waiting thread ends
+    assert pgjax.experiment._computed({}, []) is True
+
+
+def test_sigterm_while_a_long_chunk_computes_drops_it(tmp_path):
+    """A real SIGTERM while the second of two chunks (seconds each) computes: pgjax train
+    stops without waiting for it, at the first chunk's update with its checkpoint."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgjax.cli", "train", "--num-envs", "64", "--num-steps", "500",
+         "--total-timesteps", str(2 * 60 * 64 * 500), "--chunks", "2", "--seeds", "1",
+         "--out", str(run), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (run / "metrics.csv").is_file() or \
+            len((run / "metrics.csv").read_text().splitlines()) < 61:  # the first chunk's rows
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, err
+    assert "stopped by SIGTERM at update 60; its checkpoint is saved" in err, err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["60", "digests"]
+    assert runs.whole_rows(run / "metrics.csv") == 60 and not (run / "summary.json").exists()
 
 
 def test_a_second_signal_stops_at_once():
@@ -424,7 +456,7 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
      "config.json changed after training?"),
     ({"seed": 7}, "config.json: its seed or seeds were edited after the run was recorded "
      "(seeds_sha256 differs), so it is not what trained the run; train a new run with the "
-     "changed config, or delete seeds_sha256 to use the run as edited"),
+     "changed seed or seeds, or delete seeds_sha256 to use the run as edited"),
     ({"seeds": 3, "seeds_sha256": None}, "checkpoint 5 does not fit the state made from "
      "config.json"),
     ({"seeds": "two", "seeds_sha256": None}, "(seeds is 'two')"),

@@ -330,12 +330,15 @@ def test_a_sweep_json_that_does_not_read_is_written_again(reference, tmp_path, c
     assert "its sweep.json does not read, so it is written again" in capsys.readouterr().err
     keep = [c for c in table.columns if c not in RUN_ONLY]
     pd.testing.assert_frame_equal(table[keep], reference[1][keep])
-    (out / "sweep.json").unlink()  # missing beside a sweep's files: written for the spec given
-    other = {**SPEC, "grid": {"lr": [0.02, 0.03, 0.001]}}  # chunks of another sweep: set aside
-    table = pgjax.sweep(other, out, on_chunk=lambda r: ran.append(r["chunk"]))
-    assert ran == [0, 1] and sorted(table["lr"].unique()) == [0.001, 0.02, 0.03]
-    assert {p.name for p in (out / "chunks").glob("damaged-*.json")} == {
-        "damaged-chunk-000000.json", "damaged-chunk-000001.json"}
+    chunk_files = [p.name for p in (out / "chunks").iterdir()]
+    (out / "sweep.json").unlink()  # missing beside a sweep's files: not taken by another spec
+    other = {**SPEC, "grid": {"lr": [0.02, 0.03, 0.001]}}
+    with pytest.raises(SpecError, match="its sweep.json is missing, and its chunks are of "
+                       "another sweep"):
+        pgjax.sweep(other, out)
+    assert sorted(p.name for p in (out / "chunks").iterdir()) == sorted(chunk_files)
+    pgjax.sweep(SPEC, out, on_chunk=lambda r: ran.append(r["chunk"]))  # written for its spec
+    assert ran == [] and (out / "sweep.json").is_file()
     for path in (out / "chunks").glob("chunk-*.json"):  # as an earlier pgjax wrote them
         record = json.loads(path.read_text())
         del record["sweep_sha256"]
@@ -343,7 +346,7 @@ def test_a_sweep_json_that_does_not_read_is_written_again(reference, tmp_path, c
     (out / "sweep.json").write_text("{garbage")
     with pytest.raises(SpecError, match="chunks recorded by an earlier pgjax do not say which "
                        "sweep they are of; restore sweep.json, or use another --out"):
-        pgjax.sweep(other, out)
+        pgjax.sweep(SPEC, out)
 
 
 def test_an_edited_sweep_json_is_refused(reference, tmp_path, capsys):
