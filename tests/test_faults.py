@@ -308,13 +308,18 @@ def test_waiting_for_a_chunk_ends_when_a_signal_comes(monkeypatch):
     computed = threading.Event()
     monkeypatch.setattr(pgjax.experiment.jax, "block_until_ready",
                         lambda tree: computed.wait(30))
+    class Computing:  # an array still being computed
+        def is_ready(self):
+            return computed.is_set()
+
     requested = []
     threading.Timer(0.3, requested.append, [signal.SIGTERM]).start()
     t = time.perf_counter()
-    assert pgjax.experiment._computed({}, requested) is False
+    assert pgjax.experiment._computed([Computing()], requested) is False
     assert time.perf_counter() - t < 2
-    computed.set()  # the waiting thread ends
-    assert pgjax.experiment._computed({}, []) is True
+    threading.Timer(0.3, computed.set).start()  # the waiting threads end
+    assert pgjax.experiment._computed([Computing()], []) is True
+    assert pgjax.experiment._computed([Computing()], []) is True  # computed: no thread
 
 
 def test_sigterm_while_a_long_chunk_computes_drops_it(tmp_path):
