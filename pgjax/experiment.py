@@ -99,15 +99,14 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
         raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
             from None
     # Records written before a digest have none of it.
-    for digest, what, fields in (
-            ("config_sha256", "config", record["config"]),
-            ("seeds_sha256", "seed or seeds", {k: record[k] for k in ("seed", "seeds")})):
+    for digest, what, was, fields in (
+            ("config_sha256", "config", "was", record["config"]),
+            ("seeds_sha256", "seed or seeds", "were", {k: record[k] for k in ("seed", "seeds")})):
         if record.get(digest) not in (None, runs.config_digest(fields)):
             raise EditedRecord(
-                f"{run_dir}/config.json: its {what} {'was' if what == 'config' else 'were'} "
-                f"edited after the run was recorded ({digest} differs), so it is not what "
-                f"trained the run; train a new run with the changed {what}, or delete {digest} to "
-                f"use the run as edited"
+                f"{run_dir}/config.json: its {what} {was} edited after the run was recorded "
+                f"({digest} differs), so it is not what trained the run; train a new run with "
+                f"the changed {what}, or delete {digest} to use the run as edited"
             )
     return config, record
 
