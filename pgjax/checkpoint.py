@@ -224,11 +224,11 @@ class Checkpoints:
                     reason = "its arrays do not match the sha256 written with them"
             except Exception as e:  # orbax raises many types for damaged files
                 reason = first_line(e, 120)
-            if reason is not None and step is not None:
-                others = ", ".join(str(x) for x in steps if x != step) or "none"
-                raise CheckpointError(f"checkpoint {s} is damaged ({reason}); the others: "
-                                      f"{others}")
             if reason is not None:
+                if step is not None:  # the one asked for: no other to fall back on
+                    others = ", ".join(str(x) for x in steps if x != step) or "none"
+                    raise CheckpointError(f"checkpoint {s} is damaged ({reason}); the others: "
+                                          f"{others}")
                 print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
                 damaged.append(s)
                 continue

@@ -76,7 +76,12 @@ def held_id(out_dir: Path) -> str | None:
     held = _read_json(out_dir / "sweep.json") if (out_dir / "sweep.json").is_file() else None
     if not held or "spec" not in held:
         return None
-    return sweep_id(held["spec"], held.get("components", {"given": []}))
+    return sweep_id(held["spec"], _held_components(held))
+
+
+def _held_components(held: dict) -> dict:
+    """The components a sweep.json records (sweeps written before components: none)."""
+    return held.get("components", {"given": []})
 
 
 def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: str) -> dict:
@@ -292,6 +297,8 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
       SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
     """
     components = {"given": []} if components is None else components
+    spec_json = spec.to_json()
+    ours = sweep_id(spec_json, components)
     record_path = out_dir / "sweep.json"
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -318,16 +325,15 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
                 raise SpecError(f"--out {out_dir}: its sweep.json {why}, and chunks recorded by "
                                 f"an earlier pgjax do not say which sweep they are of; restore "
                                 f"sweep.json, or use another --out")
-            if sweep_id(spec.to_json(), components) not in recorded:
+            if ours not in recorded:
                 raise SpecError(f"--out {out_dir}: its sweep.json {why}, and its chunks are of "
                                 f"another sweep (another spec or components); use another --out")
             print(f"pgjax: --out {out_dir}: its sweep.json {why}, so it is written again for "
                   f"this spec; a recorded chunk of another sweep is set aside as damaged",
                   file=sys.stderr)
     (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
-    spec_json = spec.to_json()
     runs.write_json(record_path, {MARKER: 1, "spec": spec_json, "components": components,
-                                  "sweep_sha256": sweep_id(spec_json, components),
+                                  "sweep_sha256": ours,
                                   **runs.provenance()})
 
 
@@ -372,8 +378,7 @@ def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict | 
     if held.get(MARKER) != 1:
         raise SpecError(f"--out {out_dir} holds a sweep.json that is not a pgjax sweep")
     stored = held.get("sweep_sha256")  # none in sweeps of earlier versions
-    if stored is not None and stored != sweep_id(held.get("spec"),
-                                                 held.get("components", {"given": []})):
+    if stored is not None and stored != sweep_id(held.get("spec"), _held_components(held)):
         raise SpecError(f"--out {out_dir}: its sweep.json was edited (its sweep_sha256 is not "
                         f"that of its spec and components); restore it, or use another --out")
     ours = spec.to_json()
@@ -390,7 +395,7 @@ def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict | 
             f"another order ({', '.join(held['spec'][reordered[0]])}), which numbers its runs "
             f"otherwise; list them in that order, or use another --out"
         )
-    then = held.get("components", {"given": []})  # sweeps written before components: none
+    then = _held_components(held)
     if components is None or not (differences := given_differences(then, components)):
         return
     if sorted(then.get("given", [])) == components["given"]:
