@@ -3,10 +3,20 @@
 from pgjax.components import Components, build
 from pgjax.config import Config
 from pgjax.envs import Env
-from pgjax.estimators import Estimator, EstimatorInputs, ReturnToGo, returns_and_mask
+from pgjax.estimators import (
+    GAE,
+    Estimator,
+    EstimatorInputs,
+    GroupRelative,
+    OptimalBaseline,
+    ReturnToGo,
+    TotalReturn,
+    returns_and_mask,
+)
 from pgjax.evaluate import evaluate, play
 from pgjax.losses import (
     Targets,
+    clipped_surrogate_loss,
     masked_mean,
     normalize,
     policy_gradient_loss,
@@ -38,10 +48,12 @@ from pgjax.train import (
     loss_fn,
     make_optimizer,
     make_train,
+    minibatch_indices,
     seed_keys,
     train,
     train_chunk,
     train_step,
+    update_passes,
 )
 
 __version__ = "0.1.0"
@@ -69,31 +81,37 @@ __all__ = [
     "Estimator",
     "EstimatorInputs",
     "Flatten",
-    "GaussianPolicy",
+    "GAE",
     "GRUPolicy",
+    "GaussianPolicy",
+    "GroupRelative",
     "Metrics",
+    "OptimalBaseline",
     "RecurrentRunnerState",
-    "RunnerState",
     "ReturnToGo",
+    "RunnerState",
     "Targets",
+    "TotalReturn",
     "TrainState",
     "Transition",
     "ValueNet",
     "build",
+    "clipped_surrogate_loss",
     "complete_episode_mask",
     "discounted_returns",
     "episode_start_mask",
     "evaluate",
     "evaluate_run",
     "init_policy",
-    "initial_carry",
     "init_runner",
     "init_state",
+    "initial_carry",
     "loss_and_grad",
     "loss_fn",
     "make_optimizer",
     "make_train",
     "masked_mean",
+    "minibatch_indices",
     "normalize",
     "play",
     "policy_gradient_loss",
@@ -109,5 +127,6 @@ __all__ = [
     "train_chunk",
     "train_run",
     "train_step",
+    "update_passes",
     "value_loss",
 ]

@@ -185,8 +185,9 @@ def unused_fields(config: Config) -> list[str]:
 
 def idle_fields(config: Config) -> dict[str, list[str]]:
     """The settings set off their defaults that change nothing in `config`, by why: "estimator
-    E does not read" (`unused_fields`), "without a value net" (value_coef, clip) and "without
-    network cnn" (conv_impl)."""
+    E does not read" (`unused_fields`), "without a value net" (value_coef, clip), "without
+    network cnn" (conv_impl) and with one pass over each batch (clip_eps, kl_coef: the ratio
+    is 1 there)."""
     default = Config()
     off = [name for name in FIELDS if getattr(config, name) != getattr(default, name)]
     out = {f"estimator {config.estimator} does not read": unused_fields(config)}
@@ -194,6 +195,9 @@ def idle_fields(config: Config) -> dict[str, list[str]]:
         out["without a value net"] = [n for n in ("value_coef", "clip") if n in off]
     if config.network != "cnn":
         out["without network cnn"] = [n for n in ("conv_impl",) if n in off]
+    if config.passes == 1:
+        out["with one pass over each batch (update_epochs = minibatches = 1)"] = [
+            n for n in ("clip_eps", "kl_coef") if n in off]
     return {why: names for why, names in out.items() if names}
 
 
@@ -305,6 +309,11 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
             f"the estimator {type(estimator).__name__} has group_size {group!r}; it must be a "
             f"positive integer dividing num_envs={config.num_envs}"
         )
+    if config.passes > 1 and hasattr(estimator, "episode_terms"):
+        raise ComponentError(
+            f"the estimator {type(estimator).__name__} makes its own gradient (episode_terms), "
+            f"so it takes one pass over each batch: update_epochs = minibatches = 1"
+        )
     if estimator.uses_value and value is None:
         raise ComponentError(f"{type(estimator).__name__} uses a value net; pass value=")
     if value is not None and not estimator.uses_value:
@@ -323,6 +332,11 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
                 f"the policy returned {_kind(dist)}, which has no {method}(); a policy maps "
                 f"observations to a distribution{order} (see pgjax.policies)"
             )
+    if config.passes > 1 and config.kl_coef != 0 and not callable(getattr(dist, "kl", None)):
+        raise ComponentError(
+            f"kl_coef needs the policy's distribution to have kl(other) (exact KL); "
+            f"{_kind(dist)} has none"
+        )
     sample = _abstract(lambda o: policy_dist(o).sample(key), obs, "policy", env)
     if getattr(sample, "shape", None) != (1, *env.action_shape):
         raise ComponentError(

@@ -55,6 +55,17 @@ class Config(struct.PyTreeNode):
     value_coef). "global": one global norm over both nets (what a config.json without the field
     reads as); value_coef then only shifts the value net's share of that norm.
 
+    Passes over a batch (Schulman et al., 2017): the batch of one rollout window is used for
+    `update_epochs` E passes, each split over the environments into `minibatches` M slices of
+    whole time series (reshuffled every pass), one optimizer step per slice. The estimator's
+    targets are made once per batch, before the passes. With E·M > 1 the policy loss is the
+    ratio surrogate −mean(w_t · min(r_t A_t, clip(r_t, 1 − ε, 1 + ε) A_t)), r_t =
+    π_θ(a_t|s_t) / π_old(a_t|s_t) with π_old the policy that collected the batch (`clip_eps`
+    ε; ε = 0: no clipping), plus `kl_coef` · KL(π_old ‖ π_θ) averaged over the batch's states.
+    With E = M = 1 the ratio is 1 and both terms have no gradient, so the plain score-function
+    loss is used and clip_eps and kl_coef change nothing. Group estimators, PPO with `gae`, and
+    GRPO as it is used (group advantages, clipped ratio, several epochs) are all this setting.
+
     Window choices for episodes cut by the fixed rollout window of T = num_steps steps:
       episodes: only episodes that start at window step s ≤ T − H (H the env's time limit), all
         of which end inside the window; unbiased Monte Carlo. Needs T ≥ H; uses the fraction
@@ -88,6 +99,8 @@ class Config(struct.PyTreeNode):
     unroll: int = struct.field(pytree_node=False, default=1)  # rollout scan unroll (GPU speed)
     loss_chunks: int = struct.field(pytree_node=False, default=1)  # time chunks of the gradient
     clip: Clip = struct.field(pytree_node=False, default="per-network")  # gradient clip scope
+    update_epochs: int = struct.field(pytree_node=False, default=1)  # passes E over each batch
+    minibatches: int = struct.field(pytree_node=False, default=1)  # M env slices per pass
 
     lr: float = 1e-2  # Adam learning rate
     gamma: float = 0.99  # discount γ in [0, 1]
@@ -96,6 +109,8 @@ class Config(struct.PyTreeNode):
     value_coef: float = 0.5  # value loss weight; with clip="per-network" the value net's step size
     init_log_std: float = 0.0  # initial log std of Gaussian policies (continuous actions only)
     gae_lambda: float = 0.95  # λ of estimator="gae"
+    clip_eps: float = 0.0  # ε of the clipped ratio min(r·A, clip(r, 1 ± ε)·A); 0: no clipping
+    kl_coef: float = 0.0  # β of the penalty β · KL(π_old ‖ π_θ) on later passes over a batch
 
     @property
     def steps_per_update(self) -> int:
@@ -105,6 +120,11 @@ class Config(struct.PyTreeNode):
     def num_updates(self) -> int:
         return self.total_timesteps // self.steps_per_update
 
+    @property
+    def passes(self) -> int:
+        """Optimizer steps per batch: update_epochs × minibatches."""
+        return self.update_epochs * self.minibatches
+
     def validate(self) -> "Config":
         """Raise ValueError with a one-line message on the first inconsistent field.
 
@@ -113,7 +133,7 @@ class Config(struct.PyTreeNode):
         `pgjax.components.build`.
         """
         for name in ("num_envs", "num_steps", "total_timesteps", "unroll", "loss_chunks",
-                     "group_size"):
+                     "group_size", "update_epochs", "minibatches"):
             if not is_int(value := getattr(self, name)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             if value <= 0:
@@ -127,6 +147,10 @@ class Config(struct.PyTreeNode):
             raise ValueError(
                 f"total_timesteps={self.total_timesteps} is {self.num_updates} updates of "
                 f"num_envs × num_steps = {self.steps_per_update}; at most {MAX_UPDATES}"
+            )
+        if self.num_envs % self.minibatches:
+            raise ValueError(
+                f"minibatches={self.minibatches} must divide num_envs={self.num_envs}"
             )
         if self.num_steps % self.loss_chunks:
             raise ValueError(
@@ -146,10 +170,12 @@ class Config(struct.PyTreeNode):
         for name in ("gamma", "gae_lambda"):
             if name in leaves and not 0.0 <= leaves[name] <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if "clip_eps" in leaves and not leaves["clip_eps"] < 1.0:
+            raise ValueError(f"clip_eps must be in [0, 1), got {self.clip_eps}")
         for name in ("lr", "max_grad_norm"):
             if name in leaves and not leaves[name] > 0.0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("ent_coef", "value_coef"):
+        for name in ("ent_coef", "value_coef", "clip_eps", "kl_coef"):
             if name in leaves and leaves[name] < 0.0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not isinstance(self.hidden, tuple | list):

@@ -73,6 +73,57 @@ def reinforce_loss(
     return -masked_mean(score, mask)
 
 
+def clipped_surrogate_loss(
+    log_probs: jax.Array,
+    behaviour_log_probs: jax.Array,
+    advantages: jax.Array,
+    *,
+    clip_eps: jax.Array | float,
+    mask: jax.Array | None = None,
+    weights: jax.Array | None = None,
+    count: jax.Array | float | None = None,
+) -> tuple[jax.Array, dict]:
+    """Negated clipped ratio surrogate: −mean(w_t · min(r_t A_t, clip(r_t, 1 − ε, 1 + ε) A_t)).
+
+    r_t = π_θ(a_t|s_t) / π_old(a_t|s_t) reweights a step collected by the behaviour policy
+    π_old (importance sampling), so a batch can serve several optimizer steps; the clip takes
+    away the incentive to move r_t beyond [1 − ε, 1 + ε] (Schulman et al., 2017, eq. 7).
+    ε = 0 turns the clip off: −mean(w_t r_t A_t). At θ = θ_old (r_t = 1) the gradient is the
+    score-function loss's, −mean(w_t A_t ∇ log π(a_t|s_t)), for every ε.
+
+    Args:
+      log_probs: [T, *batch] log π_θ(a_t|s_t), differentiable.
+      behaviour_log_probs: [T, *batch] log π_old(a_t|s_t), recorded by the rollout (constant).
+      advantages: [T, *batch] A_t (constant).
+      clip_eps: ε in [0, 1) (keyword-only; may be traced).
+      mask, weights, count: as in `reinforce_loss` (keyword-only).
+
+    Returns:
+      (loss, {"approx_kl": mean over masked-in steps of (r − 1) − log r, an estimate of
+      KL(π_old ‖ π_θ) that is never negative (Schulman, 2020), "clip_fraction": the fraction of
+      masked-in steps whose ratio is outside [1 − ε, 1 + ε] (0 when ε = 0)}).
+    """
+    chex.assert_equal_shape([log_probs, behaviour_log_probs, advantages,
+                             *(x for x in (mask, weights) if x is not None)])
+    log_ratio = log_probs - jax.lax.stop_gradient(behaviour_log_probs)
+    ratio = jnp.exp(log_ratio)
+    advantages = jax.lax.stop_gradient(advantages)
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    surrogate = jnp.where(clip_eps > 0, jnp.minimum(ratio * advantages, clipped * advantages),
+                          ratio * advantages)
+    if weights is not None:
+        surrogate = surrogate * jax.lax.stop_gradient(weights)
+    outside = (clip_eps > 0) & (jnp.abs(ratio - 1.0) > clip_eps)
+    ratio = jax.lax.stop_gradient(ratio)
+    stats = {"approx_kl": (ratio - 1.0) - jax.lax.stop_gradient(log_ratio),
+             "clip_fraction": outside.astype(jnp.float32)}
+    if count is None:
+        return -masked_mean(surrogate, mask), {k: masked_mean(v, mask) for k, v in stats.items()}
+    mask = jnp.ones_like(surrogate) if mask is None else mask
+    share = lambda x: jnp.sum(x * mask) / count
+    return -share(surrogate), {k: share(v) for k, v in stats.items()}
+
+
 def value_loss(
     values: jax.Array,
     targets: jax.Array,
@@ -102,12 +153,18 @@ def policy_gradient_loss(
     value_coef: jax.Array | float,
     ent_coef: jax.Array | float,
     counts: tuple[jax.Array, int] | None = None,
+    behaviour_log_prob: jax.Array | None = None,
+    clip_eps: jax.Array | float = 0.0,
+    kl: jax.Array | None = None,
+    kl_coef: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, dict]:
-    """The training loss: policy_loss + value_coef · value_loss − ent_coef · entropy.
+    """The training loss: policy_loss + value_coef · value_loss − ent_coef · entropy
+    (+ kl_coef · KL(π_old ‖ π_θ) when `kl` is given).
 
-    policy_loss = `reinforce_loss` on the estimator's advantages, mask and weights;
-    value_loss = `value_loss` of V(s_t) against the targets' returns over the same mask (0
-    without a value net); entropy = the mean policy entropy over every step (masked or not).
+    policy_loss = `reinforce_loss` on the estimator's advantages, mask and weights, or with
+    `behaviour_log_prob` the `clipped_surrogate_loss` of them; value_loss = `value_loss` of
+    V(s_t) against the targets' returns over the same mask (0 without a value net); entropy
+    and KL = means over every step (masked or not).
 
     Args:
       log_prob: [T, *batch] log π(a_t|s_t), differentiable.
@@ -118,20 +175,35 @@ def policy_gradient_loss(
       counts: (masked-in steps, all steps) of the whole batch when `log_prob` is one time slice
         of it: the slice's terms are divided by the batch's counts, so the losses of the slices
         add up to the whole batch's (keyword-only).
+      behaviour_log_prob: [T, *batch] log π_old(a_t|s_t) of the policy that collected the
+        batch: the policy loss is then the clipped ratio surrogate with `clip_eps` (keyword-only).
+      kl: [T, *batch] KL(π_old(·|s_t) ‖ π_θ(·|s_t)), differentiable, weighted by `kl_coef`
+        (keyword-only).
 
     Returns:
-      (loss, {"policy_loss", "value_loss", "entropy"}).
+      (loss, {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"
+      (`clipped_surrogate_loss`'s; 0 without `behaviour_log_prob`)}).
     """
     mask_count, size = (None, None) if counts is None else counts
-    pg_loss = reinforce_loss(
-        log_prob, targets.advantages, mask=targets.mask, weights=targets.weights, count=mask_count
-    )
-    entropy = jnp.mean(entropy) if size is None else jnp.sum(entropy) * (1.0 / size)
-    v_loss = jnp.zeros(())
+    zero = jnp.zeros(())
+    ratio_stats = {"approx_kl": zero, "clip_fraction": zero}
+    if behaviour_log_prob is None:
+        pg_loss = reinforce_loss(log_prob, targets.advantages, mask=targets.mask,
+                                 weights=targets.weights, count=mask_count)
+    else:
+        pg_loss, ratio_stats = clipped_surrogate_loss(
+            log_prob, behaviour_log_prob, targets.advantages, clip_eps=clip_eps,
+            mask=targets.mask, weights=targets.weights, count=mask_count)
+    step_mean = jnp.mean if size is None else lambda x: jnp.sum(x) * (1.0 / size)
+    entropy = step_mean(entropy)
+    v_loss = zero
     if values is not None:
         v_loss = value_loss(values, targets.returns, targets.mask, count=mask_count)
     loss = pg_loss + value_coef * v_loss - ent_coef * entropy
-    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy}
+    if kl is not None:
+        loss = loss + kl_coef * step_mean(kl)
+    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
+                  **ratio_stats}
 
 
 def normalize(x: jax.Array, mask: jax.Array | None = None, rtol: float = 1e-5) -> jax.Array:

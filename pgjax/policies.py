@@ -57,6 +57,11 @@ class Categorical(NamedTuple):
     def mode(self) -> jax.Array:
         return jnp.argmax(self.logits, -1)
 
+    def kl(self, other: "Categorical") -> jax.Array:
+        """KL(self ‖ other) = Σ_a p(a) (log p(a) − log q(a)), exact; [...]."""
+        logp, logq = jax.nn.log_softmax(self.logits), jax.nn.log_softmax(other.logits)
+        return jnp.sum(jnp.exp(logp) * (logp - logq), -1)
+
 
 class DiagGaussian(NamedTuple):
     """π(a|s) = N(a; mean, diag(exp(log_std)²)); mean [..., A], log_std [A] or [..., A]."""
@@ -80,6 +85,12 @@ class DiagGaussian(NamedTuple):
 
     def mode(self) -> jax.Array:
         return self.mean
+
+    def kl(self, other: "DiagGaussian") -> jax.Array:
+        """KL(self ‖ other) = Σ_i log(σ'_i/σ_i) + (σ_i² + (μ_i − μ'_i)²) / (2σ'_i²) − ½, exact."""
+        ratio = jnp.exp(2.0 * (self.log_std - other.log_std))  # σ² / σ'²
+        shift = ((self.mean - other.mean) * jnp.exp(-other.log_std)) ** 2
+        return jnp.sum(0.5 * (ratio + shift - 1.0) - (self.log_std - other.log_std), -1)
 
 
 def orthogonal(scale: float = 1.0):

@@ -32,7 +32,9 @@ class TrainState(NamedTuple):
 
 
 class Metrics(NamedTuple):
-    """Scalars of one update (stacked to [num_updates] by the scan)."""
+    """Scalars of one update (stacked to [num_updates] by the scan). With several passes over
+    the batch (`Config.passes`), the losses, entropy, gradient norm and ratio statistics are
+    means over its optimizer steps."""
 
     episode_return: jax.Array  # mean return of episodes finished in this rollout, else last; NaN
     episodes: jax.Array  # number of episodes finished in this rollout
@@ -41,6 +43,8 @@ class Metrics(NamedTuple):
     value_loss: jax.Array
     entropy: jax.Array
     grad_norm: jax.Array  # global norm before clipping
+    approx_kl: jax.Array  # estimated KL(π_old ‖ π_θ) on the batch's steps (0 with one pass)
+    clip_fraction: jax.Array  # fraction of steps whose ratio the clip cut (0 with one pass)
 
 
 def diverged(loss: jax.Array, grad_norm: jax.Array, params) -> jax.Array:
@@ -89,8 +93,8 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     net's gradients are clipped on their own, and the value net's update is scaled by value_coef.
     """
     lr = config.lr
-    if config.lr_schedule == "linear":
-        lr = optax.linear_schedule(config.lr, 0.0, config.num_updates)
+    if config.lr_schedule == "linear":  # to 0 at the last optimizer step of the run
+        lr = optax.linear_schedule(config.lr, 0.0, config.num_updates * config.passes)
     clip_adam = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
     if config.clip == "global":
         return clip_adam
@@ -149,13 +153,23 @@ def targets_loss(
     targets: Targets,
     values: jax.Array | None,
     counts: tuple[jax.Array, int] | None = None,
+    behaviour: dict | None = None,
 ) -> tuple[jax.Array, dict]:
     """`policy_gradient_loss` of the policy on `batch` against the estimator's `targets`;
-    `values` [T, B] V(s_t) (None without a value net), `counts` as there."""
+    `values` [T, B] V(s_t) (None without a value net), `counts` as there. With `behaviour`, the
+    params that collected the batch, the policy loss is the clipped ratio surrogate against
+    the recorded log-probabilities, plus `kl_coef` · KL(π_old ‖ π_θ) where kl_coef is not 0."""
     dist = batch_dist(parts, params, batch)
+    ratio = {}
+    if behaviour is not None:
+        kl = None
+        if isinstance(config.kl_coef, jax.core.Tracer) or config.kl_coef != 0:
+            kl = batch_dist(parts, behaviour, batch).kl(dist)
+        ratio = dict(behaviour_log_prob=batch.log_prob, clip_eps=config.clip_eps, kl=kl,
+                     kl_coef=config.kl_coef)
     return policy_gradient_loss(
         dist.log_prob(batch.action), dist.entropy(), values, targets,
-        value_coef=config.value_coef, ent_coef=config.ent_coef, counts=counts,
+        value_coef=config.value_coef, ent_coef=config.ent_coef, counts=counts, **ratio,
     )
 
 
@@ -174,11 +188,13 @@ def slice_loss(
     parts: Components,
     batch: Transition,
     targets: Targets,
-    counts: tuple[jax.Array, int],
+    counts: tuple[jax.Array, int] | None = None,
+    behaviour: dict | None = None,
 ) -> tuple[jax.Array, dict]:
-    """One time slice's share of `loss_fn`, with targets made on the whole batch."""
+    """`targets_loss` with the value net run here, on targets made beforehand (on the whole
+    batch: `counts` then gives this time slice's share)."""
     values = None if parts.value is None else parts.value.apply(params["value"], batch.obs)
-    return targets_loss(params, config, parts, batch, targets, values, counts)
+    return targets_loss(params, config, parts, batch, targets, values, counts, behaviour)
 
 
 def loss_and_grad(
@@ -187,11 +203,8 @@ def loss_and_grad(
     """`jax.value_and_grad(loss_fn, has_aux=True)`, accumulated over `config.loss_chunks`.
 
     With loss_chunks = K > 1 the targets are made on the whole batch (the value net runs once
-    over it without gradient), then the gradient of each of K time slices [T/K, B] is taken in a
-    `lax.scan` and summed: the activations saved for the backward pass are those of one slice,
-    not of the whole batch. Same loss and gradient up to float rounding (summation order).
-    A recurrent policy starts each slice from the carry recorded there, so its gradient is
-    truncated at the slice boundaries (it does not flow into the previous slice).
+    over it without gradient), then the gradient is accumulated over K time slices
+    (`chunked_grad`).
     """
     if hasattr(parts.estimator, "episode_terms"):
         return episode_loss_and_grad(params, config, parts, batch, last_obs)
@@ -201,23 +214,91 @@ def loss_and_grad(
     if parts.value is not None:
         values = parts.value.apply(params["value"], batch.obs)
     targets = estimate(params, config, parts, batch, last_obs, values)
+    return chunked_grad(params, config, parts, batch, targets)
+
+
+def chunked_grad(
+    params: dict,
+    config: Config,
+    parts: Components,
+    batch: Transition,
+    targets: Targets,
+    behaviour: dict | None = None,
+) -> tuple[tuple[jax.Array, dict], dict]:
+    """`jax.value_and_grad(slice_loss, has_aux=True)` summed over `config.loss_chunks` time
+    slices [T/K, B] in a `lax.scan`: the activations saved for the backward pass are those of
+    one slice, not of the whole batch. Same loss and gradient as one slice of everything, up
+    to float rounding (summation order). A recurrent policy starts each slice from the carry
+    recorded there, so its gradient is truncated at the slice boundaries (it does not flow
+    into the previous slice)."""
+    k = config.loss_chunks
+    if k == 1:
+        return jax.value_and_grad(slice_loss, has_aux=True)(
+            params, config, parts, batch, targets, None, behaviour)
     shape = batch.reward.shape
     mask = jnp.ones(shape) if targets.mask is None else targets.mask
     counts = (jnp.maximum(jnp.sum(mask), 1.0), shape[0] * shape[1])
     targets = jax.tree.map(lambda x: jnp.broadcast_to(x, shape), targets)
-    k = config.loss_chunks
     split = lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:])
     grad_fn = jax.value_and_grad(slice_loss, has_aux=True)
+    piece_grad = lambda piece: grad_fn(params, config, parts, *piece, counts, behaviour)
 
     def accumulate(total, piece):
-        out = grad_fn(params, config, parts, *piece, counts)
-        return jax.tree.map(jnp.add, total, out), None
+        return jax.tree.map(jnp.add, total, piece_grad(piece)), None
 
-    scalar = jnp.zeros(())
-    aux = {"policy_loss": scalar, "value_loss": scalar, "entropy": scalar}
-    zeros = ((scalar, aux), jax.tree.map(jnp.zeros_like, params))
     pieces = jax.tree.map(split, (batch, targets))
+    shapes = jax.eval_shape(piece_grad, jax.tree.map(lambda x: x[0], pieces))
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
     return jax.lax.scan(accumulate, zeros, pieces)[0]
+
+
+def minibatch_indices(key: jax.Array, num_envs: int, minibatches: int) -> jax.Array:
+    """[M, B/M] env indices: a random partition of the B envs into M equal minibatches, so
+    each pass over a batch uses every env once."""
+    return jax.random.permutation(key, num_envs).reshape(minibatches, -1)
+
+
+def update_passes(
+    state: "TrainState",
+    config: Config,
+    parts: Components,
+    batch: Transition,
+    last_obs: jax.Array,
+    key: jax.Array,
+) -> tuple[dict, Any, tuple[jax.Array, dict], jax.Array]:
+    """`config.update_epochs` passes over one batch, each `config.minibatches` optimizer steps.
+
+    The estimator's targets are made once, with the params that collected the batch (their V);
+    each pass splits the envs into minibatches of whole time series (`minibatch_indices`, from
+    this pass's key) and takes one step per minibatch on the clipped ratio surrogate
+    (`targets_loss` with `behaviour`), its gradient accumulated over `loss_chunks`.
+
+    Returns:
+      (params, opt_state, (loss, aux), grad_norm), the last three means over the steps.
+    """
+    behaviour = state.params
+    values = None if parts.value is None else parts.value.apply(behaviour["value"], batch.obs)
+    data = (batch, estimate(behaviour, config, parts, batch, last_obs, values))
+    optimizer = make_optimizer(config)
+
+    def step(carry, env_ids):
+        params, opt_state = carry
+        piece = data if env_ids is None else jax.tree.map(lambda x: x[:, env_ids], data)
+        (loss, aux), grads = chunked_grad(params, config, parts, *piece, behaviour)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), (loss, aux,
+                                                                   optax.tree.norm(grads))
+
+    def epoch(carry, key):
+        if config.minibatches == 1:
+            return step(carry, None)
+        return jax.lax.scan(step, carry, minibatch_indices(key, batch.reward.shape[1],
+                                                           config.minibatches))
+
+    keys = jax.random.split(key, config.update_epochs)
+    (params, opt_state), out = jax.lax.scan(epoch, (state.params, state.opt_state), keys)
+    loss, aux, grad_norm = jax.tree.map(jnp.mean, out)
+    return params, opt_state, (loss, aux), grad_norm
 
 
 def episode_loss_and_grad(
@@ -276,14 +357,16 @@ def init_state(config: Config, key: jax.Array, parts: Components | None = None) 
 def train_step(
     config: Config, state: TrainState, key: jax.Array, parts: Components | None = None
 ) -> tuple[TrainState, Metrics]:
-    """One update: rollout, returns and loss, gradient, optimizer step.
+    """One update: rollout, returns and loss, gradient, optimizer step (or, with
+    `config.passes` > 1, the steps of `update_passes`).
 
     Args:
       config: the run's config.
       state: the training state (`init_state`); its `key` is passed through unchanged.
-      key: this update's randomness (actions, env steps, and the window's resets when the
-        estimator has a `group_size`). A loop of steps must give each a fresh key, as
-        `train_chunk` does: `key, step_key = jax.random.split(state.key)`, then
+      key: this update's randomness (actions, env steps, the window's resets when the
+        estimator has a `group_size`, and the minibatch shuffles with several passes). A
+        loop of steps must give each a fresh key, as `train_chunk` does:
+        `key, step_key = jax.random.split(state.key)`, then
         `train_step(config, state._replace(key=key), step_key, parts)`.
       parts: from `build`; None builds them from `config`.
 
@@ -299,17 +382,24 @@ def train_step(
         runner = init_runner(
             reset_key, parts.env, config.num_envs, group_size=group_size, policy=parts.policy
         )
+    if config.passes > 1:
+        key, passes_key = jax.random.split(key)
     runner, batch = rollout(key, parts.env, policy, runner, config.num_steps, unroll=config.unroll)
 
-    (loss, aux), grads = loss_and_grad(state.params, config, parts, batch, runner.obs)
-    updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    if config.passes == 1:
+        (loss, aux), grads = loss_and_grad(state.params, config, parts, batch, runner.obs)
+        updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.tree.norm(grads)
+    else:
+        params, opt_state, (loss, aux), grad_norm = update_passes(
+            state, config, parts, batch, runner.obs, passes_key)
 
     episodes, finished_mean = batch.finished_episodes()
     last_return = jnp.where(episodes > 0, finished_mean, state.last_return)
 
     state = TrainState(params, opt_state, runner, state.key, state.update + 1, last_return)
-    metrics = Metrics(last_return, episodes, loss, grad_norm=optax.tree.norm(grads), **aux)
+    metrics = Metrics(last_return, episodes, loss, grad_norm=grad_norm, **aux)
     return state, metrics
 
 

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgjax import Categorical, masked_mean, normalize, reinforce_loss, value_loss
+from pgjax import Categorical, DiagGaussian, masked_mean, normalize, reinforce_loss, value_loss
+from pgjax.losses import Targets, clipped_surrogate_loss, policy_gradient_loss
 
 pytestmark = pytest.mark.usefixtures("highest_precision")  # gradients compared
 
@@ -204,3 +205,101 @@ def test_a_per_step_input_of_another_shape_is_refused(keyword):
     with pytest.raises(AssertionError, match="different shapes"):
         value_loss(log_probs, log_probs, jnp.ones(3))
     assert reinforce_loss(log_probs, log_probs + 1.0, baseline=1.0) == 0.0  # a scalar baseline
+
+
+# --- the clipped ratio surrogate and the KL of several passes over a batch ---------------------
+
+
+def surrogate_numpy(logp, old, adv, eps, mask, weights):
+    r = np.exp(logp.astype(np.float64) - old)
+    clipped = np.clip(r, 1 - eps, 1 + eps)
+    s = np.minimum(r * adv, clipped * adv) if eps > 0 else r * adv
+    return -np.sum(weights * mask * s) / mask.sum()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_clipped_surrogate_value_and_gradient_match_numpy(eps):
+    rng = np.random.default_rng(3)
+    logp = rng.normal(size=(T, B)).astype(np.float32) * 0.3 - 1.0
+    old = logp + rng.normal(size=(T, B)).astype(np.float32) * 0.4  # ratios on both sides of 1±ε
+    adv = rng.normal(size=(T, B)).astype(np.float32)
+    mask = (rng.random((T, B)) < 0.7).astype(np.float32)
+    weights = rng.random((T, B)).astype(np.float32)
+
+    def loss(lp):
+        return clipped_surrogate_loss(lp, old, adv, clip_eps=eps, mask=mask, weights=weights)
+
+    value, stats = loss(jnp.asarray(logp))
+    np.testing.assert_allclose(value, surrogate_numpy(logp, old, adv, eps, mask, weights),
+                               rtol=1e-6)
+    # d/dlogp of −w·min(rA, clip(r)A)/N: −w r A / N where the unclipped term is the smaller
+    # (or the ratio is inside the clip range), else 0
+    r = np.exp(logp.astype(np.float64) - old)
+    active = (r * adv <= np.clip(r, 1 - eps, 1 + eps) * adv) if eps > 0 else np.ones_like(r)
+    expected = -weights * mask * r * adv * active / mask.sum()
+    np.testing.assert_allclose(jax.grad(lambda lp: loss(lp)[0])(jnp.asarray(logp)), expected,
+                               rtol=1e-5, atol=1e-8)
+    outside = (np.abs(r - 1) > eps) if eps > 0 else np.zeros_like(r)
+    assert 0 < float(stats["clip_fraction"]) < 1 if eps > 0 else float(stats["clip_fraction"]) == 0
+    np.testing.assert_allclose(stats["clip_fraction"], (outside * mask).sum() / mask.sum(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(stats["approx_kl"],
+                               ((r - 1 - np.log(r)) * mask).sum() / mask.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.2])
+def test_at_ratio_one_the_surrogate_gradient_is_the_score_function_gradient(eps):
+    logits, actions, returns = make_batch(4)
+    old = Categorical(jnp.asarray(logits)).log_prob(jnp.asarray(actions))
+
+    def surrogate(lg):
+        logp = Categorical(lg).log_prob(jnp.asarray(actions))
+        return clipped_surrogate_loss(logp, old, returns, clip_eps=eps)[0]
+
+    g = jax.grad(surrogate)(jnp.asarray(logits))
+    np.testing.assert_allclose(g, grad_logits(logits, actions, returns), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g, closed_form_grad(logits, actions, returns, 1.0 / (T * B)),
+                               rtol=1e-5, atol=1e-8)
+
+
+def test_categorical_kl_matches_numpy_and_has_no_gradient_at_equality():
+    rng = np.random.default_rng(5)
+    p, q = (rng.normal(size=(T, B, A)).astype(np.float32) for _ in range(2))
+    pp, qq = softmax(p.astype(np.float64)), softmax(q.astype(np.float64))
+    expected = np.sum(pp * (np.log(pp) - np.log(qq)), -1)
+    np.testing.assert_allclose(Categorical(jnp.asarray(p)).kl(Categorical(jnp.asarray(q))),
+                               expected, rtol=1e-5, atol=1e-7)
+    kl_to = lambda lg: jnp.sum(Categorical(jnp.asarray(p)).kl(Categorical(lg)))
+    np.testing.assert_allclose(kl_to(jnp.asarray(p)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(jax.grad(kl_to)(jnp.asarray(p)), 0.0, atol=1e-6)
+
+
+def test_gaussian_kl_matches_the_closed_form_and_a_monte_carlo_estimate():
+    rng = np.random.default_rng(6)
+    mean_p, mean_q = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    log_std_p, log_std_q = rng.normal(size=3) * 0.3, rng.normal(size=3) * 0.3
+    p = DiagGaussian(jnp.asarray(mean_p, jnp.float32), jnp.asarray(log_std_p, jnp.float32))
+    q = DiagGaussian(jnp.asarray(mean_q, jnp.float32), jnp.asarray(log_std_q, jnp.float32))
+    sp, sq = np.exp(log_std_p), np.exp(log_std_q)
+    closed = np.sum(np.log(sq / sp) + (sp**2 + (mean_p - mean_q) ** 2) / (2 * sq**2) - 0.5, -1)
+    np.testing.assert_allclose(p.kl(q), closed, rtol=1e-5)
+    draws = jax.vmap(p.sample)(jax.random.split(jax.random.key(0), 200_000))  # [N, 2, 3]
+    monte_carlo = np.mean(p.log_prob(draws) - q.log_prob(draws), 0)
+    np.testing.assert_allclose(monte_carlo, closed, rtol=0.05)
+    kl_to = lambda mean: jnp.sum(p.kl(DiagGaussian(mean, p.log_std)))
+    np.testing.assert_allclose(jax.grad(kl_to)(p.mean), 0.0, atol=1e-7)
+
+
+def test_policy_gradient_loss_adds_the_weighted_kl_only_with_a_behaviour_policy():
+    rng = np.random.default_rng(7)
+    logp, old, adv, ent, kl = (jnp.asarray(rng.normal(size=(T, B)), jnp.float32) for _ in range(5))
+    targets = Targets(adv, adv, None, None)
+    plain, aux = policy_gradient_loss(logp, ent, None, targets, value_coef=0.5, ent_coef=0.1)
+    assert float(aux["approx_kl"]) == float(aux["clip_fraction"]) == 0.0
+    np.testing.assert_allclose(plain, reinforce_loss(logp, adv) - 0.1 * jnp.mean(ent),
+                               rtol=1e-6)
+    ratio, _ = policy_gradient_loss(logp, ent, None, targets, value_coef=0.5, ent_coef=0.1,
+                                    behaviour_log_prob=old, clip_eps=0.2, kl=kl, kl_coef=0.3)
+    surrogate, _ = clipped_surrogate_loss(logp, old, adv, clip_eps=0.2)
+    np.testing.assert_allclose(ratio, surrogate - 0.1 * jnp.mean(ent) + 0.3 * jnp.mean(kl),
+                               rtol=1e-6)
