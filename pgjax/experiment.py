@@ -516,7 +516,8 @@ def train_run(
         start, state = ckpt.restore(state, set_aside=True,
                                     at_most=runs.whole_rows(run_dir / "metrics.csv"),
                                     changed=what_made_state(record))
-    csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None)
+    csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None,
+                          ratio=config.passes > 1)
     t1 = time.perf_counter()
     try:
         with stop_requests() as requested:

@@ -229,20 +229,24 @@ def config_digest(fields: dict) -> str:
 
 
 METRIC_COLUMNS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "episodes")
+RATIO_COLUMNS = ("approx_kl", "clip_fraction")  # runs with several passes over each batch
 
 
 class MetricsCSV:
     """metrics.csv and metrics.jsonl, one row per update: env steps, wall seconds, mean and
-    per-seed return, seed-mean losses. With `keep_updates` (resume), metrics.csv is cut back to
+    per-seed return, seed-mean losses; with `ratio` (a run of several passes over each batch)
+    also approx_kl and clip_fraction. With `keep_updates` (resume), metrics.csv is cut back to
     its first whole rows and metrics.jsonl is written again from them, so that neither keeps a
     damaged line.
     """
 
-    def __init__(self, path: Path, num_seeds: int, keep_updates: int | None = None):
+    def __init__(self, path: Path, num_seeds: int, keep_updates: int | None = None, *,
+                 ratio: bool = False):
         self.path, self.jsonl = path, path.with_suffix(".jsonl")
         self.seeds = [f"return_seed{i}" for i in range(num_seeds)]
+        self.columns = METRIC_COLUMNS + (RATIO_COLUMNS if ratio else ())
         self.header = ["update", "env_steps", "wall_seconds", "return_mean", *self.seeds,
-                       *METRIC_COLUMNS]
+                       *self.columns]
         header, rows = self.header, []
         if keep_updates is not None and path.exists():
             header, rows, _ = _whole_rows(path)  # resume keeps only whole rows
@@ -263,7 +267,7 @@ class MetricsCSV:
             per_seed = ret[:, j]
             row = [update, update * steps_per_update, round(self.wall_offset + wall, 3),
                    nanmean(per_seed), *per_seed]
-            row += [float(np.mean(np.asarray(getattr(metrics, c))[:, j])) for c in METRIC_COLUMNS]
+            row += [float(np.mean(np.asarray(getattr(metrics, c))[:, j])) for c in self.columns]
             rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
