@@ -159,18 +159,19 @@ def make_estimator(config: Config) -> Estimator:
         return GAE(config.gae_lambda, normalize)
     if config.estimator == "optimal-baseline":
         return OptimalBaseline()
-    return GroupRelative(config.estimator, config.group_size, normalize)
+    return GroupRelative(config.estimator, config.group_size, normalize, config.group_restart)
 
 
 # The config fields that only some built-in estimators read, and which of them each reads.
 ESTIMATOR_FIELDS = ("baseline", "window", "gamma_weighting", "gae_lambda", "group_size",
-                    "normalize_advantages")
+                    "group_restart", "normalize_advantages")
 READS = {
     "reward-to-go": ("baseline", "window", "gamma_weighting", "normalize_advantages"),
     "total-return": ("baseline", "window", "normalize_advantages"),
     "gae": ("gae_lambda", "normalize_advantages"),
     "optimal-baseline": (),
-    **{name: ("group_size", "normalize_advantages") for name in ("rloo", "grpo", "dr-grpo")},
+    **{name: ("group_size", "group_restart", "normalize_advantages")
+       for name in ("rloo", "grpo", "dr-grpo")},
 }
 
 

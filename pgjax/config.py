@@ -20,6 +20,7 @@ Schedule = Literal["constant", "linear"]
 Network = Literal["mlp", "cnn", "gru"]
 Clip = Literal["global", "per-network"]
 ConvImpl = Literal["patches", "lax"]
+GroupRestart = Literal["group", "window"]
 EstimatorName = Literal[
     "reward-to-go", "total-return", "rloo", "grpo", "dr-grpo", "gae", "optimal-baseline"
 ]
@@ -31,6 +32,7 @@ CHOICES = {
     "network": get_args(Network),
     "clip": get_args(Clip),
     "conv_impl": get_args(ConvImpl),
+    "group_restart": get_args(GroupRestart),
     "estimator": get_args(EstimatorName),
 }
 
@@ -47,6 +49,10 @@ class Config(struct.PyTreeNode):
     baseline none or mean, window complete or episodes), "rloo" / "grpo" / "dr-grpo" (groups of
     `group_size` envs reset together each window), "gae" (GAE(`gae_lambda`) with a learned V)
     or "optimal-baseline" (whole episodes, the variance-minimizing baseline of each parameter).
+    `group_restart` says when a group of the group estimators starts again from one shared
+    state: "group", as soon as all K of its episodes have ended (members that ended first
+    wait, their steps masked out; a window holds many rounds); "window", at the start of every
+    window, using each env's first episode only (needs num_steps ≥ the episode limit).
 
     `clip` decides what `max_grad_norm` clips. "per-network": the policy's and the value net's
     gradients each on their own, so a large value-loss gradient does not shrink the policy's
@@ -91,6 +97,8 @@ class Config(struct.PyTreeNode):
     conv_impl: ConvImpl = struct.field(pytree_node=False, default="patches")  # cnn's convolution
     estimator: EstimatorName = struct.field(pytree_node=False, default="reward-to-go")
     group_size: int = struct.field(pytree_node=False, default=8)  # K of rloo / grpo / dr-grpo
+    # when a group restarts from one state: once all K ended ("group") or every window
+    group_restart: GroupRestart = struct.field(pytree_node=False, default="group")
     baseline: Baseline = struct.field(pytree_node=False, default="mean")  # subtracted from G_t
     window: Window = struct.field(pytree_node=False, default="complete")  # episodes cut by window
     gamma_weighting: bool = struct.field(pytree_node=False, default=False)  # γ^t score weights
@@ -100,7 +108,7 @@ class Config(struct.PyTreeNode):
     loss_chunks: int = struct.field(pytree_node=False, default=1)  # time chunks of the gradient
     clip: Clip = struct.field(pytree_node=False, default="per-network")  # gradient clip scope
     update_epochs: int = struct.field(pytree_node=False, default=1)  # passes E over each batch
-    minibatches: int = struct.field(pytree_node=False, default=1)  # M env slices per pass
+    minibatches: int = struct.field(pytree_node=False, default=1)  # M env splits, a step each
 
     lr: float = 1e-2  # Adam learning rate
     gamma: float = 0.99  # discount γ in [0, 1]
@@ -110,7 +118,7 @@ class Config(struct.PyTreeNode):
     init_log_std: float = 0.0  # initial log std of Gaussian policies (continuous actions only)
     gae_lambda: float = 0.95  # λ of estimator="gae"
     clip_eps: float = 0.0  # ε of the clipped ratio min(r·A, clip(r, 1 ± ε)·A); 0: no clipping
-    kl_coef: float = 0.0  # β of the penalty β · KL(π_old ‖ π_θ) on later passes over a batch
+    kl_coef: float = 0.0  # β of the penalty β · KL(π_old ‖ π_θ), with several passes
 
     @property
     def steps_per_update(self) -> int:
@@ -265,7 +273,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 # What a run record written before a field existed had instead of today's default.
-RECORD_DEFAULTS = {"clip": "global", "conv_impl": "lax"}
+RECORD_DEFAULTS = {"clip": "global", "conv_impl": "lax", "group_restart": "window"}
 
 
 def from_dict(fields: dict, where: str = "", *, record: bool = False) -> Config:
@@ -274,8 +282,9 @@ def from_dict(fields: dict, where: str = "", *, record: bool = False) -> Config:
     Missing fields take their defaults. With `record` (a run's config.json, which holds every
     field of its time) a field that did not exist yet takes the behaviour of that time instead:
     `RECORD_DEFAULTS` where the default has changed since (no `clip` field: "global"; no
-    `conv_impl`: "lax"). A recorded total-return run with baseline "value" reads as baseline
-    "none", which is what it trained with (total-return takes baseline none or mean).
+    `conv_impl`: "lax"; no `group_restart`: "window"). A recorded total-return run with
+    baseline "value" reads as baseline "none", which is what it trained with (total-return
+    takes baseline none or mean).
 
     Raises:
       ValueError: one line naming the first unknown or mistyped field.

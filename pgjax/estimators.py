@@ -8,9 +8,11 @@ An estimator is any object with
 and optionally
     check(env, config)   # raise ValueError (one line) if it cannot work with them; runs
                          # before anything compiles
-    group_size: int      # the trainer resets every env at the start of each rollout window,
-                         # the K consecutive envs of a group from one key (one start state);
-                         # K = 1: independent resets
+    group_size: int      # the K consecutive envs of a group start from one key (one start
+                         # state); K = 1: independent resets. With restart = "window" (or
+                         # no `restart`) the trainer resets every env at the start of each
+                         # rollout window; with restart = "group" a group restarts as soon as
+                         # all K of its episodes have ended (`rollout(group_size=K)`)
     episode_terms(scores, targets) -> pytree [B, ...]
                          # replaces the policy-loss gradient: given each env's episode score
                          # ∇θ Σ_t m_t log π(a_t|s_t) (a pytree of [B, ...] leaves), its term of
@@ -26,7 +28,7 @@ The built-in family (`--estimator`), from the derivation's first form to actor-c
   TotalReturn     R(τ) for every step of an episode: ∇J = E[R(τ) Σ_t ∇log π(a_t|s_t)].
   ReturnToGo      G_t (causality drops the rewards before t), with a baseline none / batch mean /
                   learned V, a window rule, γ^t weights (`--baseline`, `--window`, ...).
-  GroupRelative   one episode per env from a shared start per group of K: RLOO (leave-one-out
+  GroupRelative   rounds of K episodes from a shared start per group: RLOO (leave-one-out
                   mean of the other K − 1 returns; unbiased), GRPO ((R − mean) / std over the
                   group) and Dr. GRPO (R − mean; no std).
   GAE             GAE(λ) with the learned V: λ = 1 is REINFORCE with V and bootstrapped cuts,
@@ -235,27 +237,36 @@ def check_whole_first_episodes(name: str, env: Any, config: Any) -> None:
 class GroupRelative:
     """Group baselines: K episodes from one start state, each judged against the others.
 
-    Every rollout window resets all envs, K at a time from one key (`group_size`), and each env
-    contributes its first episode (window steps from 0 to its end; needs T ≥ H so that it ends
-    inside the window). With R_i the discounted return of env i's episode and the group's
-    mean m and population std σ:
+    The K consecutive envs of a group start from one shared state (`group_size`), and each
+    episode of a group's round is judged against the other K − 1. With R_i the discounted
+    return of episode i and the round's mean m and population std σ:
       rloo     A_i = R_i − (Σ_j R_j − R_i) / (K − 1): the mean of the other K − 1, independent
                of episode i, so unbiased (Kool et al., 2019; Ahmadian et al., 2024);
       grpo     A_i = (R_i − m) / σ (0 where σ = 0): the baseline includes R_i (a bias of order
                1/K) and dividing by σ reweights groups (Shao et al., 2024);
       dr-grpo  A_i = R_i − m: GRPO without σ (Liu et al., 2025); = (K − 1)/K × RLOO's.
     A_i multiplies every step of episode i (the total-return form: the group comparison is
-    between whole episodes). The steps after an env's first episode are not used.
+    between whole episodes).
+
+    restart="group": a group starts its next round as soon as all K episodes have ended (the
+    trainer's rollout makes the members that end first wait, `rollout(group_size=K)`), so a
+    window holds many rounds. The steps of the rounds that start and end inside the window
+    count; a round cut by the window's end carries on into the next window, where its steps
+    (started before the window) do not count either: like window="complete", this favours
+    short rounds, less so as T grows. restart="window": every window restarts every group and
+    uses each env's first episode (needs T ≥ H; the steps after it are not used).
 
     Args:
       kind: "rloo", "grpo" or "dr-grpo".
       group_size: K ≥ 2; num_envs must be a multiple of it.
       normalize: also rescale the advantages per batch.
+      restart: "group" or "window".
     """
 
     kind: str = "rloo"
     group_size: int = 8
     normalize: bool = False
+    restart: str = "group"
     uses_value = False
 
     def check(self, env: Any, config: Any) -> None:
@@ -264,17 +275,56 @@ class GroupRelative:
         if self.group_size < 2 or config.num_envs % self.group_size:
             raise ValueError(f"{self.kind} needs group_size ≥ 2 dividing num_envs="
                              f"{config.num_envs}, got {self.group_size}")
-        check_whole_first_episodes(self.kind, env, config)
+        if self.restart not in CHOICES["group_restart"]:
+            raise ValueError(f"GroupRelative's restart must be one of "
+                             f"{CHOICES['group_restart']}, got {self.restart!r}")
+        if self.restart == "window":
+            check_whole_first_episodes(self.kind, env, config)
 
     def __call__(self, inputs: EstimatorInputs) -> Targets:
         batch = inputs.batch
         returns = discounted_returns(batch.reward, batch.done, inputs.gamma)
-        mask = episode_start_mask(batch.episode_t, 0)  # each env's first episode
-        advantages = group_advantages(returns[0], self.group_size, self.kind)
-        advantages = jnp.broadcast_to(advantages, returns.shape)
+        if self.restart == "window":
+            mask = episode_start_mask(batch.episode_t, 0)  # each env's first episode
+            advantages = group_advantages(returns[0], self.group_size, self.kind)
+            advantages = jnp.broadcast_to(advantages, returns.shape)
+        else:
+            advantages, mask = round_advantages(returns, batch.done, batch.episode_t,
+                                                self.group_size, self.kind)
         if self.normalize:
             advantages = normalize(advantages, mask)
         return Targets(returns, advantages, mask, None)
+
+
+def round_advantages(
+    returns: jax.Array, done: jax.Array, episode_t: jax.Array, group_size: int, kind: str
+) -> tuple[jax.Array, jax.Array]:
+    """Group advantages of rounds that restart together (`rollout(group_size=K)`).
+
+    A round's K episodes all start at one window step s (episode_t 0 there); step t of env i
+    belongs to the round that started at s = t − episode_t, and its advantage is
+    `group_advantages` of the K returns G_s of that round. Steps with episode_t < 0 wait.
+
+    Args:
+      returns: [T, B] returns-to-go G_t (restarting at episode ends).
+      done: [T, B] bool episode ends.
+      episode_t: [T, B] int, each step's index in its episode; −1 where the env waits.
+      group_size, kind: as `GroupRelative`.
+
+    Returns:
+      (advantages [T, B], mask [T, B] float: 1 on the steps of rounds that start and end
+      inside the window, and do not wait).
+    """
+    t = jnp.arange(returns.shape[0])[:, None]
+    start = t - episode_t
+    known = (episode_t >= 0) & (start >= 0)
+    start = jnp.where(known, start, 0)
+    at_start = jax.vmap(lambda r: group_advantages(r, group_size, kind))(returns)  # [T, B]
+    ends = complete_episode_mask(done) > 0  # the episode running at t ends inside the window
+    round_ends = jnp.repeat(ends.reshape(ends.shape[0], -1, group_size).all(2), group_size, 1)
+    advantages = jnp.take_along_axis(at_start, start, axis=0)
+    mask = known & jnp.take_along_axis(round_ends, start, axis=0)
+    return advantages, mask.astype(jnp.float32)
 
 
 def group_advantages(episode_returns: jax.Array, group_size: int, kind: str) -> jax.Array:

@@ -181,8 +181,9 @@ def policy_gradient_loss(
         (keyword-only).
 
     Returns:
-      (loss, {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"
-      (`clipped_surrogate_loss`'s; 0 without `behaviour_log_prob`)}).
+      (loss, {"policy_loss", "value_loss", "entropy", "trained_fraction" (the fraction of
+      steps the mask keeps), "approx_kl", "clip_fraction" (`clipped_surrogate_loss`'s; 0
+      without `behaviour_log_prob`)}).
     """
     mask_count, size = (None, None) if counts is None else counts
     zero = jnp.zeros(())
@@ -195,6 +196,7 @@ def policy_gradient_loss(
             log_prob, behaviour_log_prob, targets.advantages, clip_eps=clip_eps,
             mask=targets.mask, weights=targets.weights, count=mask_count)
     step_mean = jnp.mean if size is None else lambda x: jnp.sum(x) * (1.0 / size)
+    trained = step_mean(jnp.ones_like(entropy) if targets.mask is None else targets.mask)
     entropy = step_mean(entropy)
     v_loss = zero
     if values is not None:
@@ -203,7 +205,7 @@ def policy_gradient_loss(
     if kl is not None:
         loss = loss + kl_coef * step_mean(kl)
     return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy,
-                  **ratio_stats}
+                  "trained_fraction": trained, **ratio_stats}
 
 
 def normalize(x: jax.Array, mask: jax.Array | None = None, rtol: float = 1e-5) -> jax.Array:

@@ -96,6 +96,7 @@ def rollout(
     num_steps: int,
     *,
     unroll: int = 1,
+    group_size: int | None = None,
 ) -> tuple[RunnerState, Transition]:
     """Act for `num_steps` steps in every environment of `runner`.
 
@@ -110,13 +111,18 @@ def rollout(
       runner: carry from the previous rollout (or `init_runner`).
       num_steps: T, static.
       unroll: steps per loop iteration of the scan (static; fewer loop trips on GPU).
+      group_size: K: the K consecutive envs of a group restart together, from one shared
+        start state, as soon as all K episodes of the group's round have ended (static). A
+        member whose episode ended waits: its env is not stepped, its steps have episode_t
+        −1, reward 0 and no episode end. None: every env auto-resets on its own.
 
     Returns:
       The new carry and a time-major Transition [T, B, ...].
 
     The random draws are those of splitting `key` into T step keys, each into an action key
     and an env key, the env key into B; they are made before the loop (fewer per-step kernels),
-    giving the same bits as drawing them step by step.
+    giving the same bits as drawing them step by step. A group restart draws its start
+    states from `jax.random.fold_in(key, 1)`, split into T step keys, each into B / K.
     """
     require_env(env, "rollout")
     num_envs = runner.obs.shape[0]
@@ -133,12 +139,18 @@ def rollout(
     dist_shape = jax.eval_shape(lambda runner: noisy_or_none(act(runner)[1]), runner)
     hoisted = dist_shape is not None
     act_draws = jax.vmap(dist_shape.noise)(act_keys) if hoisted else act_keys  # [T, ...]
+    draws = (act_draws, env_keys)
+    if group_size is not None:
+        restart_keys = jax.random.split(jax.random.fold_in(key, 1), num_steps)
+        draws = (*draws, restart_keys)
 
-    def step(runner: RunnerState, draws: tuple[jax.Array, jax.Array]):
-        act_draw, env_keys = draws
+    def step(runner: RunnerState, draws: tuple[jax.Array, ...]):
+        act_draw, env_keys, *restart_key = draws
         policy_carry, dist = act(runner)
         action = dist.sample_from(act_draw) if hoisted else dist.sample(act_draw)
         out = env.step(env_keys, runner.env_state, action)
+        if group_size is not None:
+            out = wait_for_group(out, runner)
         done = jnp.logical_or(out.terminated, out.truncated)
         ep_return = runner.episode_return + out.reward
         transition = Transition(
@@ -160,6 +172,44 @@ def rollout(
             episode_return=jnp.where(done, 0.0, ep_return),
             **({"policy_carry": policy_carry} if recurrent else {}),
         )
+        if group_size is not None:
+            waiting = done | (transition.episode_t < 0)  # ended now, or waited already
+            runner = restart_groups(env, runner, waiting, group_size, restart_key[0])
         return runner, transition
 
-    return jax.lax.scan(step, runner, (act_draws, env_keys), unroll=unroll)
+    return jax.lax.scan(step, runner, draws, unroll=unroll)
+
+
+def where_envs(pick: jax.Array, a: Any, b: Any) -> Any:
+    """Per env (leading axis [B]), the leaves of `a` where `pick` [B], else those of `b`."""
+    return jax.tree.map(
+        lambda x, y: jnp.where(pick.reshape(-1, *([1] * (x.ndim - 1))), x, y), a, b)
+
+
+def wait_for_group(out: Any, runner: RunnerState) -> Any:
+    """An env step in which the envs waiting for their group (episode_t < 0) stand still:
+    their state and observation are kept, with reward 0 and no episode end."""
+    waiting = runner.episode_t < 0
+    return out._replace(
+        state=where_envs(waiting, runner.env_state, out.state),
+        obs=where_envs(waiting, runner.obs, out.obs),
+        reward=jnp.where(waiting, 0.0, out.reward),
+        terminated=out.terminated & ~waiting,
+        truncated=out.truncated & ~waiting,
+    )
+
+
+def restart_groups(
+    env: Env, runner: RunnerState, waiting: jax.Array, group_size: int, key: jax.Array
+) -> RunnerState:
+    """Restart every group whose K members all wait from one start state per group (drawn
+    from `key`); the members of the other groups that wait get episode_t −1."""
+    num_envs = waiting.shape[0]
+    ready = jnp.repeat(waiting.reshape(-1, group_size).all(1), group_size)
+    starts = env.reset_each(jax.random.split(key, num_envs // group_size))  # one per group
+    obs, state = jax.tree.map(lambda x: jnp.repeat(x, group_size, axis=0), starts)
+    return runner._replace(
+        env_state=where_envs(ready, state, runner.env_state),
+        obs=where_envs(ready, obs, runner.obs),
+        episode_t=jnp.where(ready, 0, jnp.where(waiting, -1, runner.episode_t)),
+    )

@@ -43,6 +43,7 @@ class Metrics(NamedTuple):
     value_loss: jax.Array
     entropy: jax.Array
     grad_norm: jax.Array  # global norm before clipping
+    trained_fraction: jax.Array  # fraction of the batch's env steps the policy loss uses
     approx_kl: jax.Array  # estimated KL(π_old ‖ π_θ) on the batch's steps (0 with one pass)
     clip_fraction: jax.Array  # fraction of steps whose ratio the clip cut (0 with one pass)
 
@@ -329,6 +330,16 @@ def episode_loss_and_grad(
     return (loss, aux), {**params, "policy": policy}
 
 
+def group_rule(estimator: Any) -> tuple[int | None, str | None]:
+    """(group_size, restart) of an estimator: how the trainer restarts its envs. (None, None)
+    without a `group_size`; restart is "window" (every window resets every env, the estimators
+    written before rounds existed) unless the estimator says "group"."""
+    group_size = getattr(estimator, "group_size", None)
+    if group_size is None:
+        return None, None
+    return group_size, getattr(estimator, "restart", "window")
+
+
 def init_state(config: Config, key: jax.Array, parts: Components | None = None) -> TrainState:
     """Fresh parameters, optimizer state and environments for one seed.
 
@@ -339,6 +350,7 @@ def init_state(config: Config, key: jax.Array, parts: Components | None = None) 
     if str(jax.random.key_impl(key)) in ("rbg", "unsafe_rbg"):
         raise ValueError("pgjax needs threefry2x32 keys; rbg keys are not independent under vmap")
     parts = build(config, validate=False) if parts is None else parts
+    group_size, restart = group_rule(parts.estimator)
     key, k_env, k_policy, k_value = jax.random.split(key, 4)
     dummy = jnp.zeros((1, *parts.env.obs_shape), jnp.float32)
     params = {"policy": init_policy(parts.policy, k_policy, dummy)}
@@ -347,7 +359,8 @@ def init_state(config: Config, key: jax.Array, parts: Components | None = None) 
     return TrainState(
         params=params,
         opt_state=make_optimizer(config).init(params),
-        runner=init_runner(k_env, parts.env, config.num_envs, policy=parts.policy),
+        runner=init_runner(k_env, parts.env, config.num_envs, policy=parts.policy,
+                           group_size=group_size if restart == "group" else 1),
         key=key,
         update=jnp.zeros((), jnp.int32),
         last_return=jnp.full((), jnp.nan, jnp.float32),
@@ -376,15 +389,16 @@ def train_step(
     parts = build(config, validate=False) if parts is None else parts
     policy = functools.partial(parts.policy.apply, state.params["policy"])
     runner = state.runner
-    group_size = getattr(parts.estimator, "group_size", None)
-    if group_size is not None:  # every window starts afresh, K envs per start state
+    group_size, restart = group_rule(parts.estimator)
+    if restart == "window":  # every window starts afresh, K envs per start state
         key, reset_key = jax.random.split(key)
         runner = init_runner(
             reset_key, parts.env, config.num_envs, group_size=group_size, policy=parts.policy
         )
     if config.passes > 1:
         key, passes_key = jax.random.split(key)
-    runner, batch = rollout(key, parts.env, policy, runner, config.num_steps, unroll=config.unroll)
+    runner, batch = rollout(key, parts.env, policy, runner, config.num_steps, unroll=config.unroll,
+                            group_size=group_size if restart == "group" else None)
 
     if config.passes == 1:
         (loss, aux), grads = loss_and_grad(state.params, config, parts, batch, runner.obs)

@@ -342,11 +342,11 @@ def test_per_network_clip_keeps_the_policy_step_from_the_value_gradient():
 
 def test_a_run_record_without_new_fields_reads_as_before_them():
     fields = pgjax.config.to_dict(pgjax.Config(baseline="value"))
-    del fields["clip"], fields["conv_impl"]
+    del fields["clip"], fields["conv_impl"], fields["group_restart"]
     old = pgjax.config.from_dict(fields, record=True)
-    assert (old.clip, old.conv_impl) == ("global", "lax")
+    assert (old.clip, old.conv_impl, old.group_restart) == ("global", "lax", "window")
     new = pgjax.config.from_dict(fields)  # a spec or TOML file: today's defaults
-    assert (new.clip, new.conv_impl) == ("per-network", "patches")
+    assert (new.clip, new.conv_impl, new.group_restart) == ("per-network", "patches", "group")
     assert pgjax.config.from_dict({**fields, "clip": "per-network"}, record=True).clip \
         == "per-network"
     # total-return trained a recorded baseline "value" as none; a new config refuses the pair.

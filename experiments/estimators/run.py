@@ -84,7 +84,7 @@ def learn_config(name: str, estimator: str) -> tuple[pgjax.Config, dict]:
     config = config.replace(estimator=estimator)
     if estimator == "total-return" and config.window not in ("complete", "episodes"):
         config = config.replace(window="complete")
-    if estimator in ("rloo", "grpo", "dr-grpo", "optimal-baseline"):
+    if estimator == "optimal-baseline":  # every window restarts every env: T ≥ H
         horizon = pgjax.Env(config.env).max_episode_steps
         if config.num_steps < horizon:
             num_envs = max(config.group_size,
