@@ -30,7 +30,7 @@ from gymnax.environments import environment, spaces
 
 from pgjax.envs import Env
 from pgjax.estimators import EstimatorInputs
-from pgjax.losses import masked_mean, reinforce_loss
+from pgjax.losses import clipped_surrogate_loss, masked_mean, reinforce_loss
 from pgjax.policies import Categorical
 from pgjax.returns import discounted_returns
 from pgjax.rollout import Transition, init_runner, rollout
@@ -668,3 +668,134 @@ def ratio_estimate(g_stream: np.ndarray, k_stream: np.ndarray, truth) -> Estimat
     est = summarize(GradStats(len(z), z.sum(0), z.T @ z), truth)
     # per-episode equivalent variance: Var(R) ≈ tr Cov / (number of episodes)
     return est._replace(n=int(k.sum()), variance=est.variance * float(k.mean()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Several passes over one batch: the clipped ratio surrogate
+# ---------------------------------------------------------------------------------------------
+
+
+def surrogate_episode_grads(
+    theta: jax.Array,
+    batch: Transition,
+    behaviour_log_probs: jax.Array,
+    advantages: jax.Array,
+    mask: jax.Array,
+    *,
+    clip_eps,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """Per-episode gradients of pgjax's `clipped_surrogate_loss`, ascent direction:
+    ĝ_i(θ) = Σ_t m_t w_t ∇θ min(r_t A_t, clip(r_t, 1 − ε, 1 + ε) A_t), r_t = π_θ(a_t|s_t) /
+    π_old(a_t|s_t).
+
+    At θ = θ_old (r_t = 1) it is the REINFORCE estimate of `episode_grads` for every ε. Like
+    `episode_grads`, it is −∇θ of the loss on one stream times the stream's L_i masked-in steps.
+
+    Args:
+      theta: [S, A] policy parameters.
+      batch: Transition [T, B, ...] (obs one-hot [T, B, S]).
+      behaviour_log_probs: [T, B] log π_old(a_t|s_t) of the policy that collected the batch.
+      advantages: [T, B] float A_t.
+      mask: [T, B] float, 1 on the episode's steps, at least one per stream.
+      clip_eps: ε (0: no clip) (keyword-only).
+      weights: [T, B] float w_t, or None (keyword-only).
+
+    Returns:
+      [B, S, A] float32.
+    """
+    chex.assert_equal_shape([behaviour_log_probs, advantages, mask, batch.reward])
+
+    def one(obs, action, old, adv, m, w):
+        def surrogate(th):
+            log_prob = tabular_policy(th)(obs).log_prob(action)
+            loss, _ = clipped_surrogate_loss(log_prob, old, adv, clip_eps=clip_eps, mask=m,
+                                             weights=w)
+            return -loss * jnp.sum(m)
+
+        return jax.grad(surrogate)(theta)
+
+    return jax.vmap(one, in_axes=1)(batch.obs, batch.action, behaviour_log_probs, advantages,
+                                    mask, weights)
+
+
+def batch_kl(theta_old: jax.Array, theta: jax.Array, obs: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean exact KL(π_old(·|s_t) ‖ π_θ(·|s_t)) over the masked-in steps of a batch; scalar.
+
+    Zero with zero gradient at θ = θ_old (its minimum); for the tabular softmax
+    ∇_{θ[s]} KL(π_old(·|s) ‖ π_θ(·|s)) = π_θ(·|s) − π_old(·|s).
+
+    Args:
+      theta_old, theta: [S, A] policy parameters; differentiable in θ.
+      obs: [T, B, S] one-hot states.
+      mask: [T, B] float, the steps that count.
+    """
+    kl = tabular_policy(theta_old)(obs).kl(tabular_policy(theta)(obs))
+    return masked_mean(kl, mask)
+
+
+def surrogate_sgd(
+    theta0: jax.Array,
+    batch: Transition,
+    advantages: jax.Array,
+    mask: jax.Array,
+    *,
+    clip_eps,
+    step_size,
+    num_steps: int,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """E plain gradient-ascent steps on the clipped surrogate of one batch, collected by θ0.
+
+    θ_{k+1} = θ_k − α ∇θ ℓ(θ_k), ℓ = `clipped_surrogate_loss` over the whole batch with
+    `count` = B episodes: ℓ(θ) = −(1/B) Σ_i Σ_t m_t w_t min(r_t A_t, clip(r_t) A_t), so the
+    first step is α times the mean of the per-episode REINFORCE estimates, an unbiased estimate
+    of α ∇J(θ0); later steps reuse the batch (importance ratio r_t = π_θk / π_θ0, states still
+    from θ0), which biases (θ_E − θ0) / (E α) as an estimate of ∇J(θ0).
+
+    Args:
+      theta0: [S, A] parameters that collected the batch.
+      batch: Transition [T, B, ...].
+      advantages: [T, B] float A_t.
+      mask: [T, B] float, 1 on the steps that count.
+      clip_eps: ε (0: no clip) (keyword-only; may be traced).
+      step_size: α (keyword-only; may be traced).
+      num_steps: E (keyword-only; static).
+      weights: [T, B] float w_t, or None (keyword-only).
+
+    Returns:
+      [E, S, A] θ_1 … θ_E.
+    """
+    behaviour = tabular_policy(theta0)(batch.obs).log_prob(batch.action)
+    count = batch.reward.shape[1]
+
+    def loss(theta):
+        log_prob = tabular_policy(theta)(batch.obs).log_prob(batch.action)
+        value, _ = clipped_surrogate_loss(log_prob, behaviour, advantages, clip_eps=clip_eps,
+                                          mask=mask, weights=weights, count=count)
+        return value
+
+    def step(theta, _):
+        theta = theta - step_size * jax.grad(loss)(theta)
+        return theta, theta
+
+    _, thetas = jax.lax.scan(step, theta0, None, length=num_steps)
+    return thetas
+
+
+def expected_surrogate(
+    theta: jax.Array, theta_old: jax.Array, mdp: MDPParams, gamma, horizon: int
+) -> jax.Array:
+    """E over episodes of π_old of the unclipped surrogate Σ_t γ^t r_t G_t; scalar.
+
+    L(θ) = Σ_{t<H} γ^t Σ_s p_t(s) Σ_a π_θ(a|s) Q_t(s, a), with the occupancy p_t and Q_t of
+    θ_old held fixed (Kakade & Langford 2002; Schulman et al. 2015): the expected objective of
+    `surrogate_sgd` with ε = 0 and weights γ^t. ∇L(θ_old) = ∇J_H(θ_old) (the policy-gradient
+    theorem); L itself is Σ_t γ^t E[G_t], not J_H, and away from θ_old its gradient differs
+    from ∇J_H by the change of the state distribution it ignores.
+    """
+    p = state_occupancy(theta_old, mdp, horizon)
+    q = finite_horizon_values(theta_old, mdp, gamma, horizon).q
+    w_t = gamma ** jnp.arange(horizon, dtype=theta.dtype)
+    W = jax.lax.stop_gradient(jnp.einsum("t,ts,tsa->sa", w_t, p, q))
+    return jnp.sum(W * policy_probs(theta))

@@ -5,6 +5,8 @@ loss, return or γ^t weighting moves the estimate's mean off the exact gradient 
 99% noise radius, which the mutant tests show for each kind of mistake.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -239,3 +241,144 @@ def test_episode_start_mask_is_unbiased_where_complete_episode_mask_is_not():
     complete = exact.ratio_estimate(*map(np.asarray, out["complete"]), truth)
     assert start.within_ci and start.p_value > 0.01, start
     assert complete.p_value < 1e-6 and complete.rel_error > 2 * complete.noise, complete
+
+
+# --- several passes over one batch: the clipped surrogate and the KL penalty --------------------
+
+
+@functools.cache
+def surrogate_batch(num_episodes=16):
+    """A small batch from θ with baselined advantages (both signs) and γ^t weights."""
+    mdp, theta = make_problem()
+    env = exact.make_env(mdp, "TabularMDP-passes")
+    batch, mask = exact.sample_episodes(jax.random.key(5), env, theta, num_episodes)
+    returns = discounted_returns(batch.reward, batch.done, GAMMA)
+    advantages = returns - jnp.sum(returns * mask) / jnp.sum(mask)
+    return mdp, theta, batch, mask, advantages, GAMMA**batch.episode_t
+
+
+def numpy_surrogate_grads(theta, theta_old, batch, advantages, mask, weights, clip_eps):
+    """Σ_t m_t w_t A_t r_t (e_a − π(·|s_t)) in row s_t, per episode, except for the steps the
+    clip holds constant: A > 0 with r > 1 + ε, A < 0 with r < 1 − ε."""
+    softmax = lambda x: np.exp(x - x.max(-1, keepdims=True)) / np.exp(
+        x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    p, p_old = softmax(np.asarray(theta, np.float64)), softmax(np.asarray(theta_old, np.float64))
+    states = np.argmax(np.asarray(batch.obs), -1)
+    actions, adv = np.asarray(batch.action), np.asarray(advantages, np.float64)
+    m, w = np.asarray(mask), np.asarray(weights, np.float64)
+    T, B = m.shape
+    out, held = np.zeros((B, *p.shape)), 0
+    for b in range(B):
+        for t in range(T):
+            if m[t, b] == 0:
+                continue
+            s, a, A_t = states[t, b], actions[t, b], adv[t, b]
+            r = p[s, a] / p_old[s, a]
+            if clip_eps > 0 and ((A_t > 0 and r > 1 + clip_eps) or (A_t < 0 and r < 1 - clip_eps)):
+                held += 1
+                continue
+            out[b, s] += w[t, b] * A_t * r * (np.eye(p.shape[1])[a] - p[s])
+    return out, held
+
+
+@pytest.mark.parametrize("clip_eps", [0.0, 0.2])
+def test_clipped_surrogate_at_ratio_one_is_reinforce(clip_eps):
+    _, theta, batch, mask, advantages, w = surrogate_batch()
+    old = exact.tabular_policy(theta)(batch.obs).log_prob(batch.action)
+    g = exact.surrogate_episode_grads(theta, batch, old, advantages, mask, clip_eps=clip_eps,
+                                      weights=w)
+    reinforce = exact.episode_grads(theta, batch, advantages, mask, weights=w)
+    assert float(jnp.abs(reinforce).max()) > 0.1
+    np.testing.assert_allclose(g, reinforce, rtol=1e-5, atol=1e-6)
+    # one step on the whole batch's loss moves θ by α × the mean per-episode estimate
+    theta1 = exact.surrogate_sgd(theta, batch, advantages, mask, clip_eps=clip_eps,
+                                 step_size=0.1, num_steps=1, weights=w)[0]
+    np.testing.assert_allclose((theta1 - theta) / 0.1, reinforce.mean(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip_eps", [0.0, 0.2])
+def test_clipped_surrogate_grad_matches_numpy_loop_away_from_old_policy(clip_eps):
+    _, theta_old, batch, mask, advantages, w = surrogate_batch()
+    theta = theta_old + 0.5 * jax.random.normal(jax.random.key(9), theta_old.shape)
+    old = exact.tabular_policy(theta_old)(batch.obs).log_prob(batch.action)
+    g = exact.surrogate_episode_grads(theta, batch, old, advantages, mask, clip_eps=clip_eps,
+                                      weights=w)
+    expected, held = numpy_surrogate_grads(theta, theta_old, batch, advantages, mask, w, clip_eps)
+    np.testing.assert_allclose(g, expected, rtol=1e-4, atol=1e-5)
+    if clip_eps > 0:  # the clip held some steps, and that changed the gradient
+        unclipped, _ = numpy_surrogate_grads(theta, theta_old, batch, advantages, mask, w, 0.0)
+        assert 0 < held < mask.sum()
+        assert rel(expected, unclipped) > 0.05
+
+
+def test_surrogate_sgd_takes_each_step_at_the_current_parameters():
+    _, theta0, batch, mask, advantages, w = surrogate_batch()
+    old = exact.tabular_policy(theta0)(batch.obs).log_prob(batch.action)
+    thetas = exact.surrogate_sgd(theta0, batch, advantages, mask, clip_eps=0.2, step_size=0.5,
+                                 num_steps=2, weights=w)
+    step = lambda th: 0.5 * exact.surrogate_episode_grads(
+        th, batch, old, advantages, mask, clip_eps=0.2, weights=w).mean(0)
+    np.testing.assert_allclose(thetas[0], theta0 + step(theta0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(thetas[1], thetas[0] + step(thetas[0]), rtol=1e-5, atol=1e-5)
+    assert rel(step(thetas[0]), step(theta0)) > 1e-3  # the second step's gradient moved
+
+
+def test_kl_penalty_gradient_vanishes_at_old_policy():
+    _, theta_old, batch, mask, _, _ = surrogate_batch()
+    grad = jax.grad(exact.batch_kl, argnums=1)
+    assert float(exact.batch_kl(theta_old, theta_old, batch.obs, mask)) == pytest.approx(0.0,
+                                                                                        abs=1e-7)
+    assert float(jnp.abs(grad(theta_old, theta_old, batch.obs, mask)).max()) < 1e-7
+    # away from θ_old: ∇_{θ[s]} = (visits of s / steps) (π_θ(·|s) − π_old(·|s)), not 0
+    theta = theta_old + 0.3 * jax.random.normal(jax.random.key(9), theta_old.shape)
+    visits = np.einsum("tbs,tb->s", np.asarray(batch.obs), np.asarray(mask)) / float(mask.sum())
+    closed = visits[:, None] * (exact.policy_probs(theta) - exact.policy_probs(theta_old))
+    assert float(np.abs(closed).max()) > 1e-2
+    np.testing.assert_allclose(grad(theta_old, theta, batch.obs, mask), closed, atol=1e-6)
+    assert float(exact.batch_kl(theta_old, theta, batch.obs, mask)) > 1e-3
+
+
+def test_expected_surrogate_has_the_objective_gradient_at_old_policy():
+    with jax.enable_x64(True):
+        mdp, theta_old = make_problem(jnp.float64)
+        L = lambda th: exact.expected_surrogate(th, theta_old, mdp, GAMMA, H)
+        grad_L = jax.jit(jax.grad(L))
+        truth = jax.jit(lambda th: exact.exact_grad(th, mdp, GAMMA, horizon=H))
+        np.testing.assert_allclose(grad_L(theta_old), truth(theta_old), rtol=1e-10, atol=1e-12)
+        # its value is Σ_t γ^t E[G_t] = Σ_t γ^t p_t · V_t
+        p = exact.state_occupancy(theta_old, mdp, H)
+        v = exact.finite_horizon_values(theta_old, mdp, GAMMA, H).v[:H]
+        np.testing.assert_allclose(L(theta_old), (GAMMA ** np.arange(H)) @ np.sum(p * v, -1),
+                                   rtol=1e-12)
+        theta = theta_old + 0.3 * jax.random.normal(jax.random.key(9), theta_old.shape)
+        assert rel(grad_L(theta), truth(theta)) > 1e-2  # it ignores the change of states
+
+
+def test_ratio_surrogate_is_unbiased_for_the_expected_surrogate():
+    """Σ_t γ^t r_t G_t over episodes of θ_old, through pgjax's loss with ε = 0, has mean L(θ)."""
+    mdp, theta_old = make_problem()
+    env = exact.make_env(mdp, "TabularMDP-passes")
+    with jax.enable_x64(True):
+        up = np.asarray(exact.exact_grad(theta_old.astype(jnp.float64), mdp.astype(jnp.float64),
+                                         GAMMA, horizon=H))
+    theta = theta_old + jnp.asarray(up / np.linalg.norm(up), jnp.float32)  # L rises
+    n = 2**14
+
+    @jax.jit
+    def per_episode(key):
+        batch, mask = exact.sample_episodes(key, env, theta_old, n)
+        returns = discounted_returns(batch.reward, batch.done, GAMMA)
+        log_p = exact.tabular_policy(theta)(batch.obs).log_prob(batch.action)
+        log_old = exact.tabular_policy(theta_old)(batch.obs).log_prob(batch.action)
+        one = lambda lp, lo, g, m, w: -exact.clipped_surrogate_loss(
+            lp, lo, g, clip_eps=0.0, mask=m, weights=w, count=1.0)[0]
+        return jax.vmap(one, in_axes=1)(log_p, log_old, returns, mask, GAMMA**batch.episode_t)
+
+    x = np.asarray(per_episode(jax.random.key(13)), np.float64)
+    with jax.enable_x64(True):
+        mdp64, old64 = mdp.astype(jnp.float64), theta_old.astype(jnp.float64)
+        L = float(exact.expected_surrogate(theta.astype(jnp.float64), old64, mdp64, GAMMA, H))
+        L_old = float(exact.expected_surrogate(old64, old64, mdp64, GAMMA, H))
+    radius = 3.3 * x.std() / np.sqrt(n)
+    assert abs(x.mean() - L) < radius
+    assert abs(L - L_old) > 3 * radius  # so a ratio held at 1 (or inverted) would fail
