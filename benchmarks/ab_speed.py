@@ -9,9 +9,10 @@ imported as `pgjax_base`, its pgjax imports rewritten; the working tree is impor
 Both sides compile `jax.jit(jax.vmap(make_train(Config(**overrides))))` on the same seed keys,
 then run alternately, base, new, base, new..., so a noisy machine slows both alike. Prints
 compile seconds, best and median seconds and env steps/s per side, new/base throughput (of the
-bests, of the medians, and the median of per-round ratios), and whether the two sides' Metrics
-are bitwise equal. --set overrides Config fields on both sides (`--set baseline=value --set
-hidden=64,64`). Writes benchmarks/results/ab_speed.json.
+bests, of the medians, and the median of per-round ratios), and whether the Metrics fields both
+sides have are bitwise equal (and which fields one side only has). --set overrides Config
+fields on both sides (`--set baseline=value --set hidden=64,64`). Writes
+benchmarks/results/ab_speed.json.
 """
 
 import argparse
@@ -85,15 +86,16 @@ def parse_overrides(pairs: list[str], defaults) -> dict:
     return out
 
 
-def differing_fields(a, b) -> list[str]:
-    """Metrics fields (NamedTuples) not equal in shape, dtype and every value, NaN equal to NaN."""
+def differing_fields(a, b) -> tuple[list[str], list[str]]:
+    """(the Metrics fields (NamedTuples) both sides have that are not equal in shape, dtype and
+    every value, NaN equal to NaN; the fields only one side has)."""
     a, b = a._asdict(), b._asdict()
-    out = sorted(set(a) ^ set(b))
+    out = []
     for k in sorted(set(a) & set(b)):
         x, y = np.asarray(a[k]), np.asarray(b[k])
         if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y, equal_nan=True):
             out.append(k)
-    return out
+    return out, sorted(set(a) ^ set(b))
 
 
 def load(base: str, new: str | None, tmp: str) -> tuple[dict, dict]:
@@ -152,7 +154,7 @@ def main():
     ratio = {k: stats["new"][f"steps_per_s_{k}"] / stats["base"][f"steps_per_s_{k}"]
              for k in ("best", "median")}
     ratio["paired_median"] = float(np.median(np.divide(times["base"], times["new"])))  # per round
-    differ = differing_fields(metrics["base"], metrics["new"])
+    differ, one_side = differing_fields(metrics["base"], metrics["new"])
     print("side  revision   compile s   best s median s  steps/s best steps/s median")
     for side, s in stats.items():
         print(f"{side:5s} {revs.get(side, 'worktree')[:10]:10s} {compile_s[side]:9.2f} "
@@ -160,7 +162,8 @@ def main():
               f"{s['steps_per_s_best']:13,.0f} {s['steps_per_s_median']:14,.0f}")
     print(f"new/base throughput: best {ratio['best']:.3f}x, median {ratio['median']:.3f}x, "
           f"median of per-round ratios {ratio['paired_median']:.3f}x")
-    print(f"bitwise equal: {not differ}" + (f" (differ: {', '.join(differ)})" if differ else ""))
+    print(f"bitwise equal: {not differ}" + (f" (differ: {', '.join(differ)})" if differ else "")
+          + (f"; fields of one side only: {', '.join(one_side)}" if one_side else ""))
 
     result = {
         "base": revs["base"], "new": revs.get("new", "working tree"),
@@ -170,6 +173,7 @@ def main():
         "overrides": overrides, "seeds": args.seeds, "env_steps_per_call": steps,
         "compile_seconds": compile_s, "seconds": times, "stats": stats,
         "new_over_base_throughput": ratio, "bitwise_equal": not differ, "differing": differ,
+        "one_side_only": one_side,
         "jax": jax.__version__,
         "machine": {"processor": platform.processor(), "cpu_count": os.cpu_count()},
         "loadavg": {"before": load_before, "after": os.getloadavg()},
