@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import pytest
 
 import pgjax
-from pgjax import runs
+from pgjax import records, runs
 from pgjax.cli import main
 
 TINY = ["--total-timesteps", "4000", "--num-envs", "8", "--num-steps", "100", "--seeds", "2",
@@ -226,7 +227,7 @@ def test_checkpoints_that_is_a_file_is_one_line(finished_run, tmp_path, capsys):
 
 STOPPED_BY_SIGNAL = """
 import os, signal, sys
-from pgjax import runs
+from pgjax import records, runs
 from pgjax.cli import main
 append = runs.MetricsCSV.append
 
@@ -691,7 +692,7 @@ def test_a_failed_write_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError) as error:
-        runs.atomic_write(path, disk_full)
+        records.atomic_write(path, disk_full)
     assert (error.value.errno, error.value.filename) == (28, str(path))
     assert not list(tmp_path.iterdir())  # no temp file left
 
@@ -702,8 +703,8 @@ def test_a_failed_write_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
         raise OSError("cannot write mode RGBA as JPEG")
 
     with pytest.raises(OSError, match="^cannot write mode RGBA as JPEG$"):
-        runs.atomic_write(path, no_errno)
-    monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
+        records.atomic_write(path, no_errno)
+    monkeypatch.setattr(records.tempfile, "mkstemp", read_only)
     with pytest.raises(OSError) as error:
         runs.write_json(path, {})
     assert (error.value.errno, error.value.filename) == (13, str(path))
@@ -731,3 +732,62 @@ def test_resuming_a_finished_run_draws_a_missing_curve(finished_run, tmp_path, c
     (run / "curve.png").unlink()
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     assert code == 0 and (run / "curve.png").stat().st_size > 5000, err
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run directory (but its lock) and its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name != records.LOCK}
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_in_one_line(finished_run, tmp_path,
+                                                                     capsys):
+    """Two `train --resume RUN`, or two `train --out D`, at once: the lock the first holds
+    (taken here, as that writer would) refuses the second in one line naming its holder, and
+    the run keeps the first writer's bytes."""
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()  # unfinished: a resume would train
+    shutil.rmtree(run / "checkpoints" / "5")
+    before = run_files(run)
+    holder = f"pgjax pid {os.getpid()} on {socket.gethostname()}"
+    new = tmp_path / "new"
+    new.mkdir()
+    with records.DirLock(run).exclusive(), records.DirLock(new).exclusive():
+        for argv in (["--resume", str(run)], [*TINY, "--out", str(run), "--overwrite"],
+                     [*TINY, "--out", str(new)]):
+            code, err = cli(capsys, "train", *argv, "--no-progress")
+            one_line_error(code, err, f"is in use by {holder}; wait until it ends")
+    assert run_files(run) == before
+    assert [p.name for p in new.iterdir()] == [records.LOCK]
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")  # released: resumes
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("mine", ["checkpoints/my-notes.txt", "tensorboard/mine.txt",
+                                  "checkpoints/5/notes.txt", "checkpoints/digests/notes.txt"])
+def test_overwrite_refuses_a_run_holding_a_users_file_in_its_folders(finished_run, tmp_path,
+                                                                       capsys, mine):
+    run = copy_run(finished_run, tmp_path)
+    (run / mine).parent.mkdir(exist_ok=True)
+    (run / mine).write_text("mine")
+    code, err = cli(capsys, "train", *TINY, "--out", str(run), "--overwrite", "--no-progress")
+    one_line_error(code, err, f"holds a pgjax run and files it did not write ({mine})")
+    assert (run / mine).read_text() == "mine"
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_overwrite_never_deletes_through_a_symlink(finished_run, tmp_path, capsys):
+    """A symlinked checkpoints/ is not pgjax's to delete: --overwrite refuses, and the folder it
+    points to keeps every file."""
+    run = copy_run(finished_run, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (run / "checkpoints").rename(elsewhere)
+    (run / "checkpoints").symlink_to(elsewhere)
+    before = run_files(elsewhere)
+    code, err = cli(capsys, "train", *TINY, "--out", str(run), "--overwrite", "--no-progress")
+    one_line_error(code, err, "files it did not write (checkpoints)")
+    assert run_files(elsewhere) == before
+    (run / "summary.json").unlink()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    one_line_error(code, err, "checkpoints is not a directory but a symbolic link")
+    assert run_files(elsewhere) == before
