@@ -115,9 +115,10 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
 def _check_record(record: dict, config: Config) -> None:
     """TypeError naming the first of config.json's run fields that `new_record` cannot have
     written (the config's own fields are checked by `from_dict`)."""
-    for name, low in (("seeds", 1), ("seed", None), ("chunk_updates", 1)):
+    for name, low, high in (("seeds", 1, 2**63), ("seed", -2**63, 2**63),  # int64: a key's seed
+                            ("chunk_updates", 1, 2**63)):
         value = record.get(name)
-        if not is_int(value) or (low and value < low):
+        if not (is_int(value) and low <= value < high):
             raise TypeError(f"{name} is {value!r}")
     if config.num_updates % record["chunk_updates"]:
         raise TypeError(f"chunk_updates is {record['chunk_updates']}, which does not divide "
@@ -130,6 +131,14 @@ def _check_record(record: dict, config: Config) -> None:
     keep = record.get("keep_checkpoints", KEEP_CHECKPOINTS)
     if not (keep is None or (is_int(keep) and keep >= 1)):
         raise TypeError(f"keep_checkpoints is {keep!r}")
+    versions, cpu = record.get("versions"), record.get("cpu")  # what `reproduce_run` compares
+    if not (isinstance(versions, dict)
+            and all(isinstance(v, str | None) for v in versions.values())):
+        raise TypeError(f"versions is {versions!r}")
+    if not (cpu is None or (isinstance(cpu, dict) and isinstance(cpu.get("name"), str)
+                            and isinstance(cpu.get("isa"), list)
+                            and all(isinstance(x, str) for x in cpu["isa"]))):
+        raise TypeError(f"cpu is {cpu!r}")
     log = record.get("log", [])
     if not (isinstance(log, list) and all(x in LOGGERS for x in log)):
         raise TypeError(f"log is {log!r}")

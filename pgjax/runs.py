@@ -363,6 +363,9 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is damaged at row {len(rows) + 1}")
     if not rows or header[:1] != ["update"]:
         raise ValueError(f"{path} has no rows")
+    seeds = [name for name in header if name.startswith("return_seed")]
+    if not seeds or seeds != [f"return_seed{i}" for i in range(len(seeds))]:
+        raise ValueError(f"{path} has no columns return_seed0, return_seed1, … (renamed?)")
     return dict(zip(header, np.array(rows, np.float64).T, strict=True))
 
 

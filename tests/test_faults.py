@@ -791,3 +791,29 @@ def test_overwrite_never_deletes_through_a_symlink(finished_run, tmp_path, capsy
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     one_line_error(code, err, "checkpoints is not a directory but a symbolic link")
     assert run_files(elsewhere) == before
+
+
+@pytest.mark.parametrize("command, edit, message", [
+    ("reproduce", {"versions": "edited"}, "(versions is 'edited')"),
+    ("reproduce", {"cpu": {"name": "mine"}}, "(cpu is {'name': 'mine'})"),
+    ("eval", {"seed": 2**70, "seeds_sha256": None}, f"(seed is {2**70})"),
+])
+def test_edited_provenance_or_seed_is_one_line_before_any_work(finished_run, tmp_path, capsys,
+                                                                command, edit, message):
+    """reproduce retrained, then raised KeyError / TypeError; eval raised OverflowError."""
+    run = copy_run(finished_run, tmp_path)
+    record = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**record, **edit}))
+    t = time.perf_counter()
+    code, err = cli(capsys, command, str(run))
+    one_line_error(code, err, message)
+    assert time.perf_counter() - t < 5  # refused before any training
+
+
+def test_plot_of_renamed_seed_columns_is_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    header, rest = (run / "metrics.csv").read_text().split("\n", 1)
+    (run / "metrics.csv").write_text(header.replace("return_seed", "ret_seed") + "\n" + rest)
+    code, err = cli(capsys, "plot", str(run))
+    one_line_error(code, err, "has no metrics to read")
+    assert "return_seed0" in err
