@@ -85,13 +85,14 @@ class DirLock:
     turns an exclusive hold into one) alongside other sharers, waiting while a process holds it
     exclusively. A run's writer holds it exclusively; a sweep's workers share it while they work,
     and the one that creates or replaces the sweep's identity holds it exclusively while it does
-    (`sweep_files.prepare_out_dir`). Closing (or the process ending) releases it. The lock holds
-    across hosts where the filesystem supports `flock` (local disks; NFS since Linux 2.6.12).
+    (`sweep_files.prepare_out_dir`). Closing (or the process ending) releases it; the last
+    holder to close removes the file (a process that locked a file so removed opens the new
+    one). The lock holds across hosts where the filesystem supports `flock` (local disks; NFS
+    since Linux 2.6.12).
     """
 
     def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        self.directory, self.path, self.fd = Path(directory), Path(directory) / LOCK, None
 
     def exclusive(self) -> "DirLock":
         if not self.try_exclusive():
@@ -102,21 +103,43 @@ class DirLock:
         return self
 
     def try_exclusive(self) -> bool:
-        """`exclusive()`, or False (the lock still open) where another process holds it."""
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        """`exclusive()`, or False (the lock file still open) where another process holds it."""
+        if not self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
             return False
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pgjax pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         return True
 
     def shared(self) -> "DirLock":
-        fcntl.flock(self.fd, fcntl.LOCK_SH)
+        self._lock(fcntl.LOCK_SH)
         return self
 
+    def _lock(self, how: int) -> bool:
+        """`flock(how)` on the file DIR/.lock names once locked (False: held elsewhere)."""
+        while True:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                fcntl.flock(self.fd, how)
+            except BlockingIOError:
+                return False
+            try:
+                if os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self.fd).st_ino:
+                    return True
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)  # its last holder removed it meanwhile
+            self.fd = None
+
     def close(self) -> None:
-        if self.fd is not None:
+        if self.fd is None:
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other holder: remove it
+            os.unlink(self.path)
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        finally:
             os.close(self.fd)
             self.fd = None
 

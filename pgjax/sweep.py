@@ -218,8 +218,8 @@ def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike")
         lease = (f"lease expired {-left:.0f} s ago: the next worker takes it over" if left <= 0
                  else "its process is gone: the next worker takes it over"
                  if claims.is_dead(claim, me, now) else f"lease {left:.0f} s left")
-        lines.append(f"chunk {chunk.index}: {claim['worker']} on "
-                     f"{claim['host']}, attempt {state.attempts[name]}, {lease}")
+        lines.append(f"chunk {chunk.index}: {claim.get('worker', '?')} on "
+                     f"{claim.get('host', '?')}, attempt {state.attempts[name]}, {lease}")
     if waiting:
         lines.append(f"not started: chunks {span(waiting)}")
     if damaged:

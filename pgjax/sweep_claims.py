@@ -98,29 +98,30 @@ def held(chunks_dir: Path) -> list[str]:
                   if not is_dead(read(chunks_dir, name, latest), me, now))
 
 
-# A claim file's fields and their types: a file without them, or with another type, is damaged.
-FIELDS = {"worker": (str,), "host": (str,), "machine": (str,), "pid": (int,),
-          "expires": (int, float)}
+# A claim file's fields and their types: a file without an expiry, or with a field of another
+# type, is damaged (claims written by hand may leave out the others).
+FIELDS = {"expires": (int, float), "worker": (str,), "host": (str,), "machine": (str,),
+          "pid": (int,)}
 
 
 def read(chunks_dir: Path, name: str, attempt: int) -> dict | None:
     """The contents of a claim file, or None when it is gone (released) or damaged: unreadable,
-    a field of `FIELDS` missing or of another type, or an expiry that is not finite. A damaged
-    claim is dead (`is_dead`): the next worker takes the chunk over."""
+    without a finite expiry, or with a field of `FIELDS` of another type. A damaged claim is
+    dead (`is_dead`): the next worker takes the chunk over."""
     try:
         held = json.loads(claim_path(chunks_dir, name, attempt).read_text())
-        whole = all(type(held[k]) in types for k, types in FIELDS.items())
-    except (OSError, ValueError, TypeError, KeyError):
+        whole = all(type(v) in FIELDS[k] for k, v in held.items() if k in FIELDS)
+        return held if whole and math.isfinite(held["expires"]) else None
+    except (OSError, ValueError, AttributeError, KeyError):
         return None
-    return held if whole and math.isfinite(held["expires"]) else None
 
 
 def is_dead(held: dict | None, me: Holder, now: float) -> bool:
     """Whether a claim may be superseded: gone, expired, or its holder's process is gone."""
     if held is None or not now < held["expires"]:
         return True
-    if held["machine"] == me.machine and held["pid"] != me.pid:
-        return not _alive(held["pid"])
+    if held.get("machine") == me.machine and held.get("pid") != me.pid:
+        return not _alive(held.get("pid", 0))
     return False
 
 
