@@ -37,7 +37,7 @@ RUN_LAYOUT = {
     **dict.fromkeys(("config.json", "metrics.csv", "metrics.jsonl", "summary.json", "eval.json",
                      "curve.png", "curves.png", "curves.svg")),
     "checkpoints": {r"\d+|(damaged|ahead)-\d+(-[\d-]+)?": CHECKPOINT_LAYOUT,
-                    r"\d+\.orbax-checkpoint-tmp-.*": None, "digests": {r"\d+\.sha256": None}},
+                    r"\d+\.orbax-checkpoint-tmp.*": None, "digests": {r"\d+\.sha256": None}},
     "tensorboard": {r"events\.out\.tfevents\..*": None},
     "wandb": {r"(offline-)?run-.*|latest-run|debug.*\.log": None},
 }
