@@ -363,15 +363,19 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is damaged at row {len(rows) + 1}")
     if not rows or header[:1] != ["update"]:
         raise ValueError(f"{path} has no rows")
-    seeds = [name for name in header if name.startswith("return_seed")]
-    if not seeds or seeds != [f"return_seed{i}" for i in range(len(seeds))]:
-        raise ValueError(f"{path} has no columns return_seed0, return_seed1, … (renamed?)")
     return dict(zip(header, np.array(rows, np.float64).T, strict=True))
 
 
 def seed_returns(cols: dict[str, np.ndarray]) -> np.ndarray:
-    """[seeds, updates] per-seed episode returns from `read_metrics` columns."""
-    return np.stack([v for k, v in cols.items() if k.startswith("return_seed")])
+    """[seeds, updates] per-seed episode returns from `read_metrics` columns.
+
+    Raises:
+      ValueError: the columns are not return_seed0, return_seed1, … (renamed, or none).
+    """
+    seeds = [name for name in cols if name.startswith("return_seed")]
+    if not seeds or seeds != [f"return_seed{i}" for i in range(len(seeds))]:
+        raise ValueError("its per-seed columns are not return_seed0, return_seed1, …")
+    return np.stack([cols[name] for name in seeds])
 
 
 def steps_to(run_dir: Path, threshold: float | None) -> int | None:

@@ -815,5 +815,37 @@ def test_plot_of_renamed_seed_columns_is_one_line(finished_run, tmp_path, capsys
     header, rest = (run / "metrics.csv").read_text().split("\n", 1)
     (run / "metrics.csv").write_text(header.replace("return_seed", "ret_seed") + "\n" + rest)
     code, err = cli(capsys, "plot", str(run))
-    one_line_error(code, err, "has no metrics to read")
-    assert "return_seed0" in err
+    one_line_error(code, err, "has no metrics to read (its per-seed columns are not "
+                   "return_seed0, return_seed1, …)")
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_two_writers_racing_for_one_run_directory(finished_run, tmp_path, resume):
+    """Two `train --out D` (or two `--resume D`) at once, in two threads: one writes the run,
+    the other is refused in one line (by the lock, or, when the first has ended, by the run it
+    finds), and the run is the one a single writer makes."""
+    config = pgjax.Config(num_envs=8, num_steps=100, total_timesteps=4000)
+    out = tmp_path / "run"
+    if resume:
+        shutil.copytree(finished_run, out)
+        (out / "summary.json").unlink()
+        shutil.rmtree(out / "checkpoints" / "5")
+    results = []
+
+    def train():
+        try:
+            results.append(pgjax.train_run(None if resume else config, out, resume=resume,
+                                           seeds=2, chunks=5, progress=False))
+        except ValueError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=train) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [str(r) for r in results if isinstance(r, ValueError)]
+    assert len(results) == 2 and (len(refused) == 1 or resume and not refused), results
+    assert all("is in use by pgjax pid" in r or "already holds a pgjax run" in r
+               for r in refused), refused
+    assert metrics_rows(out) == metrics_rows(finished_run)
