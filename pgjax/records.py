@@ -4,8 +4,9 @@ directory lock, one deletion. Host-only.
 Every file pgjax writes goes through `atomic_write` (a reader sees the old file or the new one)
 or `create_new` (a name written once: of several writers racing for it, one wins). A process
 that writes a directory holds its `DirLock` (an OS file lock: the kernel releases it when the
-process ends, however it ends); a second writer is refused in one line naming the holder. A
-directory is deleted from only through `remove`, which never follows a symbolic link.
+process ends, however it ends); a second writer is refused in one line naming the holder.
+pgjax deletes only entries it names (`foreign` tells a user's apart), through `remove`, which
+never follows a symbolic link.
 """
 
 import fcntl
@@ -29,9 +30,8 @@ def atomic_write(path: Path, write, mode: str = "w") -> None:
     try:
         os.replace(tmp, path)
     except OSError as e:
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    finally:
         Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def create_new(path: Path, write, mode: str = "w") -> bool:
