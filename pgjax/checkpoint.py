@@ -199,10 +199,12 @@ class Checkpoints:
                 at_most: int | None = None, changed: str = "config.json"):
         """(update, state) from `step`, or the newest readable one of at most `at_most` updates.
 
-        Damaged checkpoints are reported in one line each and skipped (they are the newer ones:
-        steps are tried newest first). With `set_aside` (resume), once one is restored, the
-        damaged ones are renamed to `damaged-<step>` beside the others (kept, never overwritten),
-        and those past `at_most` to `ahead-<step>`, so the resumed run can save those steps
+        Damaged checkpoints (unreadable, not matching their sha256, or holding the state of
+        another update than their name says: a state's `update` field) are reported in one line
+        each and skipped (they are the newer ones: steps are tried newest first). With
+        `set_aside` (resume), once one is restored, the damaged ones are renamed to
+        `damaged-<step>` beside the others (kept, never overwritten), and those past `at_most`
+        to `ahead-<step>`, so the resumed run can save those steps
         again. When every checkpoint is past `at_most`, it returns (0, like): the start. A
         stored array whose shape differs from `like`'s stops the restore, naming the array and
         asking whether `changed` (what made `like`) changed since training.
@@ -240,9 +242,11 @@ class Checkpoints:
                 )
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
-                reason = None
+                reason, held = None, np.asarray(getattr(restored, "update", s))
                 if (stored := self._stored_digest(s)) is not None and digest(restored) != stored:
                     reason = "its arrays do not match the sha256 written with them"
+                elif (held != s).any():  # a checkpoint renamed: its state is of another update
+                    reason = f"it holds the state after update {held.flat[0]}, not {s}"
             except Exception as e:  # orbax raises many types for damaged files
                 reason = first_line(e, 120)
             if reason is not None:

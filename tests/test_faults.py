@@ -849,3 +849,19 @@ def test_two_writers_racing_for_one_run_directory(finished_run, tmp_path, resume
     assert all("is in use by pgjax pid" in r or "already holds a pgjax run" in r
                for r in refused), refused
     assert metrics_rows(out) == metrics_rows(finished_run)
+
+
+def test_a_checkpoint_renamed_to_a_later_update_is_damaged(finished_run, tmp_path, capsys):
+    """Checkpoint 3 copied as checkpoint 4 (its digest too): resuming from it trained updates
+    5 on with update 3's state, without a word. Its state's update counter says it is not 4."""
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    root = run / "checkpoints"
+    for step in ("4", "5"):
+        shutil.rmtree(root / step)
+    shutil.copytree(root / "3", root / "4")
+    shutil.copy(root / "digests" / "3.sha256", root / "digests" / "4.sha256")
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    assert "checkpoint 4 is damaged (it holds the state after update 3, not 4)" in err
+    assert metrics_rows(run) == metrics_rows(finished_run)
