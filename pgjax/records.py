@@ -9,11 +9,13 @@ pgjax deletes only entries it names (`foreign` tells a user's apart), through `r
 never follows a symbolic link.
 """
 
+import errno
 import fcntl
 import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -123,6 +125,12 @@ class DirLock:
                 fcntl.flock(self.fd, how)
             except BlockingIOError:
                 return False
+            except OSError as e:  # a filesystem without flock (e.g. Lustre without -o flock)
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                print(f"pgjax: {self.directory}: its filesystem does not lock files "
+                      f"({e.strerror}); nothing keeps a second writer out", file=sys.stderr)
+                return True
             try:
                 if os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self.fd).st_ino:
                     return True
@@ -137,7 +145,7 @@ class DirLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other holder: remove it
             os.unlink(self.path)
-        except (BlockingIOError, FileNotFoundError):
+        except OSError:  # held by another, removed, or a filesystem without flock: kept
             pass
         finally:
             os.close(self.fd)

@@ -1,5 +1,6 @@
 """The record layer: exclusive create, the directory lock, deletion without following links."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -56,3 +57,14 @@ def test_remove_deletes_a_link_not_what_it_points_to(tmp_path):
     records.remove(tmp_path / "checkpoints")
     assert (tmp_path / "elsewhere" / "mine.txt").read_text() == "mine"
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_filesystem_without_file_locks_is_named_not_fatal(tmp_path, monkeypatch, capsys):
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(records.fcntl, "flock", no_locks)
+    records.DirLock(tmp_path).exclusive().close()
+    assert capsys.readouterr().err.strip() == (
+        f"pgjax: {tmp_path}: its filesystem does not lock files (No locks available); nothing "
+        f"keeps a second writer out")
