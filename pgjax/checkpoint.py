@@ -1,8 +1,10 @@
 """Checkpoints of the full (vmapped) training state with orbax; host-only."""
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pgjax.runs import atomic_write, first_line
+from pgjax.records import atomic_write, foreign
+from pgjax.runs import CHECKPOINT_LAYOUT, first_line
 
 
 class CheckpointError(RuntimeError):
@@ -94,6 +97,21 @@ def digest(tree) -> str:
 KEEP_CHECKPOINTS = 3  # a run's newest checkpoints kept by default
 
 
+@dataclasses.dataclass
+class _HoldingForeign:
+    """Orbax preservation policy: keep a checkpoint whose folder holds what orbax did not write
+    there (a user's file: `runs.CHECKPOINT_LAYOUT`) or is a symbolic link; retention deletes
+    only checkpoints that are wholly orbax's."""
+
+    root: Path
+
+    def should_preserve(self, checkpoints, *, context) -> list[bool]:
+        del context
+        folders = [self.root / str(c.step) for c in checkpoints]
+        return [p.is_symlink() or (p.is_dir() and bool(foreign(p, CHECKPOINT_LAYOUT)))
+                for p in folders]
+
+
 class Checkpoints:
     """Atomic, numbered checkpoints (step = updates done) under RUN_DIR/checkpoints.
 
@@ -107,8 +125,9 @@ class Checkpoints:
     def __init__(self, run_dir: Path, max_to_keep: int | None = KEEP_CHECKPOINTS, *,
                  create: bool = True):
         self.root = (Path(run_dir) / "checkpoints").absolute()
-        if self.root.exists() and not self.root.is_dir():
-            raise CheckpointError(f"{self.root} is not a directory")
+        if self.root.is_symlink() or (self.root.exists() and not self.root.is_dir()):
+            raise CheckpointError(f"{self.root} is not a directory" + (
+                " but a symbolic link, which pgjax does not follow" * self.root.is_symlink()))
         if not create and not self.root.is_dir():
             raise CheckpointError(f"{run_dir} has no checkpoints")
         self.max_to_keep = max_to_keep
@@ -118,7 +137,9 @@ class Checkpoints:
         self.manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
-        options = ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True)
+        keep = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(self.max_to_keep), _HoldingForeign(self.root)])
+        options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=True)
         return ocp.CheckpointManager(self.root, options=options)
 
     def save(self, update: int, state) -> None:
@@ -140,7 +161,7 @@ class Checkpoints:
         self.manager.wait_until_finished()
         kept = {f"{s}.sha256" for s in self.manager.all_steps()}
         for path in digests.iterdir():  # those of checkpoints orbax deleted or set aside
-            if path.name not in kept and not path.name.startswith("."):
+            if path.name not in kept and re.fullmatch(r"\d+\.sha256", path.name):
                 path.unlink(missing_ok=True)
 
     def _stored_digest(self, step: int) -> str | None:
@@ -178,10 +199,12 @@ class Checkpoints:
                 at_most: int | None = None, changed: str = "config.json"):
         """(update, state) from `step`, or the newest readable one of at most `at_most` updates.
 
-        Damaged checkpoints are reported in one line each and skipped (they are the newer ones:
-        steps are tried newest first). With `set_aside` (resume), once one is restored, the
-        damaged ones are renamed to `damaged-<step>` beside the others (kept, never overwritten),
-        and those past `at_most` to `ahead-<step>`, so the resumed run can save those steps
+        Damaged checkpoints (unreadable, not matching their sha256, or holding the state of
+        another update than their name says: a state's `update` field) are reported in one line
+        each and skipped (they are the newer ones: steps are tried newest first). With
+        `set_aside` (resume), once one is restored, the damaged ones are renamed to
+        `damaged-<step>` beside the others (kept, never overwritten), and those past `at_most`
+        to `ahead-<step>`, so the resumed run can save those steps
         again. When every checkpoint is past `at_most`, it returns (0, like): the start. A
         stored array whose shape differs from `like`'s stops the restore, naming the array and
         asking whether `changed` (what made `like`) changed since training.
@@ -219,9 +242,11 @@ class Checkpoints:
                 )
             try:
                 restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
-                reason = None
+                reason, held = None, np.asarray(getattr(restored, "update", s))
                 if (stored := self._stored_digest(s)) is not None and digest(restored) != stored:
                     reason = "its arrays do not match the sha256 written with them"
+                elif (held != s).any():  # a checkpoint renamed: its state is of another update
+                    reason = f"it holds the state after update {held.flat[0]}, not {s}"
             except Exception as e:  # orbax raises many types for damaged files
                 reason = first_line(e, 120)
             if reason is not None:

@@ -274,7 +274,7 @@ def _require_metrics(run_dir: Path) -> None:
     """A run directory whose metrics.csv has at least one row."""
     _require_run(run_dir)
     try:
-        runs.read_metrics(run_dir)
+        runs.seed_returns(runs.read_metrics(run_dir))
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise UsageError(f"{run_dir} has no metrics to read ({reason})") from None

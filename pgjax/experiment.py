@@ -39,6 +39,7 @@ from pgjax.estimators import ReturnToGo
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LOGGERS, LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
+from pgjax.records import DirLock
 from pgjax.render import save_gif
 from pgjax.train import check_seed, diverged, init_state, seed_keys, train_chunk
 
@@ -114,9 +115,10 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
 def _check_record(record: dict, config: Config) -> None:
     """TypeError naming the first of config.json's run fields that `new_record` cannot have
     written (the config's own fields are checked by `from_dict`)."""
-    for name, low in (("seeds", 1), ("seed", None), ("chunk_updates", 1)):
+    for name, low, high in (("seeds", 1, 2**63), ("seed", -2**63, 2**63),  # int64: a key's seed
+                            ("chunk_updates", 1, 2**63)):
         value = record.get(name)
-        if not is_int(value) or (low and value < low):
+        if not (is_int(value) and low <= value < high):
             raise TypeError(f"{name} is {value!r}")
     if config.num_updates % record["chunk_updates"]:
         raise TypeError(f"chunk_updates is {record['chunk_updates']}, which does not divide "
@@ -129,6 +131,14 @@ def _check_record(record: dict, config: Config) -> None:
     keep = record.get("keep_checkpoints", KEEP_CHECKPOINTS)
     if not (keep is None or (is_int(keep) and keep >= 1)):
         raise TypeError(f"keep_checkpoints is {keep!r}")
+    versions, cpu = record.get("versions"), record.get("cpu")  # what `reproduce_run` compares
+    if not (isinstance(versions, dict)
+            and all(isinstance(v, str | None) for v in versions.values())):
+        raise TypeError(f"versions is {versions!r}")
+    if not (cpu is None or (isinstance(cpu, dict) and isinstance(cpu.get("name"), str)
+                            and isinstance(cpu.get("isa"), list)
+                            and all(isinstance(x, str) for x in cpu["isa"]))):
+        raise TypeError(f"cpu is {cpu!r}")
     log = record.get("log", [])
     if not (isinstance(log, list) and all(x in LOGGERS for x in log)):
         raise TypeError(f"log is {log!r}")
@@ -464,85 +474,88 @@ def train_run(
         missing (LoggerUnavailable); MemoryError: the programs do not fit; CheckpointError:
         nothing to resume from.
     """
-    if resume:
-        run_dir = Path(run_dir)
-        config, record = load_run(run_dir)
-        if (summary := finished(run_dir, config)) is not None:  # nothing to train: no components
-            write_derived_files(run_dir, config)
-            return run_dir, summary
-        parts = run_components(config, record, components)
-        used = resumed_settings(record, checkpoint_every=checkpoint_every,
-                                checkpoint_minutes=checkpoint_minutes)
-        seeds, seed, log = used["seeds"], used["seed"], used["log"]
-        checkpoint_every, checkpoint_minutes = used["checkpoint_every"], used["checkpoint_minutes"]
-        keep_checkpoints = used["keep_checkpoints"]
-    else:
-        for name, value in (("seeds", seeds), ("chunks", 1 if chunks is None else chunks),
-                            ("checkpoint_every", 1 if checkpoint_every is None
-                             else checkpoint_every),
-                            ("checkpoint_minutes", checkpoint_minutes),
-                            ("keep_checkpoints", 1 if keep_checkpoints is None
-                             else keep_checkpoints)):
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if not (keep_checkpoints is None or is_int(keep_checkpoints)):
-            raise ValueError(f"keep_checkpoints must be an integer or None, got "
-                             f"{keep_checkpoints!r}")
-        check_seed(seed)
-        parts = build(config, **components)
-        run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name,
-                                     overwrite=overwrite)
-        config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
-                                    chunks=chunks, checkpoint_every=checkpoint_every,
-                                    checkpoint_minutes=checkpoint_minutes,
-                                    keep_checkpoints=keep_checkpoints, log=log)
-    try:
-        check_available(log)
-    except LoggerUnavailable as e:
+    with contextlib.ExitStack() as held:  # the run directory's lock, once taken
+        if resume:
+            run_dir = Path(run_dir)
+            config, record = load_run(run_dir)
+            held.enter_context(DirLock(run_dir).exclusive())  # a second writer is refused
+            if (summary := finished(run_dir, config)) is not None:  # nothing to train
+                write_derived_files(run_dir, config)
+                return run_dir, summary
+            parts = run_components(config, record, components)
+            used = resumed_settings(record, checkpoint_every=checkpoint_every,
+                                    checkpoint_minutes=checkpoint_minutes)
+            seeds, seed, log = used["seeds"], used["seed"], used["log"]
+            checkpoint_every = used["checkpoint_every"]
+            checkpoint_minutes = used["checkpoint_minutes"]
+            keep_checkpoints = used["keep_checkpoints"]
+        else:
+            for name, value in (("seeds", seeds), ("chunks", 1 if chunks is None else chunks),
+                                ("checkpoint_every", 1 if checkpoint_every is None
+                                 else checkpoint_every),
+                                ("checkpoint_minutes", checkpoint_minutes),
+                                ("keep_checkpoints", 1 if keep_checkpoints is None
+                                 else keep_checkpoints)):
+                if not value > 0:
+                    raise ValueError(f"{name} must be positive, got {value}")
+            if not (keep_checkpoints is None or is_int(keep_checkpoints)):
+                raise ValueError(f"keep_checkpoints must be an integer or None, got "
+                                 f"{keep_checkpoints!r}")
+            check_seed(seed)
+            parts = build(config, **components)
+            run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name,
+                                         overwrite=overwrite)
+            config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
+                                        chunks=chunks, checkpoint_every=checkpoint_every,
+                                        checkpoint_minutes=checkpoint_minutes,
+                                        keep_checkpoints=keep_checkpoints, log=log)
+        try:
+            check_available(log)
+        except LoggerUnavailable as e:
+            if not resume:
+                raise
+            raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}") from None
+        n = record["chunk_updates"]
+        announce(run_dir, "resuming" if resume else "training into", progress)
+        state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
         if not resume:
-            raise
-        raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}") from None
-    n = record["chunk_updates"]
-    announce(run_dir, "resuming" if resume else "training into", progress)
-    state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
-    if not resume:
-        runs.create_run_dir(run_dir)
-        runs.write_json(run_dir / "config.json", record)
-    loggers = make_loggers(log, run_dir, record)
+            held.enter_context(runs.create_run_dir(run_dir, parts.env.name, overwrite=overwrite))
+            runs.write_json(run_dir / "config.json", record)
+        loggers = make_loggers(log, run_dir, record)
 
-    ckpt = Checkpoints(run_dir, keep_checkpoints)
-    start = 0
-    if resume and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
-        start, state = ckpt.restore(state, set_aside=True,
-                                    at_most=runs.whole_rows(run_dir / "metrics.csv"),
-                                    changed=what_made_state(record))
-    csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds, keep_updates=start if resume else None,
-                          ratio=config.passes > 1)
-    t1 = time.perf_counter()
-    try:
-        with stop_requests() as requested:
-            state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
-                                    start=start, n=n, checkpoint_every=checkpoint_every,
-                                    checkpoint_minutes=checkpoint_minutes, progress=progress,
-                                    requested=requested)
-    except Stopped as e:
+        ckpt = Checkpoints(run_dir, keep_checkpoints)
+        start = 0
+        if resume and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
+            start, state = ckpt.restore(state, set_aside=True,
+                                        at_most=runs.whole_rows(run_dir / "metrics.csv"),
+                                        changed=what_made_state(record))
+        csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds,
+                              keep_updates=start if resume else None, ratio=config.passes > 1)
+        t1 = time.perf_counter()
+        try:
+            with stop_requests() as requested:
+                state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
+                                        start=start, n=n, checkpoint_every=checkpoint_every,
+                                        checkpoint_minutes=checkpoint_minutes, progress=progress,
+                                        requested=requested)
+        except Stopped as e:
+            for logger in loggers:
+                logger.close()
+            ckpt.close()
+            raise Stopped(e.signal, e.update, run_dir) from None
+        wall = time.perf_counter() - t1
         for logger in loggers:
             logger.close()
-        ckpt.close()
-        raise Stopped(e.signal, e.update, run_dir) from None
-    wall = time.perf_counter() - t1
-    for logger in loggers:
-        logger.close()
-    summary = summarize(config, csv, bad, seeds=seeds, start=start if resume else None,
-                        wall=wall, compile_seconds=compile_seconds)
-    t2 = time.perf_counter()
-    ckpt.close()  # the last checkpoint was written while the summary was computed
-    summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
-    runs.write_json(run_dir / "summary.json", summary)
-    plot_run_curve(run_dir, config, csv.returns())
-    if requested:  # a signal in the last chunk: the run is whole, and the caller stops too
-        raise Stopped(requested[0], config.num_updates, run_dir)
-    return run_dir, summary
+        summary = summarize(config, csv, bad, seeds=seeds, start=start if resume else None,
+                            wall=wall, compile_seconds=compile_seconds)
+        t2 = time.perf_counter()
+        ckpt.close()  # the last checkpoint was written while the summary was computed
+        summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
+        runs.write_json(run_dir / "summary.json", summary)
+        plot_run_curve(run_dir, config, csv.returns())
+        if requested:  # a signal in the last chunk: the run is whole, and the caller stops too
+            raise Stopped(requested[0], config.num_updates, run_dir)
+        return run_dir, summary
 
 
 def write_derived_files(run_dir: Path, config: Config) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgjax import runs, stats
+from pgjax import records, runs, stats
 
 
 def pyplot():
@@ -18,7 +18,7 @@ def pyplot():
 
 
 def save(fig, path: Path, dpi: int = 120) -> None:
-    """fig in the format of its suffix, written atomically (`runs.atomic_write`: an error names
+    """fig in the format of its suffix, written atomically (`records.atomic_write`: an error names
     `path`); an SVG without a date and with fixed element ids, so that the same curves give the
     same bytes and a rerun leaves committed figures unchanged."""
     plt = pyplot()
@@ -26,10 +26,10 @@ def save(fig, path: Path, dpi: int = 120) -> None:
     kind = path.suffix.lstrip(".").lower()
     if kind == "svg":
         with plt.rc_context({"svg.hashsalt": "pgjax"}):
-            runs.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi,
+            records.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi,
                                                           metadata={"Date": None}), mode="wb")
     else:
-        runs.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi), mode="wb")
+        records.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi), mode="wb")
 
 
 def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:

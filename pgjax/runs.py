@@ -1,14 +1,12 @@
-"""Host-only run records: provenance, run directories, atomic files, the metrics CSV."""
+"""Host-only run records: provenance, run directories, the metrics CSV."""
 
 import csv
 import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax.config import Config, plain, to_dict
+from pgjax.records import LOCK, DirLock, atomic_write, create_new, foreign, remove
 from pgjax.stats import first_reaching, nanmean
 
 PACKAGES = ("pgjax", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "numpy")
@@ -26,10 +25,22 @@ ISA = (
     "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve", "sve2",
 )
 MARKER = "pgjax_run"
-# What pgjax writes in a run directory (besides dot-named temp files): all that --overwrite
-# deletes.
-RUN_FILES = {"config.json", "metrics.csv", "metrics.jsonl", "summary.json", "eval.json",
-             "curve.png", "curves.png", "curves.svg", "checkpoints", "tensorboard", "wandb"}
+# What orbax writes in a checkpoint's folder (checkpoints/<update>); the arrays under default/
+# are orbax's to name.
+CHECKPOINT_LAYOUT = {"_CHECKPOINT_METADATA": None, "commit_success.txt": None,
+                     "default": dict.fromkeys(("_METADATA", "_CHECKPOINT_METADATA", "_sharding",
+                                               "manifest.ocdbt", "commit_success.txt",
+                                               "array_metadatas", "d", r"ocdbt\.process_\d+"))}
+# What pgjax writes in a run directory (`records.foreign`), besides dot-named temp files and
+# its lock: all that --overwrite deletes. Anything else is the user's, and --overwrite refuses.
+RUN_LAYOUT = {
+    **dict.fromkeys(("config.json", "metrics.csv", "metrics.jsonl", "summary.json", "eval.json",
+                     "curve.png", "curves.png", "curves.svg")),
+    "checkpoints": {r"\d+|(damaged|ahead)-\d+(-[\d-]+)?": CHECKPOINT_LAYOUT,
+                    r"\d+\.orbax-checkpoint-tmp.*": None, "digests": {r"\d+\.sha256": None}},
+    "tensorboard": {r"events\.out\.tfevents\..*": None},
+    "wandb": {r"(offline-)?run-.*|latest-run|debug.*\.log": None},
+}
 
 
 def provenance() -> dict:
@@ -110,9 +121,9 @@ def damaged_run(path: Path) -> str | None:
 
 
 def _foreign(path: Path) -> list[str]:
-    """The names in a run directory that pgjax did not write, sorted."""
-    return sorted(p.name for p in path.iterdir()
-                  if p.name not in RUN_FILES and not p.name.startswith("."))
+    """What a run directory holds that pgjax did not write (`RUN_LAYOUT`), as
+    "checkpoints/notes.txt"."""
+    return foreign(path, RUN_LAYOUT)
 
 
 def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Path:
@@ -141,7 +152,7 @@ def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Pat
                 raise ValueError(f"--out {out} holds a pgjax run and files it did not write "
                                  f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''})"
                                  f", which --overwrite would delete; move them first")
-        elif not damaged and any(out.iterdir()):
+        elif not damaged and any(p.name != LOCK for p in out.iterdir()):
             raise ValueError(f"--out {out} exists and is not a pgjax run directory")
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -149,12 +160,26 @@ def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Pat
     return out
 
 
-def create_run_dir(out: Path) -> Path:
-    """Make the directory `check_run_dir` accepted, replacing the run it holds (if any)."""
-    if is_run_dir(out) or damaged_run(out):
-        shutil.rmtree(out)
+def create_run_dir(out: Path, env: str, *, overwrite: bool = False) -> DirLock:
+    """Make the directory `check_run_dir` accepted and lock it for this process (`DirLock`,
+    held until closed); then, under the lock, check it again and delete the run it replaces:
+    the entries pgjax names (`RUN_LAYOUT`), never following a symbolic link.
+
+    Raises:
+      records.Locked: another process writes it.
+      ValueError: as `check_run_dir` (another process wrote a run there meanwhile).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    lock = DirLock(out).exclusive()
+    try:
+        check_run_dir(out, env, overwrite=overwrite)
+        if is_run_dir(out) or damaged_run(out):
+            for name in RUN_LAYOUT:
+                remove(out / name)
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 def first_line(error: BaseException, width: int = 200) -> str:
@@ -167,35 +192,14 @@ def first_line(error: BaseException, width: int = 200) -> str:
     return line if len(line) <= width else line[:width - 1].rstrip() + "…"
 
 
-def atomic_write(path: Path, write, mode: str = "w") -> None:
-    """Write through `write(file)` to a temp file in the same folder, then rename over `path`.
-
-    A killed process leaves either the old file or the new one, never half of it. An OSError
-    (read-only folder, full disk) names `path`, not the temp file.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    os.fchmod(fd, 0o644)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.errno is None or e.filename not in (None, tmp):
-            raise
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic write (`atomic_write`) of strict JSON: NaN and ±inf as null (`json_values`)."""
-    text = json.dumps(json_values(data), indent=2, default=str, allow_nan=False)
-    atomic_write(path, lambda f: f.write(text + "\n"))
+def write_json(path: Path, data: dict, *, new: bool = False) -> bool:
+    """Atomic write (`atomic_write`) of strict JSON: NaN and ±inf as null (`json_values`).
+    With `new`, the file is created exclusively (`create_new`): False when `path` exists."""
+    text = json.dumps(json_values(data), indent=2, default=str, allow_nan=False) + "\n"
+    if new:
+        return create_new(path, lambda f: f.write(text))
+    atomic_write(path, lambda f: f.write(text))
+    return True
 
 
 def json_values(x):
@@ -367,8 +371,15 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
 
 
 def seed_returns(cols: dict[str, np.ndarray]) -> np.ndarray:
-    """[seeds, updates] per-seed episode returns from `read_metrics` columns."""
-    return np.stack([v for k, v in cols.items() if k.startswith("return_seed")])
+    """[seeds, updates] per-seed episode returns from `read_metrics` columns.
+
+    Raises:
+      ValueError: the columns are not return_seed0, return_seed1, … (renamed, or none).
+    """
+    seeds = [name for name in cols if name.startswith("return_seed")]
+    if not seeds or seeds != [f"return_seed{i}" for i in range(len(seeds))]:
+        raise ValueError("its per-seed columns are not return_seed0, return_seed1, …")
+    return np.stack([cols[name] for name in seeds])
 
 
 def steps_to(run_dir: Path, threshold: float | None) -> int | None:

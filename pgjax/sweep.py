@@ -74,7 +74,6 @@ from pgjax.components import as_env, describe_given
 from pgjax.estimators import Estimator
 from pgjax.sweep_files import (
     IncompleteSweep,
-    held_id,
     held_sweep,
     load_record,
     load_records,
@@ -82,6 +81,7 @@ from pgjax.sweep_files import (
     save_chunk,
     set_aside,
     span,
+    sweep_id,
 )
 from pgjax.sweep_report import format_sweep, merge, summarize
 from pgjax.sweep_run import Programs, run_chunk
@@ -167,10 +167,10 @@ def sweep(
     plan = make_plan(spec, env=given["env"].name if "env" in given else None)
     check_plan(plan, given)
     out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, spec, describe_given(given), replace_unstarted=True)
-    work(out_dir, plan, given, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
-         exit_when_idle=False, progress=progress, on_chunk=on_chunk)
-    return _merged(out_dir, plan)
+    with prepare_out_dir(out_dir, spec, describe_given(given), replace_unstarted=True):
+        work(out_dir, plan, given, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
+             exit_when_idle=False, progress=progress, on_chunk=on_chunk)
+        return _merged(out_dir, plan)
 
 
 def check_lease(lease_seconds: float, name: str = "lease_seconds") -> None:
@@ -214,7 +214,7 @@ def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike")
             if chunk.index not in damaged:
                 waiting.append(chunk.index)
             continue
-        left = claim.get("expires", 0) - now
+        left = claim["expires"] - now
         lease = (f"lease expired {-left:.0f} s ago: the next worker takes it over" if left <= 0
                  else "its process is gone: the next worker takes it over"
                  if claims.is_dead(claim, me, now) else f"lease {left:.0f} s left")
@@ -251,7 +251,8 @@ def work(
     and the others return.
 
     Args:
-      out_dir: the sweep directory (`prepare_out_dir` done).
+      out_dir: the sweep directory (`prepare_out_dir` done). Chunks are recorded and read
+        with the `sweep_id` of `plan` and `given`, never the one sweep.json holds.
       plan: the sweep's plan.
       given: the components (`pgjax.components.build` keywords).
       worker: this worker's name in claims, records and rows (default "host:pid").
@@ -274,9 +275,10 @@ def work(
     chunks_dir = out_dir / "chunks"
     devices = tuple(jax.local_devices())
     key_data = np.asarray(jax.random.key_data(seed_keys(plan.spec.seed, plan.spec.seeds)))
+    ours = sweep_id(plan.spec.to_json(), describe_given(given))  # never the id on disk
     train_chunk = functools.partial(run_chunk, plan, key_data=key_data, devices=devices,
                                     programs=Programs(), components=given, worker=me.worker,
-                                    sweep=held_id(out_dir))
+                                    sweep=ours)
     compiled, ran = set(), []
     recorded = set()  # chunks found recorded: a record is never replaced, so each is read once
     with claims.Heartbeat(me, lease_seconds) as heartbeat, \
@@ -285,7 +287,7 @@ def work(
         while True:
             state = claims.scan(chunks_dir)
             recorded |= {c.index for c in plan.chunks if c.index in state.recorded - recorded
-                         and load_record(out_dir, c, plan)[0] is not None}
+                         and load_record(out_dir, c, plan, ours)[0] is not None}
             todo = [c for c in plan.chunks if c.index not in recorded]
             bar.update(len(plan.runs) - sum(len(c.runs) for c in todo) - bar.n)
             if not todo:
@@ -294,7 +296,8 @@ def work(
             if claim is not None:
                 heartbeat.hold(claim)
                 try:
-                    record = _train(out_dir, plan, chunk, claim, heartbeat, train_chunk, log)
+                    record = _train(out_dir, plan, chunk, claim, heartbeat, train_chunk, log,
+                                    ours)
                 finally:
                     heartbeat.release(claim)
                 compiled.add(chunk.group)
@@ -340,12 +343,13 @@ def _claim_next(todo: list[Chunk], state: claims.Scan, compiled: set, chunks_dir
 
 def _train(out_dir: Path, plan: Plan, chunk: Chunk, claim: claims.Claim,
            heartbeat: claims.Heartbeat, train_chunk: Callable[[Chunk], dict],
-           log) -> dict | None:
+           log, sweep: str) -> dict | None:
     """Train and save a claimed chunk: its record, or None when another worker recorded it.
 
-    A damaged chunk's files are set aside first (one line on stderr).
+    A damaged chunk's files (or those of another sweep than `sweep`) are set aside first (one
+    line on stderr).
     """
-    recorded, damaged = load_record(out_dir, chunk, plan)
+    recorded, damaged = load_record(out_dir, chunk, plan, sweep)
     if recorded is not None or claims.superseded(claim):
         return None  # recorded, or claimed again, between the scan and the claim
     if damaged:

@@ -3,12 +3,12 @@
     out_dir/chunks/chunk-NNNNNN.claim-A   attempt A at chunk N: worker, host, pid, lease expiry
     out_dir/chunks/standby.claim-A        the one idle worker that waits for the others' chunks
 
-A worker claims a chunk by creating its next attempt's file exclusively (written under a temp
-name, then `os.link`ed, which fails when the name exists), so of two workers racing for attempt A
-exactly one gets it. The holder renews its lease (rewrites its own file) from a heartbeat thread
-while it trains, and checks before saving that no attempt A + 1 exists. Attempt A may be
-superseded by A + 1 only when it is dead: its lease has expired, or its holder ran on this
-machine and its process is gone. A lost node therefore costs the work of the chunk it held, and
+A worker claims a chunk by creating its next attempt's file exclusively (`records.create_new`),
+so of two workers racing for attempt A exactly one gets it. The holder renews its lease (rewrites
+its own file) from a heartbeat thread while it trains, and checks before saving that no attempt
+A + 1 exists. Attempt A may be superseded by A + 1 only when it is dead: its lease has expired,
+its holder ran on this machine and its process is gone, or its file does not read as a claim
+(`read`: damaged). A lost node therefore costs the work of the chunk it held, and
 the chunk is trained again one lease later. A chunk's record (`chunk-NNNNNN.json`, written
 exclusively by `sweep_files.save_chunk`) ends it: recorded chunks are never claimed, and the
 holder removes the chunk's claim files. A damaged record (`sweep_files.load_record`) does not:
@@ -18,14 +18,16 @@ Expiry is the holder's wall-clock time: the hosts' clocks must agree to well wit
 """
 
 import json
+import math
 import os
 import re
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
+
+from pgjax.records import atomic_write, create_new
 
 STANDBY = "standby"
 _CLAIM = re.compile(r"^(chunk-(\d{6})|standby)\.claim-(\d+)$")
@@ -96,18 +98,27 @@ def held(chunks_dir: Path) -> list[str]:
                   if not is_dead(read(chunks_dir, name, latest), me, now))
 
 
+# A claim file's fields and their types: a file without an expiry, or with a field of another
+# type, is damaged (claims written by hand may leave out the others).
+FIELDS = {"expires": (int, float), "worker": (str,), "host": (str,), "machine": (str,),
+          "pid": (int,)}
+
+
 def read(chunks_dir: Path, name: str, attempt: int) -> dict | None:
-    """The contents of a claim file, or None when it is gone (released) or unreadable."""
+    """The contents of a claim file, or None when it is gone (released) or damaged: unreadable,
+    without a finite expiry, or with a field of `FIELDS` of another type. A damaged claim is
+    dead (`is_dead`): the next worker takes the chunk over."""
     try:
         held = json.loads(claim_path(chunks_dir, name, attempt).read_text())
-    except (OSError, ValueError):
+        whole = all(type(v) in FIELDS[k] for k, v in held.items() if k in FIELDS)
+        return held if whole and math.isfinite(held["expires"]) else None
+    except (OSError, ValueError, AttributeError, KeyError):
         return None
-    return held if isinstance(held, dict) else None
 
 
 def is_dead(held: dict | None, me: Holder, now: float) -> bool:
     """Whether a claim may be superseded: gone, expired, or its holder's process is gone."""
-    if held is None or not now < held.get("expires", 0):
+    if held is None or not now < held["expires"]:
         return True
     if held.get("machine") == me.machine and held.get("pid") != me.pid:
         return not _alive(held.get("pid", 0))
@@ -139,26 +150,8 @@ def acquire(chunks_dir: Path, name: str, latest: int, me: Holder,
     if latest and not is_dead(read(chunks_dir, name, latest), me, time.time()):
         return None
     claim = Claim(name, latest + 1, chunks_dir)
-    fd, tmp = tempfile.mkstemp(dir=chunks_dir, prefix=f".{claim.path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(_contents(me, lease_seconds, time.time()))
-        return claim if link_new(tmp, claim.path) else None
-    finally:
-        os.unlink(tmp)
-
-
-def link_new(tmp: str, path: Path) -> bool:
-    """Give the file `tmp` the name `path` unless that name exists; whether it did.
-
-    `os.link` is atomic on local filesystems and NFS alike; on NFS a retried link can report
-    EEXIST though it succeeded, which the link count of `tmp` tells apart.
-    """
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return os.stat(tmp).st_nlink == 2
-    return True
+    contents = _contents(me, lease_seconds, time.time())
+    return claim if create_new(claim.path, lambda f: f.write(contents)) else None
 
 
 def superseded(claim: Claim) -> bool:
@@ -171,14 +164,8 @@ def renew(claim: Claim, me: Holder, lease_seconds: float) -> bool:
     if superseded(claim):
         return False
     held = read(claim.chunks_dir, claim.name, claim.attempt) or {}
-    fd, tmp = tempfile.mkstemp(dir=claim.chunks_dir, prefix=f".{claim.path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(_contents(me, lease_seconds, held.get("claimed", time.time())))
-        os.replace(tmp, claim.path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    contents = _contents(me, lease_seconds, held.get("claimed", time.time()))
+    atomic_write(claim.path, lambda f: f.write(contents))
     return True
 
 

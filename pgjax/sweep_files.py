@@ -1,14 +1,16 @@
 """A sweep's files: sweep.json, the chunks' metrics and records, CSV tables. Host-only.
 
     out_dir/sweep.json                    marker, normalized spec, components given, their
-                                          `sweep_id`, provenance
+                                          `sweep_id`, provenance; created exclusively
+    out_dir/.lock                         its workers' lock (`prepare_out_dir`)
     out_dir/chunks/chunk-NNNNNN.npz       per-run metrics [runs, updates] of one chunk
     out_dir/chunks/chunk-NNNNNN.json      the chunk's table rows and `sweep_id`, written after
                                           the metrics
     out_dir/chunks/damaged-chunk-NNNNNN.* a damaged chunk's files, set aside (`set_aside`)
     out_dir/chunks/*.claim-A              who trains which chunk (`sweep_claims`)
 
-Every file is written atomically (`runs.atomic_write`): a killed process leaves whole files only.
+Every file is written atomically (`records.atomic_write`, `records.create_new`): a killed process
+leaves whole files only.
 A chunk is recorded when both its files are present and readable (`load_record`, the one test
 every step uses). Its record is created exclusively: once written it is never replaced, only set
 aside when damaged, so that the chunk is trained again.
@@ -22,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -32,13 +33,14 @@ from pgjax import runs
 from pgjax import sweep_claims as claims
 from pgjax.components import given_differences
 from pgjax.config import FIELDS, Config
-from pgjax.sweep_claims import chunk_name, link_new
+from pgjax.records import LOCK, DirLock, atomic_write
+from pgjax.sweep_claims import chunk_name
 from pgjax.sweep_spec import Chunk, Plan, Spec, SpecError
 
 MARKER = "pgjax_sweep"
 # What a sweep writes in its directory (`pgjax sweep --launcher` adds its workers' logs).
 SWEEP_FILES = {"sweep.json", "chunks", "results.csv", "summary.csv", "summary.json",
-               "summary.png", "logs"}
+               "summary.png", "logs", LOCK}
 NAN_COLUMNS = ("final_return", "auc")  # the row fields that are NaN where no episode finished
 TUPLE_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if isinstance(f.default, tuple))
 
@@ -55,7 +57,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows({k: json.dumps(list(v)) if isinstance(v, tuple) else v for k, v in row.items()}
                      for row in rows)
-    runs.atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
@@ -215,18 +217,9 @@ def save_chunk(out_dir: Path, result: dict) -> bool:
     record = chunk_path(out_dir, index, ".json")
     if record.exists():
         return False
-    runs.atomic_write(
-        chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]), mode="wb"
-    )
-    fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=f".{record.name}.")
-    os.fchmod(fd, 0o644)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(runs.json_values(result["record"]), indent=2, default=str,
-                               allow_nan=False) + "\n")
-        return link_new(tmp, record)
-    finally:
-        os.unlink(tmp)
+    atomic_write(chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]),
+                 mode="wb")
+    return runs.write_json(record, result["record"], new=True)
 
 
 def load_records(out_dir: Path, plan: Plan,
@@ -277,8 +270,15 @@ def held_sweep(out_dir: Path, spec: Spec) -> dict:
 
 
 def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *,
-                    replace_unstarted: bool = False) -> None:
+                    replace_unstarted: bool = False) -> DirLock:
     """Create out_dir, or accept one that holds this same sweep; refuse anything else.
+
+    Returns the directory's lock (`records.DirLock`) held shared: the caller holds it while it
+    works on the sweep, and closes it (or ends) after. Creating or replacing sweep.json (the
+    sweep's identity) takes the lock exclusively, which no live worker of any sweep shares, and
+    sweep.json is created exclusively; while workers share the lock, a process only checks that
+    sweep.json is its spec's. So of two sweeps of different specs started on one new out_dir,
+    one is refused.
 
     Args:
       out_dir: the sweep directory.
@@ -287,54 +287,83 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
         directory holding the same spec run with other components is refused.
 
     With `replace_unstarted` (a sweep run in this process), a different sweep that recorded no
-    chunk, holds no live claim and was not launched as jobs (no logs/: its workers may still be
-    queued) is replaced: one stopped by an error before its first chunk. A sweep.json that does
-    not read (or is missing beside a sweep's files) is written again for this spec when every
-    recorded chunk says which sweep it is of (`sweep_id`) and one is of this sweep (those of
-    another sweep are then set aside as damaged when read). Both with a note on stderr.
+    chunk, holds no live claim or lock and was not launched as jobs (no logs/: its workers may
+    still be queued) is replaced: one stopped by an error before its first chunk. A sweep.json
+    that does not read (or is missing beside a sweep's files) is written again for this spec
+    when every recorded chunk says which sweep it is of (`sweep_id`) and one is of this sweep
+    (those of another sweep are then set aside as damaged when read). Both with a note on
+    stderr.
 
     Raises:
       SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
     """
     components = {"given": []} if components is None else components
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpecError(f"--out {out_dir} exists and is not a directory")
+    if not (out_dir / "sweep.json").exists():  # no lock file left in a folder of other files
+        _check_sweep_files(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = DirLock(out_dir)
+    try:
+        if lock.try_exclusive():
+            _make_identity(out_dir, spec, components, replace_unstarted)
+        else:  # other workers share the lock: sweep.json is theirs, and must be this sweep's
+            lock.shared()
+            held = _read_json(out_dir / "sweep.json") if (out_dir / "sweep.json").is_file() \
+                else None
+            if held is None:
+                raise SpecError(f"--out {out_dir}: its sweep.json does not read and other workers "
+                                f"use the directory; run the sweep again once they end")
+            _check_same_sweep(out_dir, held, spec, components)
+        (out_dir / "chunks").mkdir(exist_ok=True)
+        lock.shared()
+    except BaseException:
+        lock.close()
+        raise
+    return lock
+
+
+def _make_identity(out_dir: Path, spec: Spec, components: dict, replace_unstarted: bool) -> None:
+    """`prepare_out_dir` under the exclusive lock: accept this sweep's sweep.json, or create it
+    (exclusively), or write it again where the sweep it replaces allows."""
     spec_json = spec.to_json()
     ours = sweep_id(spec_json, components)
     record_path = out_dir / "sweep.json"
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise SpecError(f"--out {out_dir} exists and is not a directory")
-        held = _read_json(record_path) if record_path.exists() else None
-        if held is not None:
-            try:
-                _check_same_sweep(out_dir, held, spec, components)
-            except SpecError:
-                if not (replace_unstarted and held.get(MARKER) == 1
-                        and _trained_nothing(out_dir)):
-                    raise
-                print(f"pgjax: --out {out_dir} held another sweep, which recorded no chunk; "
-                      f"this one replaces it", file=sys.stderr)
-            else:
-                (out_dir / "chunks").mkdir(exist_ok=True)
-                return
-        if any(p.name not in SWEEP_FILES and not p.name.startswith(".sweep.json.")
-               for p in out_dir.iterdir()):
-            raise SpecError(f"--out {out_dir} exists and is not a pgjax sweep directory")
-        if held is None and (recorded := _recorded_ids(out_dir)):
-            why = "does not read" if record_path.exists() else "is missing"
-            if None in recorded:
-                raise SpecError(f"--out {out_dir}: its sweep.json {why}, and chunks recorded by "
-                                f"an earlier pgjax do not say which sweep they are of; restore "
-                                f"sweep.json, or use another --out")
-            if ours not in recorded:
-                raise SpecError(f"--out {out_dir}: its sweep.json {why}, and its chunks are of "
-                                f"another sweep (another spec or components); use another --out")
-            print(f"pgjax: --out {out_dir}: its sweep.json {why}, so it is written again for "
-                  f"this spec; a recorded chunk of another sweep is set aside as damaged",
-                  file=sys.stderr)
-    (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
-    runs.write_json(record_path, {MARKER: 1, "spec": spec_json, "components": components,
-                                  "sweep_sha256": ours,
-                                  **runs.provenance()})
+    held = _read_json(record_path) if record_path.exists() else None
+    if held is not None:
+        try:
+            _check_same_sweep(out_dir, held, spec, components)
+            return
+        except SpecError:
+            if not (replace_unstarted and held.get(MARKER) == 1 and _trained_nothing(out_dir)):
+                raise
+            print(f"pgjax: --out {out_dir} held another sweep, which recorded no chunk; "
+                  f"this one replaces it", file=sys.stderr)
+    _check_sweep_files(out_dir)
+    if held is None and (recorded := _recorded_ids(out_dir)):
+        why = "does not read" if record_path.exists() else "is missing"
+        if None in recorded:
+            raise SpecError(f"--out {out_dir}: its sweep.json {why}, and chunks recorded by "
+                            f"an earlier pgjax do not say which sweep they are of; restore "
+                            f"sweep.json, or use another --out")
+        if ours not in recorded:
+            raise SpecError(f"--out {out_dir}: its sweep.json {why}, and its chunks are of "
+                            f"another sweep (another spec or components); use another --out")
+        print(f"pgjax: --out {out_dir}: its sweep.json {why}, so it is written again for "
+              f"this spec; a recorded chunk of another sweep is set aside as damaged",
+              file=sys.stderr)
+    record = {MARKER: 1, "spec": spec_json, "components": components, "sweep_sha256": ours,
+              **runs.provenance()}
+    if not runs.write_json(record_path, record, new=not record_path.exists()):
+        raise SpecError(f"--out {out_dir}: another process wrote its sweep.json meanwhile "
+                        f"(its filesystem does not lock files); run the sweep again")
+
+
+def _check_sweep_files(out_dir: Path) -> None:
+    """SpecError when out_dir holds names a sweep does not write."""
+    if out_dir.exists() and any(p.name not in SWEEP_FILES and not p.name.startswith(".sweep.json.")
+                                for p in out_dir.iterdir()):
+        raise SpecError(f"--out {out_dir} exists and is not a pgjax sweep directory")
 
 
 def _recorded_ids(out_dir: Path) -> list[str | None]:

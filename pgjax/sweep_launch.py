@@ -114,14 +114,14 @@ def run_worker(
     plan = make_plan(spec)
     check_plan(plan, {})
     out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, spec)
     name = name or _slurm_name()
 
     def log(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} [{name or 'worker'}] {line}", flush=True)
 
-    ran = work(out_dir, plan, {}, worker=name, lease_seconds=lease_seconds, exit_when_idle=True,
-               log=log, poll_seconds=min(5.0, lease_seconds / 4))
+    with prepare_out_dir(out_dir, spec):
+        ran = work(out_dir, plan, {}, worker=name, lease_seconds=lease_seconds,
+                   exit_when_idle=True, log=log, poll_seconds=min(5.0, lease_seconds / 4))
     log(f"done: recorded chunks {span(sorted(ran)) or 'none'}")
     return ran
 
@@ -186,7 +186,7 @@ def submit(
     plan = make_plan(spec)
     check_plan(plan, {})
     out_dir = Path(out_dir).absolute()
-    prepare_out_dir(out_dir, spec)
+    prepare_out_dir(out_dir, spec).close()  # its workers check sweep.json again
     left = load_records(out_dir, plan)[1]  # a damaged chunk is left: a worker retrains it
     logs = out_dir / "logs"
     if not left:

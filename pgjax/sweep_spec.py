@@ -22,6 +22,7 @@ from pgjax.envs import check_env_name
 from pgjax.train import check_seed
 
 SPEC_KEYS = ("grid", "random", "seeds", "seed", "chunk_runs")
+MAX_RUNS = 2**20  # runs (configs × seeds) in one sweep: its plan and table fit a host's memory
 DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
 
 
@@ -250,12 +251,16 @@ def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
         check_seed(seed)
     except ValueError as e:
         raise SpecError(str(e)) from None
+    seeds = _positive_int(spec, "seeds", 1)
+    if (size := math.prod(map(len, grid.values())) * num_samples * seeds) > MAX_RUNS:
+        raise SpecError(f"the spec asks for {size:,} runs (grid points × num_samples × seeds); "
+                        f"a sweep holds at most {MAX_RUNS:,}: split it into several")
     return Spec(
         base=base,
         grid=grid,
         random=random,
         num_samples=num_samples,
-        seeds=_positive_int(spec, "seeds", 1),
+        seeds=seeds,
         seed=seed,
         chunk_runs=_positive_int(spec, "chunk_runs", None),
     )

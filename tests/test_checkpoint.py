@@ -169,3 +169,38 @@ def test_resume_keeps_a_recorded_chunk_schedule(tmp_path):
         shutil.rmtree(run_dir / "checkpoints" / step)
     pgjax.train_run(None, run_dir, resume=True, progress=False)
     assert checkpoint_steps(run_dir) == [4, 5, 6]  # by time it would be [4, 6]
+
+
+def test_retention_deletes_only_checkpoints_wholly_orbax_s(tmp_path):
+    """A checkpoint folder holding a user's file (or a symbolic link in its place) is kept past
+    `max_to_keep`; so is a user's file beside the digests; the others go."""
+    s1, s2 = states(2)
+    ckpt = Checkpoints(tmp_path, 2)
+    ckpt.save(1, s1)
+    ckpt.save(2, s2)
+    ckpt.wait()
+    root = tmp_path / "checkpoints"
+    (root / "1" / "notes.txt").write_text("mine")
+    (root / "digests" / "notes.txt").write_text("mine")
+    for step in (3, 4, 5):
+        ckpt.save(step, s2)
+    ckpt.close()
+    assert checkpoint_steps(tmp_path) == [1, 4, 5]
+    assert (root / "1" / "notes.txt").read_text() == "mine"
+    assert (root / "digests" / "notes.txt").read_text() == "mine"
+    elsewhere = tmp_path / "elsewhere"
+    (root / "4").rename(elsewhere)
+    (root / "4").symlink_to(elsewhere)
+    ckpt = Checkpoints(tmp_path, 1)
+    ckpt.save(6, s2)
+    ckpt.close()
+    assert checkpoint_steps(tmp_path) == [1, 4, 6] and (elsewhere / "default").is_dir()
+
+
+def test_a_symlinked_checkpoints_folder_is_refused(tmp_path):
+    """Retention would delete through it, outside the run directory."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(CheckpointError, match="is not a directory but a symbolic link"):
+        Checkpoints(tmp_path / "run")

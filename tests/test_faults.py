@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import pytest
 
 import pgjax
-from pgjax import runs
+from pgjax import records, runs
 from pgjax.cli import main
 
 TINY = ["--total-timesteps", "4000", "--num-envs", "8", "--num-steps", "100", "--seeds", "2",
@@ -226,7 +227,7 @@ def test_checkpoints_that_is_a_file_is_one_line(finished_run, tmp_path, capsys):
 
 STOPPED_BY_SIGNAL = """
 import os, signal, sys
-from pgjax import runs
+from pgjax import records, runs
 from pgjax.cli import main
 append = runs.MetricsCSV.append
 
@@ -691,7 +692,7 @@ def test_a_failed_write_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError) as error:
-        runs.atomic_write(path, disk_full)
+        records.atomic_write(path, disk_full)
     assert (error.value.errno, error.value.filename) == (28, str(path))
     assert not list(tmp_path.iterdir())  # no temp file left
 
@@ -702,8 +703,8 @@ def test_a_failed_write_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
         raise OSError("cannot write mode RGBA as JPEG")
 
     with pytest.raises(OSError, match="^cannot write mode RGBA as JPEG$"):
-        runs.atomic_write(path, no_errno)
-    monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
+        records.atomic_write(path, no_errno)
+    monkeypatch.setattr(records.tempfile, "mkstemp", read_only)
     with pytest.raises(OSError) as error:
         runs.write_json(path, {})
     assert (error.value.errno, error.value.filename) == (13, str(path))
@@ -731,3 +732,136 @@ def test_resuming_a_finished_run_draws_a_missing_curve(finished_run, tmp_path, c
     (run / "curve.png").unlink()
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     assert code == 0 and (run / "curve.png").stat().st_size > 5000, err
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run directory (but its lock) and its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name != records.LOCK}
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_in_one_line(finished_run, tmp_path,
+                                                                     capsys):
+    """Two `train --resume RUN`, or two `train --out D`, at once: the lock the first holds
+    (taken here, as that writer would) refuses the second in one line naming its holder, and
+    the run keeps the first writer's bytes."""
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()  # unfinished: a resume would train
+    shutil.rmtree(run / "checkpoints" / "5")
+    before = run_files(run)
+    holder = f"pgjax pid {os.getpid()} on {socket.gethostname()}"
+    new = tmp_path / "new"
+    new.mkdir()
+    with records.DirLock(run).exclusive(), records.DirLock(new).exclusive():
+        for argv in (["--resume", str(run)], [*TINY, "--out", str(run), "--overwrite"],
+                     [*TINY, "--out", str(new)]):
+            code, err = cli(capsys, "train", *argv, "--no-progress")
+            one_line_error(code, err, f"is in use by {holder}; wait until it ends")
+    assert run_files(run) == before
+    assert not list(new.iterdir())  # nothing written; the lock's file goes with its holder
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")  # released: resumes
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("mine", ["checkpoints/my-notes.txt", "tensorboard/mine.txt",
+                                  "checkpoints/5/notes.txt", "checkpoints/digests/notes.txt"])
+def test_overwrite_refuses_a_run_holding_a_users_file_in_its_folders(finished_run, tmp_path,
+                                                                       capsys, mine):
+    run = copy_run(finished_run, tmp_path)
+    (run / mine).parent.mkdir(exist_ok=True)
+    (run / mine).write_text("mine")
+    code, err = cli(capsys, "train", *TINY, "--out", str(run), "--overwrite", "--no-progress")
+    one_line_error(code, err, f"holds a pgjax run and files it did not write ({mine})")
+    assert (run / mine).read_text() == "mine"
+    assert metrics_rows(run) == metrics_rows(finished_run)
+
+
+def test_overwrite_never_deletes_through_a_symlink(finished_run, tmp_path, capsys):
+    """A symlinked checkpoints/ is not pgjax's to delete: --overwrite refuses, and the folder it
+    points to keeps every file."""
+    run = copy_run(finished_run, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (run / "checkpoints").rename(elsewhere)
+    (run / "checkpoints").symlink_to(elsewhere)
+    before = run_files(elsewhere)
+    code, err = cli(capsys, "train", *TINY, "--out", str(run), "--overwrite", "--no-progress")
+    one_line_error(code, err, "files it did not write (checkpoints)")
+    assert run_files(elsewhere) == before
+    (run / "summary.json").unlink()
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    one_line_error(code, err, "checkpoints is not a directory but a symbolic link")
+    assert run_files(elsewhere) == before
+
+
+@pytest.mark.parametrize("command, edit, message", [
+    ("reproduce", {"versions": "edited"}, "(versions is 'edited')"),
+    ("reproduce", {"cpu": {"name": "mine"}}, "(cpu is {'name': 'mine'})"),
+    ("eval", {"seed": 2**70, "seeds_sha256": None}, f"(seed is {2**70})"),
+])
+def test_edited_provenance_or_seed_is_one_line_before_any_work(finished_run, tmp_path, capsys,
+                                                                command, edit, message):
+    """reproduce retrained, then raised KeyError / TypeError; eval raised OverflowError."""
+    run = copy_run(finished_run, tmp_path)
+    record = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**record, **edit}))
+    t = time.perf_counter()
+    code, err = cli(capsys, command, str(run))
+    one_line_error(code, err, message)
+    assert time.perf_counter() - t < 5  # refused before any training
+
+
+def test_plot_of_renamed_seed_columns_is_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    header, rest = (run / "metrics.csv").read_text().split("\n", 1)
+    (run / "metrics.csv").write_text(header.replace("return_seed", "ret_seed") + "\n" + rest)
+    code, err = cli(capsys, "plot", str(run))
+    one_line_error(code, err, "has no metrics to read (its per-seed columns are not "
+                   "return_seed0, return_seed1, …)")
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_two_writers_racing_for_one_run_directory(finished_run, tmp_path, resume):
+    """Two `train --out D` (or two `--resume D`) at once, in two threads: one writes the run,
+    the other is refused in one line (by the lock, or, when the first has ended, by the run it
+    finds), and the run is the one a single writer makes."""
+    config = pgjax.Config(num_envs=8, num_steps=100, total_timesteps=4000)
+    out = tmp_path / "run"
+    if resume:
+        shutil.copytree(finished_run, out)
+        (out / "summary.json").unlink()
+        shutil.rmtree(out / "checkpoints" / "5")
+    results = []
+
+    def train():
+        try:
+            results.append(pgjax.train_run(None if resume else config, out, resume=resume,
+                                           seeds=2, chunks=5, progress=False))
+        except ValueError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=train) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [str(r) for r in results if isinstance(r, ValueError)]
+    assert len(results) == 2 and (len(refused) == 1 or resume and not refused), results
+    assert all("is in use by pgjax pid" in r or "already holds a pgjax run" in r
+               for r in refused), refused
+    assert metrics_rows(out) == metrics_rows(finished_run)
+
+
+def test_a_checkpoint_renamed_to_a_later_update_is_damaged(finished_run, tmp_path, capsys):
+    """Checkpoint 3 copied as checkpoint 4 (its digest too): resuming from it trained updates
+    5 on with update 3's state, without a word. Its state's update counter says it is not 4."""
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    root = run / "checkpoints"
+    for step in ("4", "5"):
+        shutil.rmtree(root / step)
+    shutil.copytree(root / "3", root / "4")
+    shutil.copy(root / "digests" / "3.sha256", root / "digests" / "4.sha256")
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    assert "checkpoint 4 is damaged (it holds the state after update 3, not 4)" in err
+    assert metrics_rows(run) == metrics_rows(finished_run)

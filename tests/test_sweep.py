@@ -31,6 +31,7 @@ from pgjax.sweep import (
     merge_sweep,
     parse_spec,
     sweep_status,
+    work,
 )
 from pgjax.sweep_files import prepare_out_dir
 from pgjax.sweep_run import components_key
@@ -646,3 +647,55 @@ def test_chunks_recorded_by_an_earlier_version_still_merge(reference, tmp_path):
     table = merge_sweep(SPEC, out)
     keep = [c for c in table.columns if c not in RUN_ONLY]
     pd.testing.assert_frame_equal(table[keep], reference[1][keep])
+
+
+@pytest.mark.parametrize("other", [{"seed": 1}, {"total_timesteps": 480}])
+def test_a_sweep_of_another_spec_is_refused_while_a_worker_works(tmp_path, other):
+    """Two sweeps of specs differing only in seed (or budget) started on one new --out: the
+    second is refused in one line while the first's worker works (holds the directory's lock),
+    though that worker has not claimed a chunk yet."""
+    held = prepare_out_dir(tmp_path, parse_spec(SPEC))  # the lock a worker holds
+    with pytest.raises(SpecError, match="holds a different sweep .spec differs in"):
+        pgjax.sweep({**SPEC, **other}, tmp_path)
+    del held
+    assert json.loads((tmp_path / "sweep.json").read_text())["spec"]["seed"] == 0
+
+
+def test_a_worker_records_its_chunks_under_its_own_specs_id(tmp_path):
+    """A worker of the seed-1 spec whose sweep.json holds the seed-0 spec records its chunks
+    under its own spec's `sweep_id`, never the one on disk: the seed-0 sweep does not take
+    them as its own."""
+    prepare_out_dir(tmp_path, parse_spec(SPEC))
+    work(tmp_path, make_plan(parse_spec({**SPEC, "seed": 1})), {}, exit_when_idle=False)
+    with pytest.raises(IncompleteSweep, match="2 of 2 chunks not recorded"):
+        merge_sweep(SPEC, tmp_path)
+
+
+@pytest.mark.parametrize("field, value", [("expires", "never"), ("expires", None),
+                                          ("pid", "abc")])
+def test_a_malformed_claim_is_damaged_not_a_traceback(tmp_path, field, value):
+    prepare_out_dir(tmp_path, parse_spec(SPEC))
+    me, chunks = claims.this_holder(), tmp_path / "chunks"
+    claim = {**me._asdict(), "pid": me.pid + 1, "expires": time.time() + 60, field: value}
+    claims.claim_path(chunks, "chunk-000000", 1).write_text(json.dumps(claim))
+    assert "not started: chunks 0-1" in sweep_status(SPEC, tmp_path)  # was: TypeError
+    assert claims.read(chunks, "chunk-000000", 1) is None
+    assert claims.acquire(chunks, "chunk-000000", 1, me, 60.0).attempt == 2
+
+
+@pytest.mark.parametrize("size", [{"seeds": 10**12},
+                                  {"random": {"num_samples": 10**9, "lr": {"uniform": [0, 1]}}},
+                                  {"grid": {"lr": [i / 1e4 for i in range(1, 3001)],
+                                            "gamma": [i / 1e4 for i in range(1, 3001)]}}])
+def test_a_sweep_too_large_to_plan_is_refused_in_one_line(tmp_path, capsys, size):
+    with pytest.raises(SpecError, match="runs .grid points × num_samples × seeds.; a sweep"):
+        parse_spec({**TINY, **size})  # before any plan is built
+    spec = tmp_path / "huge.json"
+    spec.write_text(json.dumps({**TINY, **size}))
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert exit_info.value.code == 2 and time.perf_counter() - start < 10
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pgjax: error: the spec asks for ") and "at most 1,048,576" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
