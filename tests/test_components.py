@@ -428,7 +428,8 @@ def test_unused_fields_are_those_make_estimator_does_not_pass(estimator):
     # Each estimator setting changed alone: the built estimator changes iff the field is read.
     base = Config(estimator=estimator, num_envs=8)
     other = {"baseline": "none", "window": "episodes", "gamma_weighting": True,
-             "gae_lambda": 0.5, "group_size": 4, "normalize_advantages": False}
+             "gae_lambda": 0.5, "group_size": 4, "group_restart": "window",
+             "normalize_advantages": False}
     for name in components.ESTIMATOR_FIELDS:
         changed = dataclasses.replace(base, **{name: other[name]})
         read = components.make_estimator(changed) != components.make_estimator(base)
