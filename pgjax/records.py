@@ -17,6 +17,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 LOCK = ".lock"  # DIR/.lock: the lock file of a run or sweep directory, naming its holder
@@ -98,7 +99,12 @@ class DirLock:
 
     def exclusive(self) -> "DirLock":
         if not self.try_exclusive():
-            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip()
+            holder = ""
+            for _ in range(20):  # the holder writes its name just after it takes the lock
+                holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip()
+                if holder:
+                    break
+                time.sleep(0.05)
             self.close()
             raise Locked(f"{self.directory} is in use by {holder or 'another pgjax process'}; "
                          f"wait until it ends, or use another directory")
