@@ -111,12 +111,15 @@ def estimate(
     parts: Components,
     batch: Transition,
     last_obs: jax.Array,
-    values: jax.Array | None,
+    values: jax.Array | None = None,
 ) -> Targets:
-    """The estimator's targets for `batch`; `values` [T, B] V(s_t) with a value net."""
+    """The estimator's targets for `batch`; `values` [T, B] V(s_t) with a value net (None: the
+    value net of `params` runs on the batch here)."""
     value_fn = None
     if parts.value is not None:
         value_fn = lambda obs: jax.lax.stop_gradient(parts.value.apply(params["value"], obs))
+        if values is None:
+            values = parts.value.apply(params["value"], batch.obs)
         values = jax.lax.stop_gradient(values)
     inputs = EstimatorInputs(
         batch, last_obs, config.gamma, values, value_fn, parts.env.max_episode_steps
@@ -211,10 +214,7 @@ def loss_and_grad(
         return episode_loss_and_grad(params, config, parts, batch, last_obs)
     if config.loss_chunks == 1:
         return jax.value_and_grad(loss_fn, has_aux=True)(params, config, parts, batch, last_obs)
-    values = None
-    if parts.value is not None:
-        values = parts.value.apply(params["value"], batch.obs)
-    targets = estimate(params, config, parts, batch, last_obs, values)
+    targets = estimate(params, config, parts, batch, last_obs)
     return chunked_grad(params, config, parts, batch, targets)
 
 
@@ -278,8 +278,7 @@ def update_passes(
       (params, opt_state, (loss, aux), grad_norm), the last three means over the steps.
     """
     behaviour = state.params
-    values = None if parts.value is None else parts.value.apply(behaviour["value"], batch.obs)
-    data = (batch, estimate(behaviour, config, parts, batch, last_obs, values))
+    data = (batch, estimate(behaviour, config, parts, batch, last_obs))
     optimizer = make_optimizer(config)
 
     def step(carry, env_ids):
@@ -312,7 +311,7 @@ def episode_loss_and_grad(
     gradient. The loss and its parts, for the metrics, are `policy_gradient_loss` of the
     estimator's targets (as `loss_fn` reports them), from the same forward pass as the bonus.
     """
-    targets = estimate(params, config, parts, batch, last_obs, None)
+    targets = estimate(params, config, parts, batch, last_obs)
 
     def bonus(policy_params):  # −ent_coef · entropy, with the loss of the targets for metrics
         loss, aux = targets_loss({"policy": policy_params}, config, parts, batch, targets, None)
