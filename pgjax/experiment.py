@@ -11,10 +11,7 @@ import contextlib
 import functools
 import json
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -41,6 +38,8 @@ from pgjax.loggers import LOGGERS, LoggerUnavailable, check_available, make_logg
 from pgjax.policies import initial_carry, step_policy
 from pgjax.records import DirLock
 from pgjax.render import save_gif
+from pgjax.signals import Stopped, stop_requests
+from pgjax.signals import computed as _computed
 from pgjax.train import check_seed, diverged, init_state, seed_keys, train_chunk
 
 DEFAULT_CHUNKS = 20
@@ -222,35 +221,6 @@ def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every,
     return config, record
 
 
-class defer_interrupt:
-    """Holds Ctrl-C (SIGINT) back while XLA compiles, then raises KeyboardInterrupt after it.
-
-    Interrupting a compile leaves XLA's compiler threads running while Python unwinds, which
-    crashed the process at exit (segfault or an LLVM abort) instead of a clean stop.
-    """
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self.caught = False
-        self.active = threading.current_thread() is threading.main_thread()
-        if self.active:
-            self.previous = signal.signal(signal.SIGINT, self._catch)
-        return self
-
-    def _catch(self, signum, frame):
-        self.caught = True
-
-    def __exit__(self, *exc):
-        import signal
-
-        if self.active:
-            signal.signal(signal.SIGINT, self.previous)
-        if self.caught and exc[0] is None:
-            raise KeyboardInterrupt
-
-
 def available_bytes(device) -> int | None:
     """Memory free for a program on `device`: GPU/TPU memory stats, else the host's MemAvailable."""
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
@@ -297,14 +267,13 @@ def compile_programs(config: Config, parts: Components, seeds: int, seed: int, n
     t0 = time.perf_counter()
     shard = seed_sharding(seeds)  # every leaf of state and metrics has a leading seeds axis
     keys = sharded_seed_keys(seed, seeds)
-    with defer_interrupt():
-        init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)),
-                       out_shardings=shard).lower(keys).compile()
-        # Not donating its state: a checkpoint of it is written while the next chunk runs.
-        step = jax.jit(
-            jax.vmap(functools.partial(train_chunk, config, num_updates=n, parts=parts)),
-            in_shardings=shard, out_shardings=shard,
-        ).lower(init.out_info).compile()
+    init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)),
+                   out_shardings=shard).lower(keys).compile()
+    # Not donating its state: a checkpoint of it is written while the next chunk runs.
+    step = jax.jit(
+        jax.vmap(functools.partial(train_chunk, config, num_updates=n, parts=parts)),
+        in_shardings=shard, out_shardings=shard,
+    ).lower(init.out_info).compile()
     check_memory([init, step], seeds)
     return init(keys), step, time.perf_counter() - t0
 
@@ -517,7 +486,10 @@ def train_run(
             raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}") from None
         n = record["chunk_updates"]
         announce(run_dir, "resuming" if resume else "training into", progress)
+        requested = held.enter_context(stop_requests())  # from the compile on
         state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
+        if requested:
+            raise Stopped(requested[0])
         if not resume:
             held.enter_context(runs.create_run_dir(run_dir, parts.env.name, overwrite=overwrite))
             runs.write_json(run_dir / "config.json", record)
@@ -533,11 +505,10 @@ def train_run(
                               keep_updates=start if resume else None, ratio=config.passes > 1)
         t1 = time.perf_counter()
         try:
-            with stop_requests() as requested:
-                state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
-                                        start=start, n=n, checkpoint_every=checkpoint_every,
-                                        checkpoint_minutes=checkpoint_minutes, progress=progress,
-                                        requested=requested)
+            state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
+                                    start=start, n=n, checkpoint_every=checkpoint_every,
+                                    checkpoint_minutes=checkpoint_minutes, progress=progress,
+                                    requested=requested)
         except Stopped as e:
             for logger in loggers:
                 logger.close()
@@ -570,50 +541,6 @@ def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray) -> None:
     """RUN_DIR/curve.png from the per-seed returns [seeds, updates]."""
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
     plots.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
-
-
-class Stopped(Exception):
-    """A run stopped by a signal (SIGTERM, Ctrl-C) at the last chunk whose rows are written,
-    its checkpoint of that update saved (at update 0, nothing): `train_run(None, run_dir,
-    resume=True)` continues it."""
-
-    def __init__(self, signum: int, update: int, run_dir: Path | None = None):
-        self.signal, self.update, self.run_dir = signum, update, run_dir
-        self.exit_status = 128 + signum  # as the signal's own ending would have it
-        saved = "; its checkpoint is saved" if update else ""
-        super().__init__(f"stopped by {signal.Signals(signum).name} at update {update}{saved}: "
-                         f"resume with pgjax train --resume {run_dir}")
-
-
-@contextlib.contextmanager
-def stop_requests():
-    """A list that SIGTERM (the scheduler's notice of preemption) and a first Ctrl-C append
-    their signal to, for `train_loop` to stop with a checkpoint of the last chunk written (or,
-    for a signal once the last chunk is computed, `train_run` once the run is written). A
-    second one acts as without this: Ctrl-C raises KeyboardInterrupt, SIGTERM ends the
-    process. Handlers are set from the main thread only (elsewhere the list stays empty)."""
-    requested: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-
-    def handler(signum, frame):
-        if requested:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        requested.append(signum)
-        # os.write, not print: the handler may run while the main thread writes to stderr.
-        os.write(2, f"pgjax: {signal.Signals(signum).name}: stopping once the last chunk "
-                    f"written is checkpointed (again: stop now)\n".encode())
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, checkpoint_every,
@@ -671,31 +598,6 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
             written = state
     bad = diverged(np.concatenate(losses, 1), np.concatenate(norms, 1), state.params)
     return state, np.asarray(bad)
-
-
-def _computed(tree, requested) -> bool:
-    """Wait until the arrays of `tree` are computed: True; False once `requested` holds a
-    signal (looked at every 0.2 s). The wait is on a thread: the main thread waits on a lock,
-    during which signal handlers run at once (inside XLA they would wait for the chunk). The
-    thread is no daemon, so a process that ends while a dropped chunk computes waits for it
-    rather than ending the thread inside XLA."""
-    if all(x.is_ready() for x in jax.tree.leaves(tree)):  # no thread needed
-        return True
-    done = threading.Event()
-
-    def wait():
-        try:
-            jax.block_until_ready(tree)
-        except Exception:  # raised again where the caller reads the arrays
-            pass
-        finally:
-            done.set()
-
-    threading.Thread(target=wait).start()
-    while not done.wait(0.2):
-        if requested:
-            return False
-    return True
 
 
 def summarize(config, csv, diverged, *, seeds, start, wall, compile_seconds) -> dict:

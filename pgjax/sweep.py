@@ -72,6 +72,7 @@ import numpy as np
 from pgjax import sweep_claims as claims
 from pgjax.components import as_env, describe_given
 from pgjax.estimators import Estimator
+from pgjax.signals import SWEEP_RESUME, Stopped, stop_requests
 from pgjax.sweep_files import (
     IncompleteSweep,
     held_sweep,
@@ -281,10 +282,14 @@ def work(
                                     sweep=ours)
     compiled, ran = set(), []
     recorded = set()  # chunks found recorded: a record is never replaced, so each is read once
-    with claims.Heartbeat(me, lease_seconds) as heartbeat, \
+    with stop_requests("once the chunk in progress is recorded or dropped") as requested, \
+            claims.Heartbeat(me, lease_seconds) as heartbeat, \
             tqdm(total=len(plan.runs), unit="run", disable=not progress, desc="sweep",
                  dynamic_ncols=True) as bar:
+        train_chunk = functools.partial(train_chunk, requested=requested)
         while True:
+            if requested:  # the chunks this worker held are released on the way out
+                raise Stopped(requested[0], resume=SWEEP_RESUME)
             state = claims.scan(chunks_dir)
             recorded |= {c.index for c in plan.chunks if c.index in state.recorded - recorded
                          and load_record(out_dir, c, plan, ours)[0] is not None}
@@ -315,7 +320,9 @@ def work(
                     return ran
                 heartbeat.hold(standby)
                 log(f"standby: waiting for chunks {span(_ids(todo))} held by other workers")
-            time.sleep(poll_seconds)
+            deadline = time.monotonic() + poll_seconds
+            while not requested and time.monotonic() < deadline:
+                time.sleep(min(0.2, poll_seconds))
 
 
 def _ids(chunks: list[Chunk]) -> list[int]:

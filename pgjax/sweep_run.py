@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pgjax.config import LEAVES, Config
+from pgjax.signals import SWEEP_RESUME, Stopped, computed
 from pgjax.sweep_claims import this_holder
 from pgjax.sweep_files import run_row
 from pgjax.sweep_spec import Chunk, Plan, static_key
@@ -99,6 +100,7 @@ def run_chunk(
     components: dict | None = None,
     worker: str | None = None,
     sweep: str | None = None,
+    requested: list | tuple = (),
 ) -> dict:
     """Train one chunk's runs in one program call.
 
@@ -111,6 +113,8 @@ def run_chunk(
       components: `pgjax.components.build` keywords (env=, policy=, ...) given to the sweep.
       worker: who ran it, for the record and rows (default "host:pid").
       sweep: the `sweep_files.sweep_id` of the sweep, kept in the record.
+      requested: `signals.stop_requests`' list: once it holds a signal, the chunk is dropped
+        and `signals.Stopped` raised.
 
     Returns:
       {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics
@@ -129,7 +133,9 @@ def run_chunk(
         n: np.array([getattr(plan.configs[c], n) for c in cfg_ids], np.float32) for n in LEAVES
     }
     t = time.perf_counter()
-    metrics, bad = jax.block_until_ready(program(leaves, key_data[seed_ids]))
+    metrics, bad = out = program(leaves, key_data[seed_ids])
+    if not computed(out, requested):  # a signal: the chunk is dropped
+        raise Stopped(requested[0], resume=SWEEP_RESUME)
     output_devices = len(bad.sharding.device_set)
     metrics, bad = jax.device_get((metrics, bad))
     wall = time.perf_counter() - t

@@ -345,13 +345,72 @@ def test_sigterm_while_a_long_chunk_computes_drops_it(tmp_path):
     assert runs.whole_rows(run / "metrics.csv") == 60 and not (run / "summary.json").exists()
 
 
-def test_a_second_signal_stops_at_once():
+@pytest.fixture
+def sigint_default():
+    """SIGINT handled as Python starts a foreground process (a suite run as a background job
+    starts with SIGINT ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_second_signal_stops_at_once(sigint_default):
     with pgjax.experiment.stop_requests() as requested:
         os.kill(os.getpid(), signal.SIGINT)
         assert requested == [signal.SIGINT]
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_an_ignored_or_taken_signal_is_left_alone(sigint_default):
+    """A process started with SIGINT ignored (nohup, a background job) keeps ignoring it, and a
+    handler the program around pgjax set (e.g. submitit's SIGTERM) stays in place."""
+    def theirs(signum, frame):
+        calls.append(signum)
+
+    calls = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = signal.signal(signal.SIGTERM, theirs)
+    try:
+        with pgjax.experiment.stop_requests() as requested:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+            assert requested == [] and calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+STOPPED_WHILE_COMPILING = """
+import os, signal, sys
+from pgjax import experiment
+from pgjax.cli import main
+compile_programs = experiment.compile_programs
+
+def compile_then_signal(*args):  # as if SIGTERM came while XLA compiles
+    os.kill(os.getpid(), signal.SIGTERM)
+    return compile_programs(*args)
+
+experiment.compile_programs = compile_then_signal
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_while_compiling_stops_before_anything_is_written(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", *TINY, "--out", str(run), "--no-progress"]
+    proc = subprocess.run([sys.executable, "-c", STOPPED_WHILE_COMPILING, *argv],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-2:] == [
+        "pgjax: SIGTERM: stopping once the last chunk written is checkpointed (again: stop "
+        "now)",
+        "pgjax: stopped by SIGTERM before training started; nothing was written"]
+    assert not run.exists()
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--ent-coef", "nan"),

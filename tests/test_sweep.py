@@ -9,6 +9,7 @@ the module, in parallel with the in-process tests.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -236,6 +237,63 @@ def test_sigkilled_sweep_resumes_from_what_reached_disk(reference, tmp_path):
     keep = [c for c in table.columns if c not in RUN_ONLY]
     pd.testing.assert_frame_equal(table[keep], reference[1][keep])
     assert_same_runs(chunk_metrics(tmp_path), chunk_metrics(reference[0]), range(6))
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys
+from pgjax.cli import main
+sweep = sys.modules["pgjax.sweep"]  # the module: `pgjax.sweep` names the function
+save_chunk = sweep.save_chunk
+
+def save_then_signal(out_dir, result):  # as if the scheduler's SIGTERM came after chunk 0
+    saved = save_chunk(out_dir, result)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return saved
+
+sweep.save_chunk = save_then_signal
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_stops_a_sweep_in_one_line_and_it_resumes(reference, tmp_path):
+    """A one-process `pgjax sweep` stops at a SIGTERM: exit 143, one line, the chunk recorded
+    kept and no claim left (another worker may take the rest at once); run again, it
+    finishes the table of an uninterrupted sweep."""
+    spec, out = tmp_path / "tiny.json", tmp_path / "out"
+    spec.write_text(json.dumps(SPEC))
+    argv = ["sweep", str(spec), "--out", str(out), "--no-progress"]
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, *argv], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "pgjax: SIGTERM: stopping once the chunk in progress is recorded or dropped (again: "
+        "stop now)",
+        "pgjax: stopped by SIGTERM: the chunks recorded are kept, and the same command resumes "
+        "the sweep"]
+    assert sorted(p.name for p in (out / "chunks").iterdir()) == ["chunk-000000.json",
+                                                                  "chunk-000000.npz"]
+    assert main(argv) is None
+    table = pd.read_csv(out / "results.csv")
+    keep = ["run", "lr", "final_return", "auc"]
+    pd.testing.assert_frame_equal(table[keep], reference[1][keep])
+
+
+def test_a_signal_while_a_chunk_trains_drops_it(reference, tmp_path, monkeypatch):
+    computed = pgjax.sweep_run.computed
+
+    def signal_during_chunk_1(tree, requested):
+        if pgjax.sweep_run.computed.calls == 1:  # chunk 1 is being computed
+            requested.append(signal.SIGTERM)
+            return False
+        pgjax.sweep_run.computed.calls += 1
+        return computed(tree, requested)
+
+    signal_during_chunk_1.calls = 0
+    monkeypatch.setattr(pgjax.sweep_run, "computed", signal_during_chunk_1)
+    with pytest.raises(pgjax.experiment.Stopped, match="the same command resumes the sweep"):
+        pgjax.sweep(SPEC, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [
+        "chunk-000000.json", "chunk-000000.npz"]
 
 
 def test_cli_sweep_prints_the_ranking_and_resumes(reference, tmp_path, capsys):
