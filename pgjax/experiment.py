@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -235,11 +236,11 @@ def available_bytes(device) -> int | None:
     return None
 
 
-def check_memory(compiled: list, seeds: int) -> None:
+def check_memory(compiled: list, devices: int) -> None:
     """Refuse programs whose buffers (XLA's own accounting) exceed the device's free memory.
 
-    The programs run one after the other, so the largest one's arguments, outputs and
-    temporaries (less what it aliases) must fit.
+    The programs run one after the other, each split over `devices` devices, so the largest
+    one's arguments, outputs and temporaries (less what it aliases) must fit on each.
     """
     needed = 0
     for program in compiled:
@@ -248,14 +249,13 @@ def check_memory(compiled: list, seeds: int) -> None:
             needed = max(needed, m.argument_size_in_bytes + m.output_size_in_bytes
                          + m.temp_size_in_bytes - m.alias_size_in_bytes)
     device = jax.local_devices()[0]
-    devices = len(jax.local_devices()) if seed_sharding(seeds) is not None else 1
     free = available_bytes(device)
     if free is not None and needed / devices > free:
         gib = 2.0 ** 30
         raise MemoryError(
             f"the training program needs {needed / devices / gib:.1f} GiB per device and "
             f"{device.platform} has {free / gib:.1f} GiB free; lower --num-envs, --num-steps or "
-            f"--seeds, or use --loss-chunks"
+            f"--seeds (a sweep: its chunk_runs), or use --loss-chunks"
         )
 
 
@@ -274,7 +274,7 @@ def compile_programs(config: Config, parts: Components, seeds: int, seed: int, n
         jax.vmap(functools.partial(train_chunk, config, num_updates=n, parts=parts)),
         in_shardings=shard, out_shardings=shard,
     ).lower(init.out_info).compile()
-    check_memory([init, step], seeds)
+    check_memory([init, step], 1 if shard is None else len(jax.local_devices()))
     return init(keys), step, time.perf_counter() - t0
 
 
@@ -488,8 +488,8 @@ def train_run(
         announce(run_dir, "resuming" if resume else "training into", progress)
         requested = held.enter_context(stop_requests())  # from the compile on
         state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
-        if requested:
-            raise Stopped(requested[0])
+        if requested:  # nothing written yet: Ctrl-C is an interrupt, as before pgjax took it
+            raise KeyboardInterrupt if requested[0] == signal.SIGINT else Stopped(requested[0])
         if not resume:
             held.enter_context(runs.create_run_dir(run_dir, parts.env.name, overwrite=overwrite))
             runs.write_json(run_dir / "config.json", record)

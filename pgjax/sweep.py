@@ -286,7 +286,8 @@ def work(
             claims.Heartbeat(me, lease_seconds) as heartbeat, \
             tqdm(total=len(plan.runs), unit="run", disable=not progress, desc="sweep",
                  dynamic_ncols=True) as bar:
-        train_chunk = functools.partial(train_chunk, requested=requested)
+        train_chunk = functools.partial(train_chunk, requested=requested,
+                                        progress=heartbeat.progress)
         while True:
             if requested:  # the chunks this worker held are released on the way out
                 raise Stopped(requested[0], resume=SWEEP_RESUME)

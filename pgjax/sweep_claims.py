@@ -3,16 +3,17 @@
     out_dir/chunks/chunk-NNNNNN.claim-A   attempt A at chunk N: worker, host, pid, lease expiry
     out_dir/chunks/standby.claim-A        the one idle worker that waits for the others' chunks
 
-A worker claims a chunk by creating its next attempt's file exclusively (`records.create_new`),
-so of two workers racing for attempt A exactly one gets it. The holder renews its lease (rewrites
-its own file) from a heartbeat thread while it trains, and checks before saving that no attempt
-A + 1 exists. Attempt A may be superseded by A + 1 only when it is dead: its lease has expired,
-its holder ran on this machine and its process is gone, or its file does not read as a claim
-(`read`: damaged). A lost node therefore costs the work of the chunk it held, and
-the chunk is trained again one lease later. A chunk's record (`chunk-NNNNNN.json`, written
-exclusively by `sweep_files.save_chunk`) ends it: recorded chunks are never claimed, and the
-holder removes the chunk's claim files. A damaged record (`sweep_files.load_record`) does not:
-that chunk is claimed again, and its holder sets the files aside before training it.
+A worker claims a chunk by creating its next attempt's file exclusively (`records.create_new`), so
+of two workers racing for attempt A exactly one gets it. The holder renews its lease (rewrites its
+own file) from a heartbeat thread while its training makes progress (`Heartbeat`: a hung worker
+stops renewing), and checks before saving that no attempt A + 1 exists. Attempt A may be superseded
+by A + 1 only when it is dead: its lease has expired, its holder ran on this machine and its
+process is gone, or its file does not read as a claim (`read`: damaged). A lost node therefore
+costs the work of the chunk it held, and the chunk is trained again one lease later. A chunk's
+record (`chunk-NNNNNN.json`, written exclusively by `sweep_files.save_chunk`) ends it: recorded
+chunks are never claimed, and the holder removes the chunk's claim files. A damaged record
+(`sweep_files.load_record`) does not: that chunk is claimed again, and its holder sets the files
+aside before training it.
 
 Expiry is the holder's wall-clock time: the hosts' clocks must agree to well within a lease.
 """
@@ -30,6 +31,7 @@ from typing import NamedTuple
 from pgjax.records import atomic_write, create_new
 
 STANDBY = "standby"
+STALL = 4  # a worker's claims outlive its last progress by 4 × its longest wait (`Heartbeat`)
 _CLAIM = re.compile(r"^(chunk-(\d{6})|standby)\.claim-(\d+)$")
 _RECORD = re.compile(r"^chunk-(\d{6})\.json$")
 
@@ -189,9 +191,14 @@ def remove_stale(chunks_dir: Path) -> None:
 
 
 class Heartbeat:
-    """A thread renewing this process's claims every lease / 4 seconds; on exit it releases them.
+    """A thread renewing this process's claims every lease / 4 seconds while the worker makes
+    progress; on exit it releases them.
 
-    `lost(claim)` says whether a renewal found the claim superseded.
+    Progress (`progress()`: a chunk's programs compiled, a piece of its updates trained) keeps
+    the claims renewed for `STALL` times the longest wait between two progress calls so far, and
+    at least `STALL` leases: a worker whose training hangs stops renewing, so its lease runs out
+    and another worker takes its chunk over. `lost(claim)` says whether a renewal found the
+    claim superseded.
     """
 
     def __init__(self, me: Holder, lease_seconds: float):
@@ -200,6 +207,7 @@ class Heartbeat:
         self._lost: set[Claim] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._last, self._longest = time.monotonic(), 0.0
         self._thread = threading.Thread(target=self._run, name="pgjax-sweep-heartbeat",
                                         daemon=True)
 
@@ -213,9 +221,16 @@ class Heartbeat:
         for claim in list(self._held):
             self.release(claim)
 
+    def progress(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._longest = max(self._longest, now - self._last)
+            self._last = now
+
     def hold(self, claim: Claim) -> None:
         with self._lock:
             self._held.add(claim)
+            self._last = time.monotonic()  # waiting for the chunk's work starts now
 
     def holds(self, name: str) -> bool:
         with self._lock:
@@ -235,7 +250,11 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.lease_seconds / 4):
             with self._lock:
+                patience = STALL * max(self.lease_seconds, self._longest)
+                stalled = time.monotonic() - self._last > patience
                 for claim in list(self._held):
+                    if stalled and claim.name != STANDBY:  # the standby only waits
+                        continue
                     try:
                         ok = renew(claim, self.me, self.lease_seconds)
                     except OSError:

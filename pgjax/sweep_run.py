@@ -1,31 +1,39 @@
 """Running a sweep's chunks: the vmapped batch program, its compile cache, and the per-run rows.
 
-A chunk's runs share their static fields, so one compiled program trains them all:
-`jax.vmap` of `train` over the runs' numeric leaves and keys, the runs axis sharded over the
-local devices and padded to the group's batch size (a run's numbers do not depend on its
-batch-mates). The program is the only jitted code of a sweep; everything else here is host-side.
+A chunk's runs share their static fields, so one compiled pair of programs trains them all:
+`jax.vmap` of `init_state`, then of `train_chunk` in pieces of updates (as a single run trains:
+`experiment.chunk_length`), over the runs' numeric leaves and keys, the runs axis sharded over
+the local devices and padded to the group's batch size (a run's numbers do not depend on its
+batch-mates). Each piece trained is progress that renews the worker's lease. The programs are the
+only jitted code of a sweep; everything else here is host-side.
 """
 
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pgjax.components import build
 from pgjax.config import LEAVES, Config
+from pgjax.experiment import check_memory, chunk_length
 from pgjax.signals import SWEEP_RESUME, Stopped, computed
 from pgjax.sweep_claims import this_holder
 from pgjax.sweep_files import run_row
 from pgjax.sweep_spec import Chunk, Plan, static_key
-from pgjax.train import diverged, train
+from pgjax.train import diverged, init_state, train_chunk
 
 
-def batch_program(static: Config, components: dict):
-    """`program(leaves, key_data) -> (Metrics [R, U], params finite [R])` for one static group.
+def batch_programs(static: Config, components: dict, num_updates: int):
+    """(init, step) for one static group: `init(leaves, key_data) -> TrainState [R]` and
+    `step(leaves, state) -> (state, Metrics [R, num_updates])`; `train` is init then step
+    repeated (`train_chunk`: chunks compose).
 
-    Args of the program:
+    Args of the programs:
       leaves: {field: [R] float32} per LEAVES field, the runs' numeric hyperparameters.
       key_data: [R, 2] uint32, each run's `jax.random.key_data` of its seed key.
 
@@ -33,16 +41,18 @@ def batch_program(static: Config, components: dict):
     built inside the trace from each run's config, so traced leaves (init_log_std) reach them.
     """
 
-    def one_run(config: Config, key: jax.Array):
-        return train(config, key, **components)
+    def parts(config: Config):
+        return build(config, validate=False, **components)
 
-    def program(leaves: dict, key_data: jax.Array):
-        config = static.replace(**leaves)
+    def init(leaves: dict, key_data: jax.Array):
         keys = jax.random.wrap_key_data(key_data)
-        state, metrics = jax.vmap(one_run)(config, keys)
-        return metrics, diverged(metrics.loss, metrics.grad_norm, state.params)
+        return jax.vmap(lambda c, k: init_state(c, k, parts(c)))(static.replace(**leaves), keys)
 
-    return program
+    def step(leaves: dict, state):
+        return jax.vmap(lambda c, s: train_chunk(c, s, num_updates, parts(c)))(
+            static.replace(**leaves), state)
+
+    return init, step
 
 
 def components_key(components: dict) -> tuple:
@@ -66,7 +76,7 @@ class Programs:
         self._compiled: dict = {}
 
     def get(self, static: Config, batch: int, devices: tuple, components: dict):
-        """(the compiled, sharded program, its compile seconds), compiled on first use."""
+        """`_compile`'s (init, step, updates per step, compile seconds), on first use."""
         key = (static_key(static), batch, devices, components_key(components))
         if key not in self._compiled:
             self._compiled[key] = _compile(static, batch, devices, components)
@@ -74,15 +84,19 @@ class Programs:
 
 
 def _compile(static: Config, batch: int, devices: tuple, components: dict):
+    """(init, step, updates per step, compile seconds), compiled and their memory checked."""
     mesh = Mesh(np.array(devices), ("runs",))
     runs_axis = NamedSharding(mesh, PartitionSpec("runs"))
-    fn = jax.jit(batch_program(static, components), in_shardings=runs_axis,
-                 out_shardings=runs_axis)
-    leaves = {n: jax.ShapeDtypeStruct((batch,), np.float32) for n in LEAVES}
+    n = chunk_length(static.num_updates)
+    init, step = (jax.jit(f, in_shardings=runs_axis, out_shardings=runs_axis)
+                  for f in batch_programs(static, components, n))
+    leaves = {name: jax.ShapeDtypeStruct((batch,), np.float32) for name in LEAVES}
     key_data = jax.ShapeDtypeStruct((batch, 2), np.uint32)
     t = time.perf_counter()
-    compiled = fn.lower(leaves, key_data).compile()
-    return compiled, time.perf_counter() - t
+    init = init.lower(leaves, key_data).compile()
+    step = step.lower(leaves, init.out_info).compile()
+    check_memory([init, step], len(devices))
+    return init, step, n, time.perf_counter() - t
 
 
 def padded(n: int, devices: int) -> int:
@@ -101,8 +115,9 @@ def run_chunk(
     worker: str | None = None,
     sweep: str | None = None,
     requested: list | tuple = (),
+    progress: Callable[[], None] = lambda: None,
 ) -> dict:
-    """Train one chunk's runs in one program call.
+    """Train one chunk's runs together.
 
     Args:
       plan: the sweep's plan.
@@ -115,6 +130,8 @@ def run_chunk(
       sweep: the `sweep_files.sweep_id` of the sweep, kept in the record.
       requested: `signals.stop_requests`' list: once it holds a signal, the chunk is dropped
         and `signals.Stopped` raised.
+      progress: called once the programs are compiled and as each piece of updates is trained
+        (the worker's lease is renewed by it: `sweep_claims.Heartbeat`).
 
     Returns:
       {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics
@@ -125,17 +142,24 @@ def run_chunk(
     worker = worker or this_holder().worker
     static = plan.groups[chunk.group]
     batch = padded(plan.group_batch[chunk.group], len(devices))
-    program, compile_seconds = programs.get(static, batch, devices, components)
+    init, step, n, compile_seconds = programs.get(static, batch, devices, components)
+    progress()
     idx = np.array(list(chunk.runs) + [chunk.runs[-1]] * (batch - len(chunk.runs)))
     cfg_ids = np.array([plan.runs[r][0] for r in idx])
     seed_ids = np.array([plan.runs[r][1] for r in idx])
-    leaves = {
-        n: np.array([getattr(plan.configs[c], n) for c in cfg_ids], np.float32) for n in LEAVES
-    }
+    leaves = {name: np.array([getattr(plan.configs[c], name) for c in cfg_ids], np.float32)
+              for name in LEAVES}
     t = time.perf_counter()
-    metrics, bad = out = program(leaves, key_data[seed_ids])
-    if not computed(out, requested):  # a signal: the chunk is dropped
-        raise Stopped(requested[0], resume=SWEEP_RESUME)
+    state, pieces = init(leaves, key_data[seed_ids]), []
+    for _ in range(static.num_updates // n):  # each piece is queued at once, and waited for
+        state, metrics = step(leaves, state)
+        pieces.append(metrics)
+    for metrics in pieces:
+        if not computed(metrics, requested):  # a signal: the chunk is dropped
+            raise Stopped(requested[0], resume=SWEEP_RESUME)
+        progress()
+    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, 1), *pieces)
+    bad = diverged(metrics.loss, metrics.grad_norm, state.params)
     output_devices = len(bad.sharding.device_set)
     metrics, bad = jax.device_get((metrics, bad))
     wall = time.perf_counter() - t

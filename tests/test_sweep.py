@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -294,6 +295,35 @@ def test_a_signal_while_a_chunk_trains_drops_it(reference, tmp_path, monkeypatch
         pgjax.sweep(SPEC, tmp_path)
     assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [
         "chunk-000000.json", "chunk-000000.npz"]
+
+
+def test_a_worker_whose_training_hangs_loses_its_chunk(tmp_path, monkeypatch):
+    """Claims are renewed while training makes progress: a worker hung inside a chunk lets its
+    lease run out, and another worker trains the chunk (its result: attempt 2)."""
+    spec = parse_spec({**SPEC, "grid": {"lr": [0.01]}})  # one chunk
+    plan = make_plan(spec)
+    computed, hang = pgjax.sweep_run.computed, threading.Event()
+
+    def hung(tree, requested):
+        if threading.current_thread().name == "hung":
+            hang.wait(120)
+        return computed(tree, requested)
+
+    monkeypatch.setattr(pgjax.sweep_run, "computed", hung)
+    options = {"lease_seconds": 0.5, "poll_seconds": 0.1}
+    threading.Timer(90, hang.set).start()  # without the fix: the hung worker records it
+    with prepare_out_dir(tmp_path, spec):
+        hung_worker = threading.Thread(target=work, args=(tmp_path, plan, {}), name="hung",
+                                       kwargs={"worker": "a", **options})
+        hung_worker.start()
+        while not list((tmp_path / "chunks").glob("chunk-000000.claim-1")):
+            time.sleep(0.05)
+        ran = work(tmp_path, plan, {}, worker="b", exit_when_idle=False, **options)
+        hang.set()
+        hung_worker.join(60)
+    assert ran == [0]
+    record = json.loads((tmp_path / "chunks" / "chunk-000000.json").read_text())
+    assert (record["worker"], record["attempt"]) == ("b", 2)
 
 
 def test_cli_sweep_prints_the_ranking_and_resumes(reference, tmp_path, capsys):
