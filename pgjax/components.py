@@ -39,6 +39,7 @@ from pgjax.policies import (
     init_policy,
     initial_carry,
     is_recurrent,
+    policy_over_time,
     step_policy,
 )
 from pgjax.rollout import Transition
@@ -358,6 +359,23 @@ def check(config: Config, components: Components, *, own_policy: bool = False) -
             f"the policy's log_prob of a batch of 1 action has shape "
             f"{getattr(log_prob, 'shape', None)}, expected (1,)"
         )
+    # The loss applies a feedforward policy to a whole [T, B, *obs] batch at once (a recurrent
+    # one scans over T): a policy that reshapes by its batch size breaks only there. T ≠ B, so
+    # that a mix-up of the two axes shows.
+    over_time = jax.ShapeDtypeStruct((2, 3, *env.obs_shape), jnp.float32)
+
+    def batch_log_prob(o):
+        params = init_policy(policy, key, o[0])
+        dist = policy_over_time(policy, params, o, jnp.ones((2, 3), bool),
+                                initial_carry(policy, (3,)))
+        return dist.log_prob(jnp.zeros((2, 3, *env.action_shape), action.dtype))
+
+    hint = (", as the loss applies it to a [T, B] batch at once: it must act on the "
+            "observation's axes only (see pgjax.Flatten)")
+    log_prob = _abstract(batch_log_prob, over_time, "policy", env, hint)
+    if getattr(log_prob, "shape", None) != (2, 3):
+        raise ComponentError(f"the policy's log_prob of [T, B] = [2, 3] observations has shape "
+                             f"{getattr(log_prob, 'shape', None)}, not (2, 3){hint}")
     if value is not None:
         v = _abstract(lambda o: value.apply(value.init(key, o), o), obs, "value net", env)
         if getattr(v, "shape", None) != (1,):
@@ -475,12 +493,13 @@ def _policy_dist(policy: nn.Module, obs: jax.Array):
     return step_policy(policy, init_policy(policy, key, obs), carry, obs, jnp.ones(1, bool))[1]
 
 
-def _abstract(fn, obs: jax.ShapeDtypeStruct, what: str, env: Env):
-    """`jax.eval_shape(fn, obs)`, any failure reported as one line."""
+def _abstract(fn, obs: jax.ShapeDtypeStruct, what: str, env: Env, hint: str = ""):
+    """`jax.eval_shape(fn, obs)`, any failure reported as one line naming obs's batch axes."""
     try:
         return jax.eval_shape(fn, obs)
     except Exception as e:  # flax/JAX raise many types for a shape that does not fit
         reason = first_line(e)
+        batch = ", ".join(map(str, obs.shape[:obs.ndim - len(env.obs_shape)]))
         if isinstance(e, TypeError) and "not a valid JAX type" in reason:
             raise ComponentError(
                 f"the {what} returns a value that is not a pytree of arrays; make its "
@@ -488,5 +507,5 @@ def _abstract(fn, obs: jax.ShapeDtypeStruct, what: str, env: Env):
             ) from None
         raise ComponentError(
             f"the {what} cannot take {env.name} observations of shape {env.obs_shape} "
-            f"(batched [1, ...]): {reason}"
+            f"(batched [{batch}, ...]){hint}: {reason}"
         ) from None

@@ -259,6 +259,26 @@ class NeedsValues:
         return pgjax.losses.Targets(v, v, None, None)
 
 
+class FlattensByBatch(nn.Module):
+    """Flattens all but its input's first axis: right for [B, *obs], wrong for [T, B, *obs]."""
+
+    @nn.compact
+    def __call__(self, obs):
+        return pgjax.Categorical(nn.Dense(2)(obs.reshape(obs.shape[0], -1)))
+
+
+class SummedCategorical(pgjax.Categorical):
+    def log_prob(self, action):  # sums over every axis but the last
+        lp = super().log_prob(action)
+        return lp.reshape(-1, lp.shape[-1]).sum(0)
+
+
+class LogProbOverAll(nn.Module):
+    @nn.compact
+    def __call__(self, obs):
+        return SummedCategorical(nn.Dense(2)(obs))
+
+
 @pytest.mark.parametrize(
     "config, components, message",
     [
@@ -313,6 +333,11 @@ class NeedsValues:
         (pgjax.Config(window="bootstrap"), {}, "needs baseline='value'"),
         (pgjax.Config(window="episodes", num_steps=100), {}, "episode limit of CartPole-v1"),
         (pgjax.Config(lr=float("inf")), {}, "lr must be finite"),
+        (pgjax.Config(), {"policy": FlattensByBatch()}, "the policy cannot take CartPole-v1 "
+         "observations of shape (4,) (batched [2, 3, ...]), as the loss applies it to a [T, B] "
+         "batch at once: it must act on the observation's axes only (see pgjax.Flatten)"),
+        (pgjax.Config(), {"policy": LogProbOverAll()}, "the policy's log_prob of [T, B] = [2, 3] "
+         "observations has shape (3,), not (2, 3)"),
     ],
 )
 def test_bad_components_fail_before_compile_with_one_line(config, components, message):
