@@ -601,14 +601,20 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
 
 
 def summarize(config, csv, diverged, *, seeds, start, wall, compile_seconds) -> dict:
-    """summary.json: final return statistics over seeds, diverged seeds, throughput, timings."""
+    """summary.json: final return statistics over seeds, diverged seeds, throughput, timings.
+
+    final_return's mean, IQM and CI leave the diverged seeds out (their returns come from
+    non-finite parameters); its per_seed lists every seed's return as measured.
+    """
     returns = csv.returns()  # [seeds, updates], also rows written before a resume
     trained = config.num_updates - (start or 0)
+    final = stats.score_summary(np.where(diverged, np.nan, returns[:, -1]))
+    final["per_seed"] = [float(x) for x in returns[:, -1]]
     return {
         "env": config.env,
         "seeds": seeds,
         "env_steps_per_seed": int(returns.shape[1] * config.steps_per_update),
-        "final_return": stats.score_summary(returns[:, -1]),
+        "final_return": final,
         "diverged_seeds": [int(i) for i in np.flatnonzero(diverged)],
         "env_steps_per_second": seeds * trained * config.steps_per_update / wall,
         "wall_seconds": wall,
@@ -773,14 +779,16 @@ def _diverged_text(summary: dict) -> str:
 
 
 def format_summary(summary: dict, run_dir: Path) -> str:
-    final = summary["final_return"]
-    finite = [x for x in final["per_seed"] if np.isfinite(x)]  # NaN: no episode finished
+    final, bad = summary["final_return"], summary.get("diverged_seeds", [])
+    finite = [x for i, x in enumerate(final["per_seed"])  # NaN: no episode finished
+              if np.isfinite(x) and i not in bad]
+    but = " (diverged seeds left out)" if bad else ""
     rows = [
         ("env", summary["env"]),
         ("seeds", str(summary["seeds"])),
         ("env steps per seed", f"{summary['env_steps_per_seed']:,}"),
-        ("final return, mean", f"{final['mean']:.2f}"),
-        ("final return, IQM [95% CI]", stats.format_score(final)),
+        ("final return, mean", f"{final['mean']:.2f}{but}"),
+        ("final return, IQM [95% CI]", f"{stats.format_score(final)}{but}"),
         ("final return, min / max", f"{min(finite):.2f} / {max(finite):.2f}" if finite
          else "no seed finished an episode in the last update"),
         ("diverged seeds", _diverged_text(summary)),

@@ -342,10 +342,21 @@ def group_rule(estimator: Any) -> tuple[int | None, str | None]:
 def init_state(config: Config, key: jax.Array, parts: Components | None = None) -> TrainState:
     """Fresh parameters, optimizer state and environments for one seed.
 
-    `parts` default to `build(config)`. Raises ValueError for rbg / unsafe_rbg keys: under vmap
-    they draw every seed's bits from the first key (jax#19085), so seeds would not be
-    independent or reproducible alone.
+    The seed's key splits once, `key, k_env, k_policy, k_value = jax.random.split(key, 4)`:
+    k_env resets the environments, k_policy and k_value initialise the networks, and `key` is
+    the state's, which each update splits again into the next state's key and its step key
+    (`train_chunk`).
+
+    `parts` default to `build(config)`. Raises TypeError for a key that is not a PRNG key (an
+    int seed: make one with `jax.random.key(seed)` or `seed_keys`), and ValueError for rbg /
+    unsafe_rbg keys: under vmap they draw every seed's bits from the first key (jax#19085), so
+    seeds would not be independent or reproducible alone.
     """
+    dtype = getattr(key, "dtype", None)
+    if not (dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+            or (dtype == jnp.uint32 and jnp.shape(key)[-1:] == (2,))):
+        raise TypeError(f"key must be a JAX PRNG key, e.g. jax.random.key(seed) or "
+                        f"pgjax.seed_keys(seed, seeds)[i]; got {dtype or type(key).__name__}")
     if str(jax.random.key_impl(key)) in ("rbg", "unsafe_rbg"):
         raise ValueError("pgjax needs threefry2x32 keys; rbg keys are not independent under vmap")
     parts = build(config, validate=False) if parts is None else parts

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import pgjax
@@ -453,6 +454,22 @@ def test_a_diverged_run_is_flagged(tmp_path):
     assert "DIVERGED 2 of 2" in format_summary(summary, run_dir)
     good = pgjax.train_run(config, tmp_path / "y", seeds=2, progress=False)[1]
     assert good["diverged_seeds"] == []
+
+
+def test_the_final_return_leaves_diverged_seeds_out():
+    class Returns:  # metrics.csv's per-seed returns [seeds, updates]
+        def returns(self):
+            return np.array([[1.0, 2.0], [3.0, 1e6], [5.0, 4.0]])
+
+    config = pgjax.Config(num_envs=8, num_steps=100, total_timesteps=1600)
+    summary = pgjax.experiment.summarize(config, Returns(), np.array([False, True, False]),
+                                         seeds=3, start=None, wall=1.0, compile_seconds=1.0)
+    final = summary["final_return"]
+    assert final["per_seed"] == [2.0, 1e6, 4.0] and final["mean"] == 3.0
+    assert final["ci95"][1] <= 4.0 and summary["diverged_seeds"] == [1]
+    text = pgjax.experiment.format_summary(summary, Path("run"))
+    assert "final return, mean          3.00 (diverged seeds left out)" in text
+    assert "final return, min / max     2.00 / 4.00" in text
 
 
 def test_unwritable_out_is_one_line(capsys):

@@ -450,3 +450,11 @@ def test_ppo_with_gae_solves_cartpole():
     _, metrics = run(config, seeds=4)
     final = np.asarray(metrics.episode_return[:, -5:]).mean(1)
     assert np.median(final) >= 150, final
+
+
+@pytest.mark.parametrize("key", [0, np.int64(3), np.array([1, 2], np.int32)])
+def test_a_seed_where_a_key_belongs_is_one_line(key):
+    train = pgjax.make_train(pgjax.Config(num_envs=4, num_steps=10, total_timesteps=80))
+    with pytest.raises(TypeError, match=r"^key must be a JAX PRNG key, e.g. jax.random.key\(seed"
+                       r"\) or pgjax.seed_keys\(seed, seeds\)\[i\]; got int(32|64)?$"):
+        train(key)
