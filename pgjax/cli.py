@@ -37,7 +37,7 @@ from pgjax.sweep import (
     sweep_status,
 )
 from pgjax.sweep_launch import run_local, run_worker, submit
-from pgjax.sweep_spec import check_plan, make_plan, parse_spec
+from pgjax.sweep_spec import planned
 
 
 class UsageError(ValueError):
@@ -301,10 +301,6 @@ def sweep_command(
     worker: bool = False,
     merge: bool = False,
     status: bool = False,
-    distributed: bool = False,
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
 ) -> None:
     """Run or resume a sweep of configs × seeds from a spec file (see pgjax/sweep.py).
 
@@ -323,17 +319,7 @@ def sweep_command(
       worker: be one worker (e.g. a task of your own job array): train chunks left, no merge.
       merge: write the table of a sweep whose chunks are all recorded (refuses otherwise).
       status: print chunks recorded / total and who holds the others.
-      distributed: removed (jax.distributed); use --launcher.
-      coordinator_address: removed; use --launcher.
-      num_processes: removed; use --launcher.
-      process_id: removed; use --launcher.
     """
-    if distributed or coordinator_address or num_processes is not None or process_id is not None:
-        raise UsageError(
-            "--distributed, --coordinator-address, --num-processes and --process-id are gone: "
-            "chunks are independent programs, so run them as workers with --launcher slurm (a "
-            "job array) or --launcher local (README, 'A cluster')"
-        )
     try:
         check_lease(lease_seconds, "--lease-seconds")
     except SpecError as e:
@@ -352,29 +338,28 @@ def sweep_command(
 
         jax.config.update("jax_platforms", "cpu")  # only workers train: leave the GPUs to them
     try:
+        plan = planned(spec)  # parsed and checked once, then passed down
         if status:
-            print(sweep_status(spec, out))
+            print(sweep_status(plan, out))
             return
         if worker:
-            run_worker(spec, out, lease_seconds=lease_seconds)
+            run_worker(plan, out, lease_seconds=lease_seconds)
             return
         if merge:
-            merge_sweep(spec, out)
+            merge_sweep(plan, out)
         else:
-            plan = make_plan(parse_spec(spec))
-            check_plan(plan, {})  # a bad config stops before any note
             _notes(plan.configs, flags=False)
             if launcher == "local":
-                run_local(spec, out, progress=progress, lease_seconds=lease_seconds, **options)
+                run_local(plan, out, progress=progress, lease_seconds=lease_seconds, **options)
             elif launcher == "slurm":
-                submitted = submit(spec, out, cluster="slurm", lease_seconds=lease_seconds,
+                submitted = submit(plan, out, cluster="slurm", lease_seconds=lease_seconds,
                                    **options)
                 if submitted.jobs:
                     print(submitted.describe(spec, out))
                     return
-                merge_sweep(spec, out)  # every chunk was recorded already
+                merge_sweep(plan, out)  # every chunk was recorded already
             else:
-                sweep(spec, out, progress=progress, lease_seconds=lease_seconds)
+                sweep(plan, out, progress=progress, lease_seconds=lease_seconds)
     except SpecError as e:
         raise UsageError(str(e)) from None
     print(format_sweep(out))

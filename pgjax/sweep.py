@@ -94,6 +94,7 @@ from pgjax.sweep_spec import (
     check_plan,
     make_plan,
     parse_spec,
+    planned,
     static_key,
 )
 from pgjax.train import seed_keys
@@ -123,7 +124,7 @@ LEASE_LIMIT = 1e9  # seconds (~30 years): a lease's expiry must stay a finite ti
 
 
 def sweep(
-    spec: "str | os.PathLike | dict",
+    spec: "Plan | str | os.PathLike | dict",
     out_dir: "str | os.PathLike",
     *,
     env: Any = None,
@@ -143,7 +144,8 @@ def sweep(
     hold (taking over any whose holder dies), and merges the table.
 
     Args:
-      spec: a YAML, JSON or TOML path, or a dict (see the module docstring).
+      spec: a YAML, JSON or TOML path, or a dict (see the module docstring), or its `Plan`
+        (`sweep_spec.planned`, made with the same components).
       out_dir: where chunks, results.csv and the summary go; rerunning with the same spec,
         components and out_dir skips the chunks already recorded there.
       env: a `pgjax.Env`, a gymnax Environment or (Environment, params) for every run; its
@@ -162,13 +164,11 @@ def sweep(
     Raises:
       SpecError: a bad spec, component or out_dir, before any training.
     """
-    spec = parse_spec(spec)
     check_lease(lease_seconds)
     given = _given(env=env, policy=policy, value=value, estimator=estimator)
-    plan = make_plan(spec, env=given["env"].name if "env" in given else None)
-    check_plan(plan, given)
+    plan = planned(spec, given)
     out_dir = Path(out_dir)
-    with prepare_out_dir(out_dir, spec, describe_given(given), replace_unstarted=True):
+    with prepare_out_dir(out_dir, plan.spec, describe_given(given), replace_unstarted=True):
         work(out_dir, plan, given, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
              exit_when_idle=False, progress=progress, on_chunk=on_chunk)
         return _merged(out_dir, plan)
@@ -181,25 +181,34 @@ def check_lease(lease_seconds: float, name: str = "lease_seconds") -> None:
                         f"{lease_seconds}")
 
 
-def merge_sweep(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike"):
+def merge_sweep(spec: "Plan | str | os.PathLike | dict", out_dir: "str | os.PathLike"):
     """Write the results table and summary of a sweep whose chunks are all recorded; return it.
 
     Raises:
       SpecError: out_dir holds no sweep or another spec's.
       IncompleteSweep: chunks are missing (named in its one-line message).
     """
-    spec = parse_spec(spec)
-    out_dir = Path(out_dir)
-    held = held_sweep(out_dir, spec)
-    return _merged(out_dir, make_plan(spec, env=held.get("components", {}).get("env")))
+    return _merged(Path(out_dir), _held_plan(spec, Path(out_dir)))
 
 
-def sweep_status(spec: "str | os.PathLike | dict", out_dir: "str | os.PathLike") -> str:
+def _held_plan(spec: "Plan | Spec | str | os.PathLike | dict", out_dir: Path) -> Plan:
+    """The plan of the sweep that out_dir holds, which must be this spec's: a `Plan` given is
+    used as it is unless the sweep was run with an env component (whose name its configs
+    take).
+
+    Raises:
+      SpecError: out_dir holds no sweep or another spec's.
+    """
+    plan = spec if isinstance(spec, Plan) else None
+    spec = parse_spec(plan.spec if plan else spec)
+    env = held_sweep(out_dir, spec).get("components", {}).get("env")
+    return plan if plan is not None and env is None else make_plan(spec, env=env)
+
+
+def sweep_status(spec: "Plan | str | os.PathLike | dict", out_dir: "str | os.PathLike") -> str:
     """Chunks recorded / total, who holds the others and for how long, as text."""
-    spec = parse_spec(spec)
     out_dir = Path(out_dir)
-    held = held_sweep(out_dir, spec)
-    plan = make_plan(spec, env=held.get("components", {}).get("env"))
+    plan = _held_plan(spec, out_dir)
     state = claims.scan(out_dir / "chunks")
     records, _, damaged = load_records(out_dir, plan)
     done = [c for c in plan.chunks if c.index in records]

@@ -38,7 +38,7 @@ from pgjax.sweep import LEASE_SECONDS, IncompleteSweep, merge_sweep, work
 from pgjax.sweep_claims import scan
 from pgjax.sweep_files import load_records, prepare_out_dir, span
 from pgjax.sweep_report import format_sweep
-from pgjax.sweep_spec import Spec, SpecError, check_plan, make_plan, parse_spec
+from pgjax.sweep_spec import Plan, Spec, SpecError, planned
 
 LOCAL_TIMEOUT_MINUTES = 7 * 24 * 60
 SLURM_TIME_MINUTES = 120
@@ -89,7 +89,7 @@ class Worker(submitit.helpers.Checkpointable):
 
 
 def run_worker(
-    spec: "Spec | str | os.PathLike | dict",
+    spec: "Plan | Spec | str | os.PathLike | dict",
     out_dir: "str | os.PathLike",
     *,
     lease_seconds: float = LEASE_SECONDS,
@@ -110,16 +110,14 @@ def run_worker(
     Raises:
       SpecError: a bad spec or out_dir, before any training.
     """
-    spec = parse_spec(spec)
-    plan = make_plan(spec)
-    check_plan(plan, {})
+    plan = planned(spec)
     out_dir = Path(out_dir)
     name = name or _slurm_name()
 
     def log(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} [{name or 'worker'}] {line}", flush=True)
 
-    with prepare_out_dir(out_dir, spec):
+    with prepare_out_dir(out_dir, plan.spec):
         ran = work(out_dir, plan, {}, worker=name, lease_seconds=lease_seconds,
                    exit_when_idle=True, log=log, poll_seconds=min(5.0, lease_seconds / 4))
     log(f"done: recorded chunks {span(sorted(ran)) or 'none'}")
@@ -147,7 +145,7 @@ def merge_job(spec: Spec, out_dir: str) -> str:
 
 
 def submit(
-    spec: "str | os.PathLike | dict",
+    spec: "Plan | str | os.PathLike | dict",
     out_dir: "str | os.PathLike",
     *,
     cluster: Literal["local", "slurm"],
@@ -182,11 +180,9 @@ def submit(
     if cluster == "slurm" and shutil.which("sbatch") is None:
         raise SpecError("--launcher slurm needs sbatch on PATH (run it on a SLURM login node); "
                         "--launcher local runs the workers on this machine")
-    spec = parse_spec(spec)
-    plan = make_plan(spec)
-    check_plan(plan, {})
+    plan = planned(spec)
     out_dir = Path(out_dir).absolute()
-    prepare_out_dir(out_dir, spec).close()  # its workers check sweep.json again
+    prepare_out_dir(out_dir, plan.spec).close()  # its workers check sweep.json again
     left = load_records(out_dir, plan)[1]  # a damaged chunk is left: a worker retrains it
     logs = out_dir / "logs"
     if not left:
@@ -202,7 +198,7 @@ def submit(
         **({"cpus_per_task": cpus_per_task} if cpus_per_task else {}),
         **slurm,
     )
-    worker = Worker(spec, str(out_dir), lease_seconds)
+    worker = Worker(plan.spec, str(out_dir), lease_seconds)
     jobs = executor.map_array(worker, range(len(environs)), environs)
     merge = None
     if cluster == "slurm":
@@ -211,12 +207,12 @@ def submit(
             name="pgjax-sweep-merge", timeout_min=30, cpus_per_task=2,
             slurm_dependency=f"afterany:{jobs[0].job_id.split('_')[0]}", **slurm,
         )
-        merge = merger.submit(merge_job, spec, str(out_dir))
+        merge = merger.submit(merge_job, plan.spec, str(out_dir))
     return Submitted(jobs, merge, len(plan.chunks), left, logs)
 
 
 def run_local(
-    spec: "str | os.PathLike | dict",
+    spec: "Plan | str | os.PathLike | dict",
     out_dir: "str | os.PathLike",
     *,
     progress: bool = False,
@@ -233,7 +229,8 @@ def run_local(
     """
     from tqdm.auto import tqdm
 
-    submitted = submit(spec, out_dir, cluster="local", **options)
+    plan = planned(spec)
+    submitted = submit(plan, out_dir, cluster="local", **options)
     chunks_dir = Path(out_dir) / "chunks"
     try:
         with tqdm(total=submitted.chunks, unit="chunk", desc="sweep", disable=not progress,
@@ -249,7 +246,7 @@ def run_local(
     endings = [(i, job, _ending(job)) for i, job in enumerate(submitted.jobs)]
     ended = [f"worker {i} ({how}; log {job.paths.stdout})" for i, job, how in endings if how]
     try:
-        table = merge_sweep(spec, out_dir)
+        table = merge_sweep(plan, out_dir)
     except IncompleteSweep as e:
         raise IncompleteSweep(f"{e}; ended early: {', '.join(ended) or 'none'}") from None
     for line in ended:

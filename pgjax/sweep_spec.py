@@ -383,3 +383,19 @@ def check_plan(plan: Plan, components: dict) -> None:
                 build(config, **components)
             except ValueError as e:
                 raise SpecError(str(e)) from None
+
+
+def planned(spec: "Plan | Spec | str | os.PathLike | dict", given: dict | None = None) -> Plan:
+    """The plan of a spec, parsed (`parse_spec`), planned (`make_plan`, every config's env that
+    of an env in `given`) and checked (`check_plan`) once; a `Plan` is returned as it is, so a
+    caller that planned the sweep passes it down instead of the spec.
+
+    Raises:
+      SpecError: as `parse_spec`, `make_plan` and `check_plan`.
+    """
+    if isinstance(spec, Plan):
+        return spec
+    given = given or {}
+    plan = make_plan(parse_spec(spec), env=given["env"].name if "env" in given else None)
+    check_plan(plan, given)
+    return plan
