@@ -26,8 +26,8 @@ import numpy as np
 
 import pgjax
 from pgjax import runs
-from pgjax.sweep_run import Programs, run_chunk
-from pgjax.sweep_spec import make_plan, parse_spec
+from pgjax.sweep.run import Programs, run_chunk
+from pgjax.sweep.spec import make_plan, parse_spec
 from pgjax.train import seed_keys
 
 LRS = [3e-3, 1e-2, 3e-2, 1e-1]

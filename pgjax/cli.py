@@ -36,8 +36,8 @@ from pgjax.sweep import (
     sweep,
     sweep_status,
 )
-from pgjax.sweep_launch import run_local, run_worker, submit
-from pgjax.sweep_spec import planned
+from pgjax.sweep.launch import run_local, run_worker, submit
+from pgjax.sweep.spec import planned
 
 
 class UsageError(ValueError):
@@ -302,7 +302,7 @@ def sweep_command(
     merge: bool = False,
     status: bool = False,
 ) -> None:
-    """Run or resume a sweep of configs × seeds from a spec file (see pgjax/sweep.py).
+    """Run or resume a sweep of configs × seeds from a spec file (see pgjax/sweep/__init__.py).
 
     Args:
       spec: YAML (JSON, TOML by name) file: base config fields, grid:, random:, seeds, seed,

@@ -88,7 +88,7 @@ class DirLock:
     turns an exclusive hold into one) alongside other sharers, waiting while a process holds it
     exclusively. A run's writer holds it exclusively; a sweep's workers share it while they work,
     and the one that creates or replaces the sweep's identity holds it exclusively while it does
-    (`sweep_files.prepare_out_dir`). Closing (or the process ending) releases it; the last
+    (`files.prepare_out_dir`). Closing (or the process ending) releases it; the last
     holder to close removes the file (a process that locked a file so removed opens the new
     one). The lock holds across hosts where the filesystem supports `flock` (local disks; NFS
     since Linux 2.6.12).

@@ -1,4 +1,4 @@
-"""Sweeps over independent workers (`pgjax.sweep_launch`, `pgjax.sweep_claims`): real worker
+"""Sweeps over independent workers (`pgjax.sweep.launch`, `pgjax.sweep.claims`): real worker
 processes through submitit's local executor, a worker SIGKILLed mid-chunk, a node lost with its
 claim, merge and status, the SLURM submission (a fake sbatch), and the removed jax.distributed
 flags.
@@ -25,9 +25,9 @@ import pytest
 from sweep_chunks import chunk_metrics
 
 from pgjax.cli import main
-from pgjax.sweep_claims import claim_path
-from pgjax.sweep_launch import _environs, _stop_local, merge_job, run_local
-from pgjax.sweep_spec import SpecError, parse_spec
+from pgjax.sweep.claims import claim_path
+from pgjax.sweep.launch import _environs, _stop_local, merge_job, run_local
+from pgjax.sweep.spec import SpecError, parse_spec
 
 SPEC = """\
 env: CartPole-v1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pgjax import sweep_spec
+from pgjax.sweep import spec as sweep_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 REPRODUCE = runpy.run_path(str(ROOT / "scripts" / "reproduce.py"))

@@ -24,19 +24,20 @@ from sweep_chunks import chunk_metrics
 from user_components import BiasedPolicy, EnvParams, LogitsOnly, ShortCorridor
 
 import pgjax
-from pgjax import sweep_claims as claims
 from pgjax.cli import main
 from pgjax.sweep import (
     IncompleteSweep,
     SpecError,
+    claims,
     make_plan,
     merge_sweep,
     parse_spec,
     sweep_status,
     work,
 )
-from pgjax.sweep_files import prepare_out_dir
-from pgjax.sweep_run import components_key
+from pgjax.sweep import run as sweep_run
+from pgjax.sweep.files import prepare_out_dir
+from pgjax.sweep.run import components_key
 from pgjax.train import seed_keys, train
 
 TINY = {"num_envs": 4, "num_steps": 20, "total_timesteps": 240, "hidden": [8], "seeds": 2,
@@ -280,17 +281,16 @@ def test_sigterm_stops_a_sweep_in_one_line_and_it_resumes(reference, tmp_path):
 
 
 def test_a_signal_while_a_chunk_trains_drops_it(reference, tmp_path, monkeypatch):
-    computed = pgjax.sweep_run.computed
+    computed, waits = sweep_run.computed, []
 
     def signal_during_chunk_1(tree, requested):
-        if pgjax.sweep_run.computed.calls == 1:  # chunk 1 is being computed
+        waits.append(tree)
+        if len(waits) == 2:  # chunk 0 was one piece: this is chunk 1's
             requested.append(signal.SIGTERM)
             return False
-        pgjax.sweep_run.computed.calls += 1
         return computed(tree, requested)
 
-    signal_during_chunk_1.calls = 0
-    monkeypatch.setattr(pgjax.sweep_run, "computed", signal_during_chunk_1)
+    monkeypatch.setattr(sweep_run, "computed", signal_during_chunk_1)
     with pytest.raises(pgjax.experiment.Stopped, match="the same command resumes the sweep"):
         pgjax.sweep(SPEC, tmp_path)
     assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [
@@ -302,14 +302,14 @@ def test_a_worker_whose_training_hangs_loses_its_chunk(tmp_path, monkeypatch):
     lease run out, and another worker trains the chunk (its result: attempt 2)."""
     spec = parse_spec({**SPEC, "grid": {"lr": [0.01]}})  # one chunk
     plan = make_plan(spec)
-    computed, hang = pgjax.sweep_run.computed, threading.Event()
+    computed, hang = sweep_run.computed, threading.Event()
 
     def hung(tree, requested):
         if threading.current_thread().name == "hung":
             hang.wait(120)
         return computed(tree, requested)
 
-    monkeypatch.setattr(pgjax.sweep_run, "computed", hung)
+    monkeypatch.setattr(sweep_run, "computed", hung)
     options = {"lease_seconds": 0.5, "poll_seconds": 0.1}
     threading.Timer(90, hang.set).start()  # without the fix: the hung worker records it
     with prepare_out_dir(tmp_path, spec):

@@ -10,9 +10,9 @@ stops renewing), and checks before saving that no attempt A + 1 exists. Attempt 
 by A + 1 only when it is dead: its lease has expired, its holder ran on this machine and its
 process is gone, or its file does not read as a claim (`read`: damaged). A lost node therefore
 costs the work of the chunk it held, and the chunk is trained again one lease later. A chunk's
-record (`chunk-NNNNNN.json`, written exclusively by `sweep_files.save_chunk`) ends it: recorded
+record (`chunk-NNNNNN.json`, written exclusively by `files.save_chunk`) ends it: recorded
 chunks are never claimed, and the holder removes the chunk's claim files. A damaged record
-(`sweep_files.load_record`) does not: that chunk is claimed again, and its holder sets the files
+(`files.load_record`) does not: that chunk is claimed again, and its holder sets the files
 aside before training it.
 
 Expiry is the holder's wall-clock time: the hosts' clocks must agree to well within a lease.

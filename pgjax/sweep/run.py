@@ -22,9 +22,9 @@ from pgjax.components import build
 from pgjax.config import LEAVES, Config
 from pgjax.experiment import check_memory, chunk_length
 from pgjax.signals import SWEEP_RESUME, Stopped, computed
-from pgjax.sweep_claims import this_holder
-from pgjax.sweep_files import run_row
-from pgjax.sweep_spec import Chunk, Plan, static_key
+from pgjax.sweep.claims import this_holder
+from pgjax.sweep.files import run_row
+from pgjax.sweep.spec import Chunk, Plan, static_key
 from pgjax.train import diverged, init_state, train_chunk
 
 
@@ -127,11 +127,11 @@ def run_chunk(
       programs: the sweep's compile cache (default: a fresh one, compiling this chunk's program).
       components: `pgjax.components.build` keywords (env=, policy=, ...) given to the sweep.
       worker: who ran it, for the record and rows (default "host:pid").
-      sweep: the `sweep_files.sweep_id` of the sweep, kept in the record.
+      sweep: the `files.sweep_id` of the sweep, kept in the record.
       requested: `signals.stop_requests`' list: once it holds a signal, the chunk is dropped
         and `signals.Stopped` raised.
       progress: called once the programs are compiled and as each piece of updates is trained
-        (the worker's lease is renewed by it: `sweep_claims.Heartbeat`).
+        (the worker's lease is renewed by it: `claims.Heartbeat`).
 
     Returns:
       {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics

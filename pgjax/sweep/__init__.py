@@ -35,26 +35,26 @@ Files under `out_dir`: `sweep.json` (the normalized spec, the components given, 
 `chunks/chunk-NNNNNN.npz` (per-run metrics [runs, updates]) and `.json` (the chunk's table rows),
 `results.csv` (one row per run), `summary.csv` / `summary.json` (configs ranked by the IQM of the
 final return, 95% stratified-bootstrap CIs over seeds) and `summary.png`. A chunk is recorded when
-both its files are present and readable (`sweep_files.load_record`, for the workers, the merge and
+both its files are present and readable (`files.load_record`, for the workers, the merge and
 `--status` alike): a rerun skips it. A damaged chunk (a record whose files are cut short or
 unreadable) is reported in one line, its files renamed to `chunks/damaged-chunk-NNNNNN.*` (kept),
 and trained again: by the worker that claims it, or, when a merge finds it, by the next run.
 
 Workers: any number of processes, on any hosts that share `out_dir`, may work on one sweep at
-once. Each claims unrecorded chunks one at a time (`sweep_claims`: a claim file per chunk with a
+once. Each claims unrecorded chunks one at a time (`sweep.claims`: a claim file per chunk with a
 lease its heartbeat renews), trains and records them, and takes over a chunk whose holder died
 once the lease runs out; no chunk is recorded twice. `sweep` is one such worker that then waits
-for the chunks others hold and merges the table; `pgjax.sweep_launch` starts many (a SLURM job
+for the chunks others hold and merges the table; `pgjax.sweep.launch` starts many (a SLURM job
 array or local processes, through submitit) and merges once all are done (`merge_sweep`).
 
 Per run: final return (mean return of the episodes that finished in the last update), AUC (the
 mean of that return over updates, skipping the NaN updates before the first episode ends), and
 `diverged` (a non-finite loss or gradient norm at any update, or non-finite final parameters).
 
-The steps live in their own modules, each below the next: `sweep_claims` (who trains which
-chunk), `sweep_spec` (spec, sampling, plan), `sweep_run` (the batch program, its compile cache,
-rows), `sweep_files` (sweep.json, chunks), `sweep_report` (ranking, figure, text); this module
-(the worker loop, merge, status); `sweep_launch` (workers on a scheduler).
+The steps live in their own modules, each below the next: `sweep.claims` (who trains which
+chunk), `sweep.spec` (spec, sampling, plan), `sweep.run` (the batch program, its compile cache,
+rows), `sweep.files` (sweep.json, chunks), `sweep.report` (ranking, figure, text); this module
+(the worker loop, merge, status); `sweep.launch` (workers on a scheduler).
 """
 
 import functools
@@ -69,11 +69,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from pgjax import sweep_claims as claims
 from pgjax.components import as_env, describe_given
 from pgjax.estimators import Estimator
 from pgjax.signals import SWEEP_RESUME, Stopped, stop_requests
-from pgjax.sweep_files import (
+from pgjax.sweep import claims
+from pgjax.sweep.files import (
     IncompleteSweep,
     held_sweep,
     load_record,
@@ -84,9 +84,9 @@ from pgjax.sweep_files import (
     span,
     sweep_id,
 )
-from pgjax.sweep_report import format_sweep, merge, summarize
-from pgjax.sweep_run import Programs, run_chunk
-from pgjax.sweep_spec import (
+from pgjax.sweep.report import format_sweep, merge, summarize
+from pgjax.sweep.run import Programs, run_chunk
+from pgjax.sweep.spec import (
     Chunk,
     Plan,
     Spec,
@@ -139,13 +139,13 @@ def sweep(
     """Run (or resume) a sweep in this process and return its results table (a pandas DataFrame,
     one row per run).
 
-    Other workers (`pgjax.sweep_launch`, or `sweep` in other processes) may work on the same
+    Other workers (`pgjax.sweep.launch`, or `sweep` in other processes) may work on the same
     out_dir at the same time: this process trains the chunks nobody holds, waits for those others
     hold (taking over any whose holder dies), and merges the table.
 
     Args:
       spec: a YAML, JSON or TOML path, or a dict (see the module docstring), or its `Plan`
-        (`sweep_spec.planned`, made with the same components).
+        (`spec.planned`, made with the same components).
       out_dir: where chunks, results.csv and the summary go; rerunning with the same spec,
         components and out_dir skips the chunks already recorded there.
       env: a `pgjax.Env`, a gymnax Environment or (Environment, params) for every run; its
@@ -155,7 +155,7 @@ def sweep(
       estimator: an estimator (see `pgjax.estimators`) for every run.
       progress: show a progress bar over the sweep's runs.
       on_chunk: called with each chunk's record after this process saved it.
-      lease_seconds: how long a claim outlives its holder's last heartbeat (see `sweep_claims`).
+      lease_seconds: how long a claim outlives its holder's last heartbeat (see `sweep.claims`).
       poll_seconds: how often it looks again while other workers hold the chunks left.
 
     Returns:

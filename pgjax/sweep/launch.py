@@ -35,10 +35,10 @@ from typing import Any, Literal, NamedTuple
 import submitit
 
 from pgjax.sweep import LEASE_SECONDS, IncompleteSweep, merge_sweep, work
-from pgjax.sweep_claims import scan
-from pgjax.sweep_files import load_records, prepare_out_dir, span
-from pgjax.sweep_report import format_sweep
-from pgjax.sweep_spec import Plan, Spec, SpecError, planned
+from pgjax.sweep.claims import scan
+from pgjax.sweep.files import load_records, prepare_out_dir, span
+from pgjax.sweep.report import format_sweep
+from pgjax.sweep.spec import Plan, Spec, SpecError, planned
 
 LOCAL_TIMEOUT_MINUTES = 7 * 24 * 60
 SLURM_TIME_MINUTES = 120

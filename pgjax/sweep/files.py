@@ -7,7 +7,7 @@
     out_dir/chunks/chunk-NNNNNN.json      the chunk's table rows and `sweep_id`, written after
                                           the metrics
     out_dir/chunks/damaged-chunk-NNNNNN.* a damaged chunk's files, set aside (`set_aside`)
-    out_dir/chunks/*.claim-A              who trains which chunk (`sweep_claims`)
+    out_dir/chunks/*.claim-A              who trains which chunk (`sweep.claims`)
 
 Every file is written atomically (`records.atomic_write`, `records.create_new`): a killed process
 leaves whole files only.
@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import runs
-from pgjax import sweep_claims as claims
 from pgjax.components import given_differences
 from pgjax.config import FIELDS, Config
 from pgjax.records import LOCK, DirLock, atomic_write
-from pgjax.sweep_claims import chunk_name
-from pgjax.sweep_spec import Chunk, Plan, Spec, SpecError
+from pgjax.sweep import claims
+from pgjax.sweep.claims import chunk_name
+from pgjax.sweep.spec import Chunk, Plan, Spec, SpecError
 
 MARKER = "pgjax_sweep"
 # What a sweep writes in its directory (`pgjax sweep --launcher` adds its workers' logs).

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import plots, runs, stats
-from pgjax.sweep_files import chunk_path, write_csv
-from pgjax.sweep_spec import Plan, Spec, describe
+from pgjax.sweep.files import chunk_path, write_csv
+from pgjax.sweep.spec import Plan, Spec, describe
 
 
 def summarize(rows: list[dict], spec: Spec, *, reps: int = stats.REPS) -> list[dict]:
