@@ -58,8 +58,8 @@ from pgjax.train import (
 
 __version__ = "0.1.0"
 
-HOST = {"train_run": "pgjax.experiment", "evaluate_run": "pgjax.experiment",
-        "reproduce_run": "pgjax.experiment"}
+HOST = {"train_run": "pgjax.experiment", "resume_run": "pgjax.experiment",
+        "evaluate_run": "pgjax.experiment", "reproduce_run": "pgjax.experiment"}
 
 
 def __getattr__(name: str):
@@ -118,6 +118,7 @@ __all__ = [
     "policy_over_time",
     "reinforce_loss",
     "reproduce_run",
+    "resume_run",
     "returns_and_mask",
     "rollout",
     "seed_keys",

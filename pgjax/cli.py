@@ -17,6 +17,7 @@ from pgjax.checkpoint import KEEP_CHECKPOINTS, CheckpointError
 from pgjax.components import idle_fields
 from pgjax.config import FIELDS, Config
 from pgjax.experiment import (
+    Settings,
     Stopped,
     chunk_length,
     evaluate_run,
@@ -24,7 +25,6 @@ from pgjax.experiment import (
     load_run,
     render_episode,
     reproduce_run,
-    resumed_settings,
     train_run,
 )
 from pgjax.render import render_unavailable
@@ -131,25 +131,22 @@ def _flag(field: str, value=None) -> str:
 
 def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
     """The flags given with --resume (those off their defaults) that the resumed run does not
-    use: it takes its config and settings from the record (`resumed_settings`)."""
+    use: it takes its config and `Settings` from the record."""
     try:
         recorded, record = load_run(run_dir)
     except ValueError as e:
         raise UsageError(str(e)) from None
     ignored = [name for name in FIELDS if getattr(config, name) != getattr(Config(), name)
                and getattr(config, name) != getattr(recorded, name)]
-    used = resumed_settings(record, checkpoint_every=given["checkpoint_every"],
-                            checkpoint_minutes=given["checkpoint_minutes"])
+    used = Settings.of(record)
     same = {
-        "seeds": given["seeds"] == used["seeds"], "seed": given["seed"] == used["seed"],
         "out": given["out"] is not None and Path(given["out"]).resolve() == run_dir.resolve(),
         "overwrite": False,
         "chunks": given["chunks"] is not None and chunk_length(
-            recorded.num_updates, given["chunks"]) == used["chunk_updates"],
-        "checkpoint_every": given["checkpoint_every"] == used["checkpoint_every"],
-        "checkpoint_minutes": given["checkpoint_minutes"] == used["checkpoint_minutes"],
-        "keep_checkpoints": given["keep_checkpoints"] == used["keep_checkpoints"],
-        "log": sorted(given["log"]) == sorted(used["log"]),
+            recorded.num_updates, given["chunks"]) == used.chunk_updates,
+        "log": sorted(given["log"]) == sorted(used.log),
+        **{name: given[name] == getattr(used, name) for name in (
+            "seeds", "seed", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints")},
     }
     defaults = inspect.signature(train_command).parameters
     ignored += [name for name, value in given.items()
@@ -227,6 +224,10 @@ def plot_command(
         out = run_dirs[0] / "curves" if len(run_dirs) == 1 else _common_parent(run_dirs) / "curves"
     elif out.is_dir():
         out = out / "curves"
+    try:
+        plots.figure_paths(out)
+    except ValueError as e:
+        raise UsageError(f"--out {e}") from None
     for path in plots.plot_runs(run_dirs, out, x=x):
         print(path)
 

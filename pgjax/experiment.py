@@ -8,6 +8,7 @@ value net: `run_components`).
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -112,25 +113,67 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     return config, record
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a run trains besides its config, one validated object: a new run writes it to its
+    config.json, a resumed one reads it back from there, and `pgjax train --resume` compares
+    its flags with it.
+
+    seed i's key is `train.seed_keys(seed, seeds)[i]`; chunk_updates: updates per jitted call
+    (`chunk_length`); checkpoint_every: chunks between checkpoints (None: by
+    checkpoint_minutes, the least minutes between two); keep_checkpoints: the newest kept
+    (None: every one); log: extra loggers (`pgjax.loggers`). A record written before a field
+    existed reads as its default.
+    """
+
+    seeds: int
+    seed: int
+    chunk_updates: int
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float = 5.0
+    keep_checkpoints: int | None = KEEP_CHECKPOINTS
+    log: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, record: dict) -> "Settings":
+        """The settings config.json records (unchecked: `check`)."""
+        log = record.get("log", [])
+        return cls(**{f.name: record.get(f.name, f.default) for f in dataclasses.fields(cls)},
+                   log=tuple(log) if isinstance(log, list) else log)
+
+    def check(self, num_updates: int) -> "Settings":
+        """self, or ValueError naming the first field a run cannot have (seed: any int64, as
+        records of earlier versions hold; a new run's is checked by `train.check_seed`)."""
+        for name, low in (("seeds", 1), ("seed", -2**63), ("chunk_updates", 1),
+                          ("checkpoint_every", 1), ("keep_checkpoints", 1)):
+            value, optional = getattr(self, name), name in ("checkpoint_every", "keep_checkpoints")
+            if value is None and optional:
+                continue
+            if not is_int(value):
+                raise ValueError(f"{name} must be an integer{' or None' * optional}, got "
+                                 f"{value!r}")
+            if not low <= value < 2**63:
+                raise ValueError(f"{name} must be positive, got {value}" if low == 1
+                                 else f"{name} is {value}, outside int64")
+        if num_updates % self.chunk_updates:
+            raise ValueError(f"chunk_updates is {self.chunk_updates}, which does not divide the "
+                             f"{num_updates} updates")
+        minutes = self.checkpoint_minutes
+        if not (isinstance(minutes, int | float) and not isinstance(minutes, bool)
+                and minutes > 0):
+            raise ValueError(f"checkpoint_minutes must be positive, got {minutes!r}")
+        if not (isinstance(self.log, tuple) and all(x in LOGGERS for x in self.log)):
+            raise ValueError(f"log is {self.log!r}")
+        return self
+
+
 def _check_record(record: dict, config: Config) -> None:
     """TypeError naming the first of config.json's run fields that `new_record` cannot have
     written (the config's own fields are checked by `from_dict`)."""
-    for name, low, high in (("seeds", 1, 2**63), ("seed", -2**63, 2**63),  # int64: a key's seed
-                            ("chunk_updates", 1, 2**63)):
-        value = record.get(name)
-        if not (is_int(value) and low <= value < high):
-            raise TypeError(f"{name} is {value!r}")
-    if config.num_updates % record["chunk_updates"]:
-        raise TypeError(f"chunk_updates is {record['chunk_updates']}, which does not divide "
-                        f"the {config.num_updates} updates")
-    every, minutes = record.get("checkpoint_every"), record.get("checkpoint_minutes", 5.0)
-    if not (every is None or (is_int(every) and every >= 1)):
-        raise TypeError(f"checkpoint_every is {every!r}")
-    if not (isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0):
-        raise TypeError(f"checkpoint_minutes is {minutes!r}")
-    keep = record.get("keep_checkpoints", KEEP_CHECKPOINTS)
-    if not (keep is None or (is_int(keep) and keep >= 1)):
-        raise TypeError(f"keep_checkpoints is {keep!r}")
+    try:
+        Settings.of(record).check(config.num_updates)
+    except ValueError as e:
+        raise TypeError(str(e)) from None
     versions, cpu = record.get("versions"), record.get("cpu")  # what `reproduce_run` compares
     if not (isinstance(versions, dict)
             and all(isinstance(v, str | None) for v in versions.values())):
@@ -139,28 +182,12 @@ def _check_record(record: dict, config: Config) -> None:
                             and isinstance(cpu.get("isa"), list)
                             and all(isinstance(x, str) for x in cpu["isa"]))):
         raise TypeError(f"cpu is {cpu!r}")
-    log = record.get("log", [])
-    if not (isinstance(log, list) and all(x in LOGGERS for x in log)):
-        raise TypeError(f"log is {log!r}")
     components = record.get("components", {"given": []})
     given = components.get("given") if isinstance(components, dict) else None
     if not isinstance(given, list) or any(
             name not in ("env", "policy", "value", "estimator") or name not in components
             for name in given):
         raise TypeError(f"components is {components!r}")
-
-
-def resumed_settings(record: dict, *, checkpoint_every, checkpoint_minutes) -> dict:
-    """The run settings a resumed run takes from its record: seeds, seed, loggers, chunk length,
-    checkpoint schedule (the given one where an older record has none) and the checkpoints kept
-    (`KEEP_CHECKPOINTS` where it has none)."""
-    return {
-        "seeds": record["seeds"], "seed": record["seed"], "log": tuple(record.get("log", ())),
-        "chunk_updates": record["chunk_updates"],
-        "checkpoint_every": record.get("checkpoint_every", checkpoint_every),
-        "checkpoint_minutes": record.get("checkpoint_minutes", checkpoint_minutes),
-        "keep_checkpoints": record.get("keep_checkpoints", KEEP_CHECKPOINTS),
-    }
 
 
 def run_components(config: Config, record: dict, given: dict, *,
@@ -209,16 +236,11 @@ def what_made_state(record: dict) -> str:
     return " or ".join(["config.json"] + [f"the {n} given" for n in nets])
 
 
-def new_record(config, parts, given, *, seeds, seed, chunks, checkpoint_every,
-               checkpoint_minutes, keep_checkpoints, log):
+def new_record(config: Config, parts: Components, given: dict, settings: Settings):
     """The config (env named after the run's env) and config.json of a new run."""
     config = config.replace(env=parts.env.name)
-    n = chunk_length(config.num_updates, chunks)
-    record = runs.config_record(
-        config, seeds=seeds, seed=seed, chunk_updates=n, checkpoint_every=checkpoint_every,
-        checkpoint_minutes=checkpoint_minutes, keep_checkpoints=keep_checkpoints, log=list(log),
-        components=describe_given(given),
-    )
+    record = runs.config_record(config, **dataclasses.asdict(settings),
+                                components=describe_given(given))
     return config, record
 
 
@@ -382,7 +404,9 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     damaged = run_dir.is_dir() and runs.damaged_run(run_dir)
     if damaged or runs.is_run_dir(run_dir):  # of another config or seed count: kept aside
         aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(aside)
+        with DirLock(run_dir).exclusive() as lock:  # not a run another process writes
+            run_dir.rename(aside)
+            lock.path = aside / lock.path.name
         which = f"a damaged run ({damaged})" if damaged else "a run of another config or seed count"
         print(f"pgjax: {run_dir} held {which}; moved to {aside}", file=sys.stderr)
     return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
@@ -408,18 +432,14 @@ def train_run(
 
     Checkpoints the whole vmapped TrainState at the end of the first chunk that ends
     `checkpoint_minutes` after the previous checkpoint (or the start), or every
-    `checkpoint_every` chunks when that is given, and at the end. With
-    `resume=True`, `run_dir` holds a run: training continues from its newest readable checkpoint
-    with the stored config and checkpoint interval (the arguments are ignored) and ends with the
-    numbers of an uninterrupted run; damaged checkpoints and those newer than the one restored
-    are moved aside. A finished run is not trained again (nor asks for its components); its
-    curve.png and metrics.jsonl are written again if missing or not as metrics.csv has them.
-    Nothing is written to a new run's directory until its programs compiled and fit in memory.
+    `checkpoint_every` chunks when that is given, and at the end. Nothing is written to the
+    run's directory until its programs compiled and fit in memory; the directory is locked
+    (`records.DirLock`) while the run writes it. `resume=True` is `resume_run(run_dir)`.
 
     Args:
       config: hyperparameters (ignored on resume).
       run_dir: the run directory: new or empty (None: runs/<env>-<timestamp>), or holding a run
-        to resume, or to replace with `overwrite`.
+        to replace with `overwrite` (or to resume).
       seeds, seed: seed i's key is `train.seed_keys(seed, seeds)[i]`.
       chunks: progress updates, each one jitted call of several updates (None: about 20 of at
         least 16 updates each, `chunk_length`).
@@ -429,7 +449,7 @@ def train_run(
       keep_checkpoints: the newest checkpoints kept (older ones are deleted as new ones are
         saved); None keeps every one, for evaluating a run along its training.
       progress: show a progress bar.
-      resume: continue the run in `run_dir`.
+      resume: continue the run in `run_dir` instead (`resume_run`).
       overwrite: replace the run that `run_dir` holds (once the new one has compiled).
       log: extra loggers (pgjax.loggers: "tensorboard", "wandb"); on resume the stored ones.
       **components: env=, policy=, value=, estimator= (`pgjax.components.build`); a run
@@ -443,90 +463,103 @@ def train_run(
         missing (LoggerUnavailable); MemoryError: the programs do not fit; CheckpointError:
         nothing to resume from.
     """
-    with contextlib.ExitStack() as held:  # the run directory's lock, once taken
-        if resume:
-            run_dir = Path(run_dir)
-            config, record = load_run(run_dir)
-            held.enter_context(DirLock(run_dir).exclusive())  # a second writer is refused
-            if (summary := finished(run_dir, config)) is not None:  # nothing to train
-                write_derived_files(run_dir, config)
-                return run_dir, summary
-            parts = run_components(config, record, components)
-            used = resumed_settings(record, checkpoint_every=checkpoint_every,
-                                    checkpoint_minutes=checkpoint_minutes)
-            seeds, seed, log = used["seeds"], used["seed"], used["log"]
-            checkpoint_every = used["checkpoint_every"]
-            checkpoint_minutes = used["checkpoint_minutes"]
-            keep_checkpoints = used["keep_checkpoints"]
-        else:
-            for name, value in (("seeds", seeds), ("chunks", 1 if chunks is None else chunks),
-                                ("checkpoint_every", 1 if checkpoint_every is None
-                                 else checkpoint_every),
-                                ("checkpoint_minutes", checkpoint_minutes),
-                                ("keep_checkpoints", 1 if keep_checkpoints is None
-                                 else keep_checkpoints)):
-                if not value > 0:
-                    raise ValueError(f"{name} must be positive, got {value}")
-            if not (keep_checkpoints is None or is_int(keep_checkpoints)):
-                raise ValueError(f"keep_checkpoints must be an integer or None, got "
-                                 f"{keep_checkpoints!r}")
-            check_seed(seed)
-            parts = build(config, **components)
-            run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name,
-                                         overwrite=overwrite)
-            config, record = new_record(config, parts, components, seeds=seeds, seed=seed,
-                                        chunks=chunks, checkpoint_every=checkpoint_every,
-                                        checkpoint_minutes=checkpoint_minutes,
-                                        keep_checkpoints=keep_checkpoints, log=log)
-        try:
-            check_available(log)
-        except LoggerUnavailable as e:
-            if not resume:
-                raise
-            raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}") from None
-        n = record["chunk_updates"]
-        announce(run_dir, "resuming" if resume else "training into", progress)
-        requested = held.enter_context(stop_requests())  # from the compile on
-        state, step, compile_seconds = compile_programs(config, parts, seeds, seed, n)
-        if requested:  # nothing written yet: Ctrl-C is an interrupt, as before pgjax took it
-            raise KeyboardInterrupt if requested[0] == signal.SIGINT else Stopped(requested[0])
-        if not resume:
+    if resume:
+        return resume_run(run_dir, progress=progress, **components)
+    if not (chunks is None or chunks > 0):
+        raise ValueError(f"chunks must be positive, got {chunks}")
+    check_seed(seed)
+    parts = build(config, **components)
+    settings = Settings(seeds, seed, chunk_length(config.num_updates, chunks), checkpoint_every,
+                        checkpoint_minutes, keep_checkpoints, tuple(log)).check(config.num_updates)
+    run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name, overwrite=overwrite)
+    check_available(log)
+    config, record = new_record(config, parts, components, settings)
+    with contextlib.ExitStack() as held:
+        def create() -> None:  # once the programs compiled and fit
             held.enter_context(runs.create_run_dir(run_dir, parts.env.name, overwrite=overwrite))
             runs.write_json(run_dir / "config.json", record)
-        loggers = make_loggers(log, run_dir, record)
 
-        ckpt = Checkpoints(run_dir, keep_checkpoints)
-        start = 0
-        if resume and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
-            start, state = ckpt.restore(state, set_aside=True,
-                                        at_most=runs.whole_rows(run_dir / "metrics.csv"),
-                                        changed=what_made_state(record))
-        csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds,
-                              keep_updates=start if resume else None, ratio=config.passes > 1)
-        t1 = time.perf_counter()
+        return run_dir, _drive(run_dir, config, record, parts, settings, progress, held,
+                               create=create)
+
+
+def resume_run(run_dir: "str | Path", *, progress: bool = True, **components) -> tuple[Path, dict]:
+    """Continue the run in `run_dir` from its newest readable checkpoint (from the start when it
+    has none), with the config and `Settings` its config.json records, to the numbers of an
+    uninterrupted run. Damaged checkpoints and those past metrics.csv's whole rows are moved
+    aside. A finished run is not trained again (nor asks for its components); its curve.png
+    and metrics.jsonl are written again if missing or not as metrics.csv has them.
+
+    Args:
+      run_dir: a run directory.
+      progress: show a progress bar.
+      **components: env=, policy=, value=, estimator= a run trained with the caller's own
+        components needs again (`components.given` in its config.json).
+
+    Returns, raises: as `train_run`; also `records.Locked` when another process writes the run.
+    """
+    run_dir = Path(run_dir)
+    config, record = load_run(run_dir)
+    with contextlib.ExitStack() as held:
+        held.enter_context(DirLock(run_dir).exclusive())  # a second writer is refused
+        if (summary := finished(run_dir, config)) is not None:  # nothing to train
+            write_derived_files(run_dir, config)
+            return run_dir, summary
+        parts = run_components(config, record, components)
+        settings = Settings.of(record)
         try:
-            state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
-                                    start=start, n=n, checkpoint_every=checkpoint_every,
-                                    checkpoint_minutes=checkpoint_minutes, progress=progress,
-                                    requested=requested)
-        except Stopped as e:
-            for logger in loggers:
-                logger.close()
-            ckpt.close()
-            raise Stopped(e.signal, e.update, run_dir) from None
-        wall = time.perf_counter() - t1
+            check_available(settings.log)
+        except LoggerUnavailable as e:
+            raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}") from None
+        return run_dir, _drive(run_dir, config, record, parts, settings, progress, held)
+
+
+def _drive(run_dir: Path, config: Config, record: dict, parts: Components, settings: Settings,
+           progress: bool, held: contextlib.ExitStack, create=None) -> dict:
+    """Compile, then train a new run (`create` makes its directory once the programs fit) or
+    resume one (no `create`) to its end: checkpoints, metrics, loggers, signals, summary.json.
+    Returns the summary."""
+    n, seeds = settings.chunk_updates, settings.seeds
+    announce(run_dir, "training into" if create else "resuming", progress)
+    requested = held.enter_context(stop_requests())  # from the compile on
+    state, step, compile_seconds = compile_programs(config, parts, seeds, settings.seed, n)
+    if requested:  # nothing written yet: Ctrl-C is an interrupt, as before pgjax took it
+        raise KeyboardInterrupt if requested[0] == signal.SIGINT else Stopped(requested[0])
+    if create:
+        create()
+    loggers = make_loggers(settings.log, run_dir, record)
+    ckpt = Checkpoints(run_dir, settings.keep_checkpoints)
+    start = 0
+    if not create and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
+        start, state = ckpt.restore(state, set_aside=True,
+                                    at_most=runs.whole_rows(run_dir / "metrics.csv"),
+                                    changed=what_made_state(record))
+    csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds,
+                          keep_updates=None if create else start, ratio=config.passes > 1)
+    t1 = time.perf_counter()
+    try:
+        state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
+                                start=start, n=n, checkpoint_every=settings.checkpoint_every,
+                                checkpoint_minutes=settings.checkpoint_minutes,
+                                progress=progress, requested=requested)
+    except Stopped as e:
         for logger in loggers:
             logger.close()
-        summary = summarize(config, csv, bad, seeds=seeds, start=start if resume else None,
-                            wall=wall, compile_seconds=compile_seconds)
-        t2 = time.perf_counter()
-        ckpt.close()  # the last checkpoint was written while the summary was computed
-        summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
-        runs.write_json(run_dir / "summary.json", summary)
-        plot_run_curve(run_dir, config, csv.returns())
-        if requested:  # a signal in the last chunk: the run is whole, and the caller stops too
-            raise Stopped(requested[0], config.num_updates, run_dir)
-        return run_dir, summary
+        ckpt.close()
+        raise Stopped(e.signal, e.update, run_dir) from None
+    wall = time.perf_counter() - t1
+    for logger in loggers:
+        logger.close()
+    summary = summarize(config, csv, bad, seeds=seeds, start=None if create else start,
+                        wall=wall, compile_seconds=compile_seconds)
+    t2 = time.perf_counter()
+    ckpt.close()  # the last checkpoint was written while the summary was computed
+    summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
+    runs.write_json(run_dir / "summary.json", summary)
+    plot_run_curve(run_dir, config, csv.returns())
+    if requested:  # a signal in the last chunk: the run is whole, and the caller stops too
+        raise Stopped(requested[0], config.num_updates, run_dir)
+    return summary
 
 
 def write_derived_files(run_dir: Path, config: Config) -> None:

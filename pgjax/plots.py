@@ -57,10 +57,19 @@ def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: st
 
 
 def figure_paths(out: Path) -> list[Path]:
-    """OUT.png and OUT.svg; an image suffix of `out` is replaced, any other dot kept
-    (`figures/ent0.03` -> `figures/ent0.03.png`)."""
+    """OUT.png and OUT.svg; a .png or .svg suffix of `out` is replaced, any other dot kept
+    (`figures/ent0.03` -> `figures/ent0.03.png`).
+
+    Raises:
+      ValueError: `out` ends in another image format's suffix (.jpg, .pdf, ...), which would
+        silently be written as PNG and SVG.
+    """
     out = Path(out)
-    if out.suffix.lower() in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+    suffix = out.suffix.lower()
+    if suffix in (".pdf", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp", ".gif"):
+        raise ValueError(f"{out}: figures are written as PNG and SVG; give the path without a "
+                         f"suffix (or with .png or .svg)")
+    if suffix in (".png", ".svg"):
         out = out.with_suffix("")
     return [out.with_name(out.name + ".png"), out.with_name(out.name + ".svg")]
 

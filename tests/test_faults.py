@@ -181,6 +181,18 @@ def test_a_finished_run_with_damaged_metrics_is_trained_again(finished_run, tmp_
     assert metrics_rows(run) == metrics_rows(finished_run)
 
 
+def test_a_run_another_process_writes_is_not_moved_aside(finished_run, tmp_path):
+    """`ensure_run` moves a run of another config aside only under its lock: the directory of
+    a live writer stays where it is, and the caller gets one line naming the holder."""
+    run = copy_run(finished_run, tmp_path)
+    other = pgjax.experiment.load_run(run)[0].replace(lr=0.5)
+    with records.DirLock(run).exclusive():  # as a process training into it holds it
+        with pytest.raises(records.Locked, match=rf"^{run} is in use by pgjax pid {os.getpid()}"):
+            pgjax.experiment.ensure_run(other, run, seeds=2)
+    assert not list(tmp_path.glob("run.replaced-*"))
+    assert pgjax.experiment.load_run(run)[0] != other
+
+
 def test_resume_writes_metrics_jsonl_again_from_metrics_csv(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
     (run / "summary.json").unlink()

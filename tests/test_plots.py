@@ -38,3 +38,10 @@ def test_the_same_figure_saves_to_the_same_svg_bytes(tmp_path):
 ])
 def test_figure_paths_keep_dots_in_the_name(out, names):
     assert [p.name for p in plots.figure_paths(Path(out))] == names
+
+
+@pytest.mark.parametrize("out", ["x.jpg", "figures/curves.PDF"])
+def test_another_image_format_is_refused_in_one_line(out):
+    with pytest.raises(ValueError, match="figures are written as PNG and SVG; give the path "
+                                         "without a suffix"):
+        plots.figure_paths(Path(out))

@@ -19,7 +19,9 @@ workers and merges. Either way the same command run again resumes: recorded chun
 Workers build the sweep from its spec alone (components cannot be sent to another process), and
 a worker's program is the one a single-process sweep compiles for its device count, so runs are
 bitwise the same whichever worker, and however many, trained them (given equal device counts).
-Submission logs and each worker's output: `out_dir/logs/`.
+Submission logs and each worker's output: `out_dir/logs/`. submitit passes each worker its
+call, and the launcher its result, as pickles in that folder, and unpickling runs code: a sweep's
+`--out` must be a folder that only users you trust can write.
 """
 
 import contextlib

@@ -20,7 +20,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pgjax.components import build
 from pgjax.config import LEAVES, Config
-from pgjax.experiment import check_memory, chunk_length
 from pgjax.signals import SWEEP_RESUME, Stopped, computed
 from pgjax.sweep.claims import this_holder
 from pgjax.sweep.files import run_row
@@ -85,6 +84,8 @@ class Programs:
 
 def _compile(static: Config, batch: int, devices: tuple, components: dict):
     """(init, step, updates per step, compile seconds), compiled and their memory checked."""
+    from pgjax.experiment import check_memory, chunk_length  # orbax, tqdm: on first use
+
     mesh = Mesh(np.array(devices), ("runs",))
     runs_axis = NamedSharding(mesh, PartitionSpec("runs"))
     n = chunk_length(static.num_updates)
