@@ -400,7 +400,7 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
             write_derived_files(run_dir, config)
             return "reused", summary
         # cut short, or a damaged summary or metrics: trained where needed and written again
-        return "resumed", train_run(None, run_dir, resume=True, progress=False)[1]
+        return "resumed", resume_run(run_dir, progress=False)[1]
     damaged = run_dir.is_dir() and runs.damaged_run(run_dir)
     if damaged or runs.is_run_dir(run_dir):  # of another config or seed count: kept aside
         aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -22,9 +22,9 @@ SWEEP_RESUME = "the chunks recorded are kept, and the same command resumes the s
 class Stopped(Exception):
     """A run or sweep stopped by a signal (SIGTERM, Ctrl-C) at a safe point.
 
-    `update`: a run's last update whose rows and checkpoint are written (`train_run(None,
-    run_dir, resume=True)` continues it); None: before a run wrote anything, or a sweep (whose
-    recorded chunks are kept: the same command resumes it). `exit_status` is 128 + the signal,
+    `update`: a run's last update whose rows and checkpoint are written (`resume_run(run_dir)`
+    continues it); None: before a run wrote anything, or a sweep (whose recorded chunks are
+    kept: the same command resumes it). `exit_status` is 128 + the signal,
     as the signal's own ending would have it.
     """
 
