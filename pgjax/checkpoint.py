@@ -14,8 +14,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from pgjax.config import first_line
 from pgjax.records import atomic_write, foreign
-from pgjax.runs import CHECKPOINT_LAYOUT, first_line
+from pgjax.runs import CHECKPOINT_LAYOUT
 
 
 class CheckpointError(RuntimeError):

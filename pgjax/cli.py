@@ -15,7 +15,7 @@ import tyro
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import KEEP_CHECKPOINTS, CheckpointError
 from pgjax.components import idle_fields
-from pgjax.config import FIELDS, Config
+from pgjax.config import FIELDS, Config, first_line
 from pgjax.experiment import (
     Settings,
     Stopped,
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
-        fail(f"out of memory: {runs.first_line(e, 300)}")
+        fail(f"out of memory: {first_line(e, 300)}")
 
 
 def fail(message: str) -> None:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgjax.config import FIELDS, Config, is_int
+from pgjax.config import FIELDS, Config, first_line, is_int, plain
 from pgjax.envs import Env
 from pgjax.estimators import (
     GAE,
@@ -43,7 +43,6 @@ from pgjax.policies import (
     step_policy,
 )
 from pgjax.rollout import Transition
-from pgjax.runs import first_line, json_values
 
 
 class Components(NamedTuple):
@@ -105,7 +104,7 @@ def env_params(env: Env) -> dict:
         value = np.asarray(leaf) if not isinstance(leaf, str) else None
         out[jax.tree_util.keystr(path).lstrip(".")] = (
             _described(leaf) if value is None or value.dtype == object else value.tolist())
-    return json.loads(json.dumps(json_values(out)))
+    return json.loads(json.dumps(plain(out, nulls=True)))
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

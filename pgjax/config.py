@@ -7,6 +7,7 @@ built from a config's strings in `pgjax.components.build` unless the caller pass
 
 import dataclasses
 import difflib
+import math
 import numbers
 from typing import Any, Literal, get_args
 
@@ -257,15 +258,29 @@ def to_dict(config: Config) -> dict:
     return {name: plain(getattr(config, name)) for name in FIELDS}
 
 
-def plain(value):
-    """`value` with numpy and jax scalars as Python numbers and tuples as lists, recursively."""
+def plain(value, *, nulls: bool = False):
+    """`value` with numpy and jax scalars as Python numbers and tuples as lists, recursively;
+    with `nulls`, every float that is not finite (NaN: no episode finished) as None, so that
+    its JSON reads in any parser (Python's own writes NaN, which jq, JavaScript and Go refuse)."""
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: plain(v, nulls=nulls) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return [plain(v) for v in value]
+        return [plain(v, nulls=nulls) for v in value]
     if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        return value.item()
+        value = value.item()
+    if nulls and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
+
+
+def first_line(error: BaseException, width: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), cut to
+    `width` characters (a cut one ends in "…"): an error of a library as one line of pgjax's."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= width else line[:width - 1].rstrip() + "…"
 
 
 MAX_UPDATES = 2**31 - 1

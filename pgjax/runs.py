@@ -182,38 +182,14 @@ def create_run_dir(out: Path, env: str, *, overwrite: bool = False) -> DirLock:
     return lock
 
 
-def first_line(error: BaseException, width: int = 200) -> str:
-    """The first line of an exception's message (its type's name when it has none), cut to
-    `width` characters (a cut one ends in "…"): an error of a library as one line of pgjax's."""
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__
-    line = text.splitlines()[0]
-    return line if len(line) <= width else line[:width - 1].rstrip() + "…"
-
-
 def write_json(path: Path, data: dict, *, new: bool = False) -> bool:
-    """Atomic write (`atomic_write`) of strict JSON: NaN and ±inf as null (`json_values`).
+    """Atomic write (`atomic_write`) of strict JSON: NaN and ±inf as null (`config.plain`).
     With `new`, the file is created exclusively (`create_new`): False when `path` exists."""
-    text = json.dumps(json_values(data), indent=2, default=str, allow_nan=False) + "\n"
+    text = json.dumps(plain(data, nulls=True), indent=2, default=str, allow_nan=False) + "\n"
     if new:
         return create_new(path, lambda f: f.write(text))
     atomic_write(path, lambda f: f.write(text))
     return True
-
-
-def json_values(x):
-    """`config.plain(x)` with every float that is not finite (NaN: no episode finished) as
-    None, so that the JSON reads in any parser (Python's own writes NaN, which jq, JavaScript
-    and Go refuse)."""
-    if isinstance(x, dict):
-        return {k: json_values(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_values(v) for v in x]
-    x = plain(x)  # a leaf: numpy and jax scalars as numbers
-    if isinstance(x, float):
-        return x if np.isfinite(x) else None
-    return x
 
 
 def config_record(config: Config, *, seed: int, seeds: int, **extra) -> dict:
@@ -275,7 +251,7 @@ class MetricsCSV:
             rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
-        records = [json_values(dict(zip(self.header, row, strict=True))) for row in rows]
+        records = [plain(dict(zip(self.header, row, strict=True)), nulls=True) for row in rows]
         with self.jsonl.open("a") as f:
             f.writelines(map(_jsonl_line, records))
         return records
@@ -301,7 +277,7 @@ def repair_jsonl(run_dir: Path) -> bool:
 
 def _jsonl_text(header: list[str], rows: list[list[str]]) -> str:
     """metrics.jsonl as `MetricsCSV.append` writes it, from metrics.csv rows read as text."""
-    return "".join(_jsonl_line(json_values(_typed(header, row))) for row in rows)
+    return "".join(_jsonl_line(plain(_typed(header, row), nulls=True)) for row in rows)
 
 
 def _jsonl_line(record: dict) -> str:

@@ -664,9 +664,9 @@ def test_settings_that_train_otherwise_than_they_read_are_named(tmp_path, capsys
 
 
 def test_first_line_of_a_library_error():
-    assert runs.first_line(ValueError("short\nsecond line")) == "short"
-    assert runs.first_line(OSError()) == "OSError"
-    cut = runs.first_line(ValueError("word " * 50), 20)
+    assert pgjax.config.first_line(ValueError("short\nsecond line")) == "short"
+    assert pgjax.config.first_line(OSError()) == "OSError"
+    cut = pgjax.config.first_line(ValueError("word " * 50), 20)
     assert cut == "word word word word…" and len(cut) <= 20
 
 
