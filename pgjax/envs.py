@@ -4,9 +4,8 @@ A name `SUITE:NAME` (`brax:hopper`, `craftax:Craftax-Classic-Symbolic-v1`, ...) 
 another JAX suite, adapted to the same interface in `pgjax.suites`; a name without a colon is
 a gymnax id. The only gymnax import of the training path besides those adapters (exact.py
 builds its tabular MDP on gymnax's Environment class). gymnax is imported on first use, not
-with pgjax: its import takes ~1.5 s
-(seaborn, scipy) and starts the JAX backend, which must stay free until the user has set up
-JAX (e.g. `jax.distributed.initialize`).
+with pgjax: its import takes ~1.5 s (seaborn, scipy) and starts the JAX backend, which must
+stay free until the user has set up JAX (e.g. `jax.distributed.initialize`).
 """
 
 from typing import Any, NamedTuple
