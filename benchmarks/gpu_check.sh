@@ -57,6 +57,10 @@
 #             minatar/runs, finished ones without their checkpoints. Finished runs are reused
 #             and an unfinished one continues from its newest checkpoint (at most 5 min old),
 #             so a call cut short by the deadline is continued by carrying minatar/runs back.
+#   suites    scripts/reproduce.py --configs experiments/suites at 1M steps per seed, 16 seeds
+#             (brax, craftax, jumanji, navix, xminigrid: their wheels must be in .whl too,
+#             `pip download` of pgjax's [envs] extra) -> suites/results.md, runs in
+#             suites/runs (SUITES_RUNS), reused or continued as minatar's are.
 # Also nvidia-smi.txt and log.txt (everything printed). Each step has its own timeout, cut to
 # what is left of a 560 s deadline (a full run may cut solve short: split it over two calls
 # with STEPS then); benchmarks.run writes its JSON after every measurement and stops starting
@@ -98,8 +102,9 @@ PY=${PYTHON:-python3}
 STEPS=${STEPS:-variants trace xla}
 for s in $STEPS; do
   case $s in
-    variants | trace | xla | speed | solve | minatar) ;;
-    *) echo "unknown step '$s' in STEPS (variants trace xla speed solve minatar)"; exit 2 ;;
+    variants | trace | xla | speed | solve | minatar | suites) ;;
+    *) echo "unknown step '$s' in STEPS (variants trace xla speed solve minatar suites)"
+       exit 2 ;;
   esac
 done
 want() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -162,6 +167,12 @@ declare -A XLA_SETS=(
     for run in "$MINATAR_RUNS"/*/; do
       if [ -f "$run/summary.json" ]; then rm -rf "$run/checkpoints"; fi
     done
+  fi
+  if want suites; then
+    mkdir -p "$OUT/suites"
+    step suites "$(left)" "$PY" scripts/reproduce.py --configs experiments/suites \
+      --runs "${SUITES_RUNS:-$OUT/suites/runs}" --table "$OUT/suites/results.md" \
+      --budget 1000000 --seeds 16
   fi
   echo "=== [$((SECONDS - T0)) s] all done; files in $OUT:"
   ls -la "$OUT"

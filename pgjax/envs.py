@@ -1,9 +1,11 @@
 """gymnax environments behind a batched interface that keeps the observation's shape.
 
-The only gymnax import of the training path (exact.py builds its tabular MDP on gymnax's
-Environment class). gymnax is imported on first use, not with pgjax: its import takes ~1.5 s
-(seaborn, scipy) and starts the JAX backend, which must stay free until the user has set up
-JAX (e.g. `jax.distributed.initialize`).
+A name `SUITE:NAME` (`brax:hopper`, `craftax:Craftax-Classic-Symbolic-v1`, ...) is an env of
+another JAX suite, adapted to the same interface in `pgjax.suites`; a name without a colon is
+a gymnax id. The only gymnax import of the training path besides those adapters (exact.py
+builds its tabular MDP on gymnax's Environment class). gymnax is imported on first use, not
+with pgjax: its import takes ~1.5 s (seaborn, scipy) and starts the JAX backend, which must
+stay free until the user has set up JAX (e.g. `jax.distributed.initialize`).
 """
 
 from typing import Any, NamedTuple
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pgjax import suites
 from pgjax.config import closest
 
 
@@ -29,9 +32,10 @@ class Step(NamedTuple):
 class Env:
     """A gymnax environment with float32 observations of shape `obs_shape`, vmapped over B copies.
 
-    Pass a registered name, or `env` and `params` of any gymnax-compatible environment (then
-    `name` labels it; `params` defaults to `env.default_params`). Observations keep their shape
-    (MinAtar: [10, 10, C]); flattening is the network's job. The action space must be
+    Pass a registered name (a gymnax id, or `SUITE:NAME` of a suite in `pgjax.suites`), or
+    `env` and `params` of any gymnax-compatible environment (then `name` labels it; `params`
+    defaults to `env.default_params`). Observations keep their shape (MinAtar: [10, 10, C]);
+    flattening is the network's job. The action space must be
     `Discrete` or `Box`. Hashable, so it can be closed over by jitted functions: two Envs are equal
     when they have the same name, environment class, instance attributes and params.
     """
@@ -40,7 +44,9 @@ class Env:
         import gymnax
         from gymnax.environments import spaces
 
-        if env is None:
+        if env is None and suites.split(name) is not None:
+            env, params = suites.make(name)
+        elif env is None:
             check_env_name(name)
             try:
                 env, params = gymnax.make(name)
@@ -142,9 +148,12 @@ def fingerprint(x: Any) -> Any:
 
 
 def check_env_name(name: str) -> None:
-    """Raise ValueError naming the closest registered envs when `name` is unknown."""
+    """Raise ValueError naming the closest registered envs when `name` is unknown (for
+    `SUITE:NAME`, also when the suite is not installed: `suites.SuiteNotInstalled`)."""
     import gymnax
 
+    if suites.split(name) is not None:
+        return suites.check(name)
     if name in gymnax.registered_envs:
         return
     hint = closest(name, gymnax.registered_envs, n=3, cutoff=0.4)

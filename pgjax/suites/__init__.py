@@ -1,0 +1,61 @@
+"""The JAX environment suites by name: `SUITE:NAME`, NAME the suite's own registry name.
+
+`pgjax.Env("brax:hopper")`, `--env craftax:Craftax-Classic-Symbolic-v1`, ... One module per
+suite (brax, craftax, jumanji, navix, xminigrid) adapts it to the gymnax 1.0 interface `Env`
+expects (`suites.base.SuiteEnv`); a suite is imported only when it is named. Each is an optional
+extra: `pip install "pgjax[brax]"` (or `[envs]` for all). What each adapter maps, and what it
+cannot: docs/guides/env-suites.md.
+"""
+
+import difflib
+import importlib
+from typing import Any
+
+SUITES = ("brax", "craftax", "jumanji", "navix", "xminigrid")
+
+
+class SuiteNotInstalled(ValueError):
+    """A suite named by an env id is not installed: one line with its install command."""
+
+
+def split(name: str) -> tuple[str, str] | None:
+    """(suite, NAME) of a `SUITE:NAME` env id, None for a gymnax id (which has no colon)."""
+    if ":" not in name:
+        return None
+    suite, _, env_id = name.partition(":")
+    return suite, env_id
+
+
+def adapter(suite: str):
+    """The adapter module of `suite`, its suite imported; one-line ValueError otherwise."""
+    if suite not in SUITES:
+        hint = difflib.get_close_matches(suite, SUITES, n=1, cutoff=0.4)
+        raise ValueError(f"unknown env suite {suite!r}"
+                         + (f"; did you mean {hint[0]}" if hint else "")
+                         + f" (suites: {', '.join(SUITES)}; a gymnax id has no prefix)")
+    module = importlib.import_module(f"pgjax.suites.{suite}")
+    try:
+        module.load()
+    except ImportError as e:
+        raise SuiteNotInstalled(
+            f"{suite} is not installed ({e.name or e}): pip install \"pgjax[{suite}]\"") from None
+    return module
+
+
+def check(name: str) -> None:
+    """Raise ValueError (one line) unless `name` is SUITE:NAME of an installed suite that
+    registers NAME."""
+    suite, env_id = split(name)
+    module = adapter(suite)
+    known = module.registered()
+    if env_id not in known:
+        hint = difflib.get_close_matches(env_id, known, n=3, cutoff=0.4)
+        said = f"; did you mean {', '.join(f'{suite}:{h}' for h in hint)}" if hint else ""
+        raise ValueError(f"unknown env {name!r}{said} ({suite} registers {len(known)} envs)")
+
+
+def make(name: str) -> tuple[Any, Any]:
+    """(gymnax-style environment, params) of `SUITE:NAME` (checked first)."""
+    check(name)
+    suite, env_id = split(name)
+    return adapter(suite).make(env_id)
