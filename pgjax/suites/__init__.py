@@ -7,9 +7,10 @@ extra: `pip install "pgjax[brax]"` (or `[envs]` for all). What each adapter maps
 cannot: docs/guides/env-suites.md.
 """
 
-import difflib
 import importlib
 from typing import Any
+
+from pgjax.config import closest
 
 SUITES = ("brax", "craftax", "jumanji", "navix", "xminigrid")
 
@@ -29,10 +30,8 @@ def split(name: str) -> tuple[str, str] | None:
 def adapter(suite: str):
     """The adapter module of `suite`, its suite imported; one-line ValueError otherwise."""
     if suite not in SUITES:
-        hint = difflib.get_close_matches(suite, SUITES, n=1, cutoff=0.4)
-        raise ValueError(f"unknown env suite {suite!r}"
-                         + (f"; did you mean {hint[0]}" if hint else "")
-                         + f" (suites: {', '.join(SUITES)}; a gymnax id has no prefix)")
+        raise ValueError(f"unknown env suite {suite!r}{closest(suite, SUITES, cutoff=0.4)} "
+                         f"(suites: {', '.join(SUITES)}; a gymnax id has no prefix)")
     module = importlib.import_module(f"pgjax.suites.{suite}")
     try:
         module.load()
@@ -49,9 +48,8 @@ def check(name: str) -> None:
     module = adapter(suite)
     known = module.registered()
     if env_id not in known:
-        hint = difflib.get_close_matches(env_id, known, n=3, cutoff=0.4)
-        said = f"; did you mean {', '.join(f'{suite}:{h}' for h in hint)}" if hint else ""
-        raise ValueError(f"unknown env {name!r}{said} ({suite} registers {len(known)} envs)")
+        hint = closest(name, [f"{suite}:{k}" for k in known], n=3, cutoff=0.4)
+        raise ValueError(f"unknown env {name!r}{hint} ({suite} registers {len(known)} envs)")
 
 
 def make(name: str) -> tuple[Any, Any]:
