@@ -8,6 +8,7 @@ built from a config's strings in `pgjax.components.build` unless the caller pass
 import dataclasses
 import difflib
 import numbers
+import os
 from typing import Any, Literal, get_args
 
 import jax
@@ -307,3 +308,103 @@ def from_experiment(spec: dict, where: str = "") -> tuple[Config, dict]:
     rest = {k: v for k, v in spec.items() if k in EXPERIMENT_KEYS}
     fields = {k: v for k, v in spec.items() if k not in EXPERIMENT_KEYS}
     return from_dict(fields, where), rest
+
+
+def load_file(path: "str | os.PathLike", where: str | None = None) -> dict:
+    """The mapping in a config file: TOML (`.toml`), JSON (`.json`) or YAML (any other name).
+
+    The one reader of config files: `pgjax train --config FILE` and scripts/reproduce.py read
+    through it, then decode the fields with `from_dict` (or `from_experiment`). YAML reads
+    `1e-3` as a number (YAML 1.1 wants `1.0e-3`); a key given twice in YAML or JSON is an error
+    (TOML refuses it itself).
+
+    Raises:
+      ValueError: one line, starting with `where` (default: the path and a colon), that says
+        what is wrong with the file (unreadable, not valid TOML/JSON/YAML, a key given twice,
+        not a mapping at the top).
+    """
+    import json
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    where = f"{path}: " if where is None else where
+    try:
+        text = path.read_text()
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        else:
+            data = yaml.load(text, Loader=_yaml_loader())
+    except OSError as e:
+        raise ValueError(f"{where}cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}not text (UTF-8)") from None
+    except _Repeated as e:
+        raise ValueError(f"{where}{e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{where}{e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}not valid JSON ({e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{where}not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}must hold a mapping of config fields, got "
+                         f"{type(data).__name__}")
+    return data
+
+
+class _Repeated(ValueError):
+    """A key given twice in a config file."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if (key := _repeated(keys)) is not None:
+        raise _Repeated(f"{key} is given twice")
+    return dict(pairs)
+
+
+def _repeated(items: list) -> Any:
+    """The first item that an earlier one equals, or None."""
+    return next((x for i, x in enumerate(items) if x in items[:i]), None)
+
+
+def _yaml_loader():
+    """yaml.SafeLoader that reads 1e-3 as a float and refuses a key given twice."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key_node, deep=deep) for key_node, _ in node.value]
+            if (key := _repeated(keys)) is not None:
+                line = node.value[keys.index(key, keys.index(key) + 1)][0].start_mark.line
+                raise _Repeated(f"{key} is given twice (line {line + 1})")
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def from_file(path: "str | os.PathLike", where: str | None = None) -> tuple[Config, dict]:
+    """(Config, experiment keys) of a config file read by `load_file`: its config fields
+    decoded by `from_experiment` (an experiments/configs file's `[reference]`, `[[variant]]`
+    and `default_variants` are returned apart, not read as fields).
+
+    Raises:
+      ValueError: one line, starting with `where` (default: the path and a colon), naming what
+        does not read or the first unknown or mistyped field.
+    """
+    where = f"{path}: " if where is None else where
+    return from_experiment(load_file(path, where), where)
