@@ -334,7 +334,7 @@ def sweep_command(
         raise UsageError(
             "--distributed, --coordinator-address, --num-processes and --process-id are gone: "
             "chunks are independent programs, so run them as workers with --launcher slurm (a "
-            "job array) or --launcher local (README, 'A cluster')"
+            "job array) or --launcher local (docs/guides/sweeps.md, 'A cluster')"
         )
     try:
         check_lease(lease_seconds, "--lease-seconds")

@@ -95,7 +95,8 @@ class Config(struct.PyTreeNode):
     # env steps per seed (the default: 64 updates of 64 × 500); rounded down to whole updates,
     # which `train` and `sweep` say on stderr
     total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)
-    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # MLP widths
+    # MLP widths (policy and value net)
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))
     # mlp; cnn for image observations (a conv torso before the MLP); gru for a recurrent policy
     network: Network = struct.field(pytree_node=False, default="mlp")
     # how network cnn convolves: patches (one matmul over the 3×3 patches) or lax (nn.Conv, what

@@ -1,5 +1,5 @@
-"""Rerun the README's results table: every variant of every experiments/configs/*.toml, 16 seeds
-each; write experiments/results.md and experiments/figures/.
+"""Rerun the results table (README, docs/results/): every variant of every
+experiments/configs/*.toml, 16 seeds each; write experiments/results.md and experiments/figures/.
 
     python scripts/reproduce.py [--only cartpole acrobot] [--seeds 16] [--runs runs/experiments]
                                 [--configs experiments/configs] [--table experiments/results.md]
