@@ -15,7 +15,7 @@ import tyro
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import KEEP_CHECKPOINTS, CheckpointError
 from pgjax.components import idle_fields
-from pgjax.config import FIELDS, Config, first_line
+from pgjax.config import FIELDS, Config, first_line, from_file
 from pgjax.experiment import (
     Settings,
     Stopped,
@@ -59,6 +59,8 @@ def train_command(
     log: tuple[Literal["tensorboard", "wandb"], ...] = (),
 ) -> None:
     """Train `seeds` seeds of one config and write runs/<env>-<timestamp>/.
+
+    `--config FILE` reads config fields from a TOML, YAML or JSON file; flags override them.
 
     Args:
       config: hyperparameters.
@@ -386,14 +388,57 @@ def deferred(command):
     return parse_only
 
 
+CONFIG_HELP = ("read config fields from this TOML, YAML or JSON file (`pgjax.config.load_file`); "
+               "flags given with it override the file's fields")
+
+
+def config_option(argv: list[str]) -> tuple[list[str], Path | None]:
+    """(argv without `--config FILE`, FILE or None) of a `train` command line."""
+    at = [i for i, arg in enumerate(argv) if arg == "--config" or arg.startswith("--config=")]
+    if not at:
+        return argv, None
+    if len(at) > 1:
+        raise UsageError("--config is given more than once")
+    i = at[0]
+    if argv[i] != "--config":
+        return argv[:i] + argv[i + 1:], Path(argv[i].removeprefix("--config="))
+    if i + 1 == len(argv) or argv[i + 1].startswith("--"):
+        raise UsageError("--config needs a file (TOML, YAML or JSON)")
+    return argv[:i] + argv[i + 2:], Path(argv[i + 1])
+
+
+def with_config_file(command, path: Path):
+    """`deferred(command)` whose `config` defaults to the config in `path`, so that flags given
+    on the command line override the file's fields."""
+    try:
+        config, rest = from_file(path)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if rest:
+        keys = ", ".join(sorted(rest))
+        print(f"pgjax: {path}: training its base config ({keys}: read by scripts/reproduce.py)",
+              file=sys.stderr)
+    parse_only, signature = deferred(command), inspect.signature(command)
+    parse_only.__signature__ = signature.replace(parameters=[
+        p.replace(default=config) if p.name == "config" else p
+        for p in signature.parameters.values()
+    ])
+    return parse_only
+
+
 def parse(argv: list[str] | None):
     """The parsed command, ready to call; a parse error becomes one line and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {name: deferred(command) for name, command in COMMANDS.items()}
+    if argv[:1] == ["train"]:
+        argv, path = config_option(argv)
+        if path is not None:
+            commands["train"] = with_config_file(train_command, path)
     out = io.StringIO()
     try:
         with contextlib.redirect_stderr(out):
             return tyro.extras.subcommand_cli_from_dict(
-                {name: deferred(command) for name, command in COMMANDS.items()}, args=argv,
-                prog="pgjax", config=(tyro.conf.OmitArgPrefixes,),
+                commands, args=argv, prog="pgjax", config=(tyro.conf.OmitArgPrefixes,),
             )
     except SystemExit as e:
         if not e.code:

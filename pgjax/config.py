@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import os
 from typing import Any, Literal, get_args
 
 import jax
@@ -92,34 +93,58 @@ class Config(struct.PyTreeNode):
     env: str = struct.field(pytree_node=False, default="CartPole-v1")  # registered gymnax env id
     num_envs: int = struct.field(pytree_node=False, default=64)  # parallel envs per seed
     num_steps: int = struct.field(pytree_node=False, default=500)  # rollout window T per update
-    total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)  # env steps per seed
-    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # MLP widths
-    network: Network = struct.field(pytree_node=False, default="mlp")  # mlp, cnn or gru
-    conv_impl: ConvImpl = struct.field(pytree_node=False, default="patches")  # cnn's convolution
+    # env steps per seed (the default: 64 updates of 64 × 500); rounded down to whole updates,
+    # which `train` and `sweep` say on stderr
+    total_timesteps: int = struct.field(pytree_node=False, default=2_048_000)
+    # MLP widths (policy and value net)
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))
+    # mlp; cnn for image observations (a conv torso before the MLP); gru for a recurrent policy
+    network: Network = struct.field(pytree_node=False, default="mlp")
+    # how network cnn convolves: patches (one matmul over the 3×3 patches) or lax (nn.Conv, what
+    # runs recorded before this field existed use); the same function up to rounding
+    conv_impl: ConvImpl = struct.field(pytree_node=False, default="patches")
+    # how a batch becomes advantages (pgjax.estimators; docs: Concepts, Estimators)
     estimator: EstimatorName = struct.field(pytree_node=False, default="reward-to-go")
-    group_size: int = struct.field(pytree_node=False, default=8)  # K of rloo / grpo / dr-grpo
-    # when a group restarts from one state: once all K ended ("group") or every window
+    # K of rloo / grpo / dr-grpo (must divide num_envs)
+    group_size: int = struct.field(pytree_node=False, default=8)
+    # when a group of rloo / grpo / dr-grpo restarts from one shared state: group, once all K of
+    # its episodes ended; window, every window, using each env's first episode (needs num_steps
+    # ≥ the episode limit; what runs recorded before this field existed did)
     group_restart: GroupRestart = struct.field(pytree_node=False, default="group")
     baseline: Baseline = struct.field(pytree_node=False, default="mean")  # subtracted from G_t
-    window: Window = struct.field(pytree_node=False, default="complete")  # episodes cut by window
+    # which steps of episodes cut by the window train, and how (docs: Concepts, Windows)
+    window: Window = struct.field(pytree_node=False, default="complete")
     gamma_weighting: bool = struct.field(pytree_node=False, default=False)  # γ^t score weights
-    normalize_advantages: bool = struct.field(pytree_node=False, default=True)  # per batch
-    lr_schedule: Schedule = struct.field(pytree_node=False, default="linear")  # Adam lr decay
-    unroll: int = struct.field(pytree_node=False, default=1)  # rollout scan unroll (GPU speed)
-    loss_chunks: int = struct.field(pytree_node=False, default=1)  # time chunks of the gradient
-    clip: Clip = struct.field(pytree_node=False, default="per-network")  # gradient clip scope
+    # per-batch advantage normalization
+    normalize_advantages: bool = struct.field(pytree_node=False, default=True)
+    # Adam learning rate: constant, or linear decay to 0
+    lr_schedule: Schedule = struct.field(pytree_node=False, default="linear")
+    # rollout scan steps per loop trip (a GPU speed setting; docs: Speed)
+    unroll: int = struct.field(pytree_node=False, default=1)
+    # time chunks of the gradient (must divide num_steps): less activation memory (docs: Speed)
+    loss_chunks: int = struct.field(pytree_node=False, default=1)
+    # per-network: the policy's and the value net's gradients are clipped to max_grad_norm on
+    # their own; global: one norm over both (what runs recorded before this field existed did)
+    clip: Clip = struct.field(pytree_node=False, default="per-network")
     update_epochs: int = struct.field(pytree_node=False, default=1)  # passes E over each batch
-    minibatches: int = struct.field(pytree_node=False, default=1)  # M env splits, a step each
+    # M minibatches per pass, split over the envs (must divide num_envs); one optimizer step each
+    minibatches: int = struct.field(pytree_node=False, default=1)
 
     lr: float = 1e-2  # Adam learning rate
     gamma: float = 0.99  # discount γ in [0, 1]
     ent_coef: float = 0.0  # entropy bonus coefficient
     max_grad_norm: float = 1.0  # clip each network's gradient (clip="global": both) to this norm
-    value_coef: float = 0.5  # value loss weight; with clip="per-network" the value net's step size
+    # weight of the value loss; with clip per-network, the value net's step size relative to
+    # the policy's (its Adam update is multiplied by it)
+    value_coef: float = 0.5
     init_log_std: float = 0.0  # initial log std of Gaussian policies (continuous actions only)
     gae_lambda: float = 0.95  # λ of estimator="gae"
-    clip_eps: float = 0.0  # ε of the clipped ratio min(r·A, clip(r, 1 ± ε)·A); 0: no clipping
-    kl_coef: float = 0.0  # β of the penalty β · KL(π_old ‖ π_θ), with several passes
+    # ε of the ratio clip min(r·A, clip(r, 1 ± ε)·A) with update_epochs × minibatches > 1;
+    # 0: no clip
+    clip_eps: float = 0.0
+    # β of the penalty β · KL(π_old ‖ π_θ) with update_epochs × minibatches > 1 (exact for
+    # Categorical and DiagGaussian)
+    kl_coef: float = 0.0
 
     @property
     def steps_per_update(self) -> int:
@@ -322,3 +347,103 @@ def from_experiment(spec: dict, where: str = "") -> tuple[Config, dict]:
     rest = {k: v for k, v in spec.items() if k in EXPERIMENT_KEYS}
     fields = {k: v for k, v in spec.items() if k not in EXPERIMENT_KEYS}
     return from_dict(fields, where), rest
+
+
+def load_file(path: "str | os.PathLike", where: str | None = None) -> dict:
+    """The mapping in a config file: TOML (`.toml`), JSON (`.json`) or YAML (any other name).
+
+    The one reader of config files: `pgjax train --config FILE` and scripts/reproduce.py read
+    through it, then decode the fields with `from_dict` (or `from_experiment`). YAML reads
+    `1e-3` as a number (YAML 1.1 wants `1.0e-3`); a key given twice in YAML or JSON is an error
+    (TOML refuses it itself).
+
+    Raises:
+      ValueError: one line, starting with `where` (default: the path and a colon), that says
+        what is wrong with the file (unreadable, not valid TOML/JSON/YAML, a key given twice,
+        not a mapping at the top).
+    """
+    import json
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    where = f"{path}: " if where is None else where
+    try:
+        text = path.read_text()
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        else:
+            data = yaml.load(text, Loader=_yaml_loader())
+    except OSError as e:
+        raise ValueError(f"{where}cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}not text (UTF-8)") from None
+    except _Repeated as e:
+        raise ValueError(f"{where}{e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{where}{e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}not valid JSON ({e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{where}not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}must hold a mapping of config fields, got "
+                         f"{type(data).__name__}")
+    return data
+
+
+class _Repeated(ValueError):
+    """A key given twice in a config file."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if (key := _repeated(keys)) is not None:
+        raise _Repeated(f"{key} is given twice")
+    return dict(pairs)
+
+
+def _repeated(items: list) -> Any:
+    """The first item that an earlier one equals, or None."""
+    return next((x for i, x in enumerate(items) if x in items[:i]), None)
+
+
+def _yaml_loader():
+    """yaml.SafeLoader that reads 1e-3 as a float and refuses a key given twice."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key_node, deep=deep) for key_node, _ in node.value]
+            if (key := _repeated(keys)) is not None:
+                line = node.value[keys.index(key, keys.index(key) + 1)][0].start_mark.line
+                raise _Repeated(f"{key} is given twice (line {line + 1})")
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def from_file(path: "str | os.PathLike", where: str | None = None) -> tuple[Config, dict]:
+    """(Config, experiment keys) of a config file read by `load_file`: its config fields
+    decoded by `from_experiment` (an experiments/configs file's `[reference]`, `[[variant]]`
+    and `default_variants` are returned apart, not read as fields).
+
+    Raises:
+      ValueError: one line, starting with `where` (default: the path and a colon), naming what
+        does not read or the first unknown or mistyped field.
+    """
+    where = f"{path}: " if where is None else where
+    return from_experiment(load_file(path, where), where)

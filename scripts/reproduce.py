@@ -1,5 +1,5 @@
-"""Rerun the README's results table: every variant of every experiments/configs/*.toml, 16 seeds
-each; write experiments/results.md and experiments/figures/.
+"""Rerun the results table (README, docs/results/): every variant of every
+experiments/configs/*.toml, 16 seeds each; write experiments/results.md and experiments/figures/.
 
     python scripts/reproduce.py [--only cartpole acrobot] [--seeds 16] [--runs runs/experiments]
                                 [--configs experiments/configs] [--table experiments/results.md]
@@ -27,12 +27,11 @@ import re
 import signal
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from pgjax import plots, runs, stats
 from pgjax.checkpoint import CheckpointError
-from pgjax.config import Config, from_dict, from_experiment, to_dict
+from pgjax.config import Config, from_dict, from_file, to_dict
 from pgjax.experiment import Stopped, ensure_run, evaluate_run, format_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +50,7 @@ def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]
     Raises:
       ValueError: one line naming the file and what is wrong in it.
     """
-    try:
-        spec = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path.name}: {e}") from None
-    base, rest = from_experiment(spec, where=f"{path.name}: ")
+    base, rest = from_file(path, where=f"{path.name}: ")
     check_experiment(rest, path.name)
     variants = list(DEFAULT_VARIANTS) if rest.get("default_variants", True) else []
     variants += rest.get("variant", [])
