@@ -349,18 +349,18 @@ def from_experiment(spec: dict, where: str = "") -> tuple[Config, dict]:
     return from_dict(fields, where), rest
 
 
-def load_file(path: "str | os.PathLike", where: str | None = None) -> dict:
-    """The mapping in a config file: TOML (`.toml`), JSON (`.json`) or YAML (any other name).
+def load_file(path: "str | os.PathLike", what: str = "") -> dict:
+    """The mapping in a config file or sweep spec: TOML (`.toml`), JSON (`.json`) or YAML (any
+    other name).
 
-    The one reader of config files: `pgjax train --config FILE` and scripts/reproduce.py read
-    through it, then decode the fields with `from_dict` (or `from_experiment`). YAML reads
-    `1e-3` as a number (YAML 1.1 wants `1.0e-3`); a key given twice in YAML or JSON is an error
-    (TOML refuses it itself).
+    The one reader of such files: `pgjax train --config FILE`, scripts/reproduce.py and
+    `pgjax sweep` read through it, then decode the fields (`from_dict`, `from_experiment`,
+    `sweep.spec.parse_spec`). YAML reads `1e-3` as a number (YAML 1.1 wants `1.0e-3`); a key
+    given twice in YAML or JSON is an error (TOML refuses it itself).
 
     Raises:
-      ValueError: one line, starting with `where` (default: the path and a colon), that says
-        what is wrong with the file (unreadable, not valid TOML/JSON/YAML, a key given twice,
-        not a mapping at the top).
+      ValueError: one line, naming `what` ("spec ") and the path, that says what is wrong with
+        the file (unreadable, not valid TOML/JSON/YAML, a key given twice, not a mapping).
     """
     import json
     import tomllib
@@ -369,7 +369,7 @@ def load_file(path: "str | os.PathLike", where: str | None = None) -> dict:
     import yaml
 
     path = Path(path)
-    where = f"{path}: " if where is None else where
+    where = f"{what}{path}"
     try:
         text = path.read_text()
         if path.suffix == ".toml":
@@ -379,22 +379,20 @@ def load_file(path: "str | os.PathLike", where: str | None = None) -> dict:
         else:
             data = yaml.load(text, Loader=_yaml_loader())
     except OSError as e:
-        raise ValueError(f"{where}cannot read it ({e.strerror or e})") from None
+        raise ValueError(f"{where}: cannot read it ({e.strerror or e})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{where}not text (UTF-8)") from None
+        raise ValueError(f"{where} is not text (UTF-8)") from None
     except _Repeated as e:
-        raise ValueError(f"{where}{e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{where}{e}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}not valid JSON ({e})") from None
+        raise ValueError(f"{where}: {e}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where} is not valid {path.suffix[1:].upper()} ({e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ValueError(f"{where}not valid YAML{at}") from None
+        raise ValueError(f"{where} is not valid YAML{at}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{where}must hold a mapping of config fields, got "
-                         f"{type(data).__name__}")
+        raise ValueError(f"{where}: a {what.strip() or 'config file'} must be a mapping of "
+                         f"fields, got {type(data).__name__}")
     return data
 
 
@@ -404,12 +402,12 @@ class _Repeated(ValueError):
 
 def _unique_keys(pairs: list) -> dict:
     keys = [k for k, _ in pairs]
-    if (key := _repeated(keys)) is not None:
+    if (key := repeated(keys)) is not None:
         raise _Repeated(f"{key} is given twice")
     return dict(pairs)
 
 
-def _repeated(items: list) -> Any:
+def repeated(items: list) -> Any:
     """The first item that an earlier one equals, or None."""
     return next((x for i, x in enumerate(items) if x in items[:i]), None)
 
@@ -423,7 +421,7 @@ def _yaml_loader():
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             keys = [self.construct_object(key_node, deep=deep) for key_node, _ in node.value]
-            if (key := _repeated(keys)) is not None:
+            if (key := repeated(keys)) is not None:
                 line = node.value[keys.index(key, keys.index(key) + 1)][0].start_mark.line
                 raise _Repeated(f"{key} is given twice (line {line + 1})")
             return super().construct_mapping(node, deep=deep)
@@ -442,8 +440,8 @@ def from_file(path: "str | os.PathLike", where: str | None = None) -> tuple[Conf
     and `default_variants` are returned apart, not read as fields).
 
     Raises:
-      ValueError: one line, starting with `where` (default: the path and a colon), naming what
-        does not read or the first unknown or mistyped field.
+      ValueError: one line naming the path and what does not read (`load_file`), or, after
+        `where` (default: the path and a colon), the first unknown or mistyped field.
     """
-    where = f"{path}: " if where is None else where
-    return from_experiment(load_file(path, where), where)
+    data = load_file(path)
+    return from_experiment(data, f"{path}: " if where is None else where)

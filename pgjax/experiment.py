@@ -137,12 +137,13 @@ class Settings:
     @classmethod
     def of(cls, record: dict) -> "Settings":
         """The settings config.json records (unchecked: `check`)."""
-        log = record.get("log", [])
-        return cls(**{f.name: record.get(f.name, f.default) for f in dataclasses.fields(cls)},
-                   log=tuple(log) if isinstance(log, list) else log)
+        fields = {f.name: record.get(f.name, f.default) for f in dataclasses.fields(cls)}
+        if isinstance(fields["log"], list):
+            fields["log"] = tuple(fields["log"])
+        return cls(**fields)
 
     def check(self, num_updates: int) -> "Settings":
-        """self, or ValueError naming the first field a run cannot have (seed: any int64, as
+        """self, or `BadSetting` naming the first field a run cannot have (seed: any int64, as
         records of earlier versions hold; a new run's is checked by `train.check_seed`)."""
         for name, low in (("seeds", 1), ("seed", -2**63), ("chunk_updates", 1),
                           ("checkpoint_every", 1), ("keep_checkpoints", 1)):
@@ -150,21 +151,32 @@ class Settings:
             if value is None and optional:
                 continue
             if not is_int(value):
-                raise ValueError(f"{name} must be an integer{' or None' * optional}, got "
-                                 f"{value!r}")
+                raise BadSetting(name, value, f"must be an integer{' or None' * optional}, "
+                                              f"got {value!r}")
             if not low <= value < 2**63:
-                raise ValueError(f"{name} must be positive, got {value}" if low == 1
-                                 else f"{name} is {value}, outside int64")
+                raise BadSetting(name, value, f"must be positive, got {value}" if low == 1
+                                 else f"must be within int64, got {value}")
         if num_updates % self.chunk_updates:
-            raise ValueError(f"chunk_updates is {self.chunk_updates}, which does not divide the "
-                             f"{num_updates} updates")
+            raise BadSetting("chunk_updates", self.chunk_updates,
+                             f"must divide the {num_updates} updates",
+                             f", which does not divide the {num_updates} updates")
         minutes = self.checkpoint_minutes
         if not (isinstance(minutes, int | float) and not isinstance(minutes, bool)
                 and minutes > 0):
-            raise ValueError(f"checkpoint_minutes must be positive, got {minutes!r}")
+            raise BadSetting("checkpoint_minutes", minutes, f"must be positive, got {minutes!r}")
         if not (isinstance(self.log, tuple) and all(x in LOGGERS for x in self.log)):
-            raise ValueError(f"log is {self.log!r}")
+            raise BadSetting("log", self.log,
+                             f"must name loggers of {tuple(LOGGERS)}, got {self.log!r}")
         return self
+
+
+class BadSetting(ValueError):
+    """A `Settings` field a run cannot have: "NAME must ..." for a new run's arguments;
+    `recorded` says it as config.json holds it ("NAME is VALUE")."""
+
+    def __init__(self, name: str, value, rule: str, detail: str = ""):
+        super().__init__(f"{name} {rule}")
+        self.recorded = f"{name} is {value!r}{detail}"
 
 
 def _check_record(record: dict, config: Config) -> None:
@@ -172,8 +184,8 @@ def _check_record(record: dict, config: Config) -> None:
     written (the config's own fields are checked by `from_dict`)."""
     try:
         Settings.of(record).check(config.num_updates)
-    except ValueError as e:
-        raise TypeError(str(e)) from None
+    except BadSetting as e:
+        raise TypeError(e.recorded) from None
     versions, cpu = record.get("versions"), record.get("cpu")  # what `reproduce_run` compares
     if not (isinstance(versions, dict)
             and all(isinstance(v, str | None) for v in versions.values())):

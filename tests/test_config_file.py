@@ -53,9 +53,9 @@ def test_each_format_reads_the_same_config(tmp_path, name, text):
     ("c.yaml", "lr: fast\n", "c.yaml: lr must be a number, got 'fast'"),
     ("c.yaml", "lr: 0.1\nlr: 0.2\n", "c.yaml: lr is given twice (line 2)"),
     ("c.json", '{"lr": 0.1, "lr": 0.2}', "c.json: lr is given twice"),
-    ("c.json", '{"lr": ', "c.json: not valid JSON"),
-    ("c.yaml", "- 1\n- 2\n", "c.yaml: must hold a mapping of config fields, got list"),
-    ("c.toml", "env = \n", "c.toml: Invalid value"),
+    ("c.json", '{"lr": ', "c.json is not valid JSON"),
+    ("c.yaml", "- 1\n- 2\n", "c.yaml: a config file must be a mapping of fields, got list"),
+    ("c.toml", "env = \n", "c.toml is not valid TOML (Invalid value"),
     ("missing.toml", None, "missing.toml: cannot read it (No such file or directory)"),
 ])
 def test_a_bad_config_file_is_one_line(tmp_path, capsys, name, text, message):

@@ -540,6 +540,15 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
         assert time.perf_counter() - t < 5  # refused before any training
 
 
+def test_run_settings_are_written_and_read_as_one_object(finished_run):
+    record = json.loads((finished_run / "config.json").read_text())
+    settings = pgjax.experiment.Settings.of(record)
+    assert settings == pgjax.experiment.Settings(seeds=2, seed=0, chunk_updates=1,
+                                                 checkpoint_every=1).check(5)
+    assert all(record[name] == (list(v) if isinstance(v, tuple) else v)
+               for name, v in dataclasses.asdict(settings).items())
+
+
 @pytest.mark.parametrize("edit, message", [
     ({"config": {"lr": 0.1}}, "config.json: its config was edited after the run was recorded "
      "(config_sha256 differs), so it is not what trained the run; train a new run with the "

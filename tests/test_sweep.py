@@ -539,7 +539,7 @@ def test_bad_spec_is_one_line(tmp_path, capsys, text, message):
 def test_missing_spec_and_foreign_out_dir(reference, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sweep", str(tmp_path / "none.yaml")])
-    assert "cannot read spec" in capsys.readouterr().err
+    assert f"spec {tmp_path / 'none.yaml'}: cannot read it" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(SpecError, match="exists and is not a pgjax sweep directory"):
         pgjax.sweep(SPEC, tmp_path)

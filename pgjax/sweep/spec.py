@@ -10,14 +10,21 @@ import itertools
 import json
 import math
 import os
-import re
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from pgjax.components import build
-from pgjax.config import FIELDS, STATIC, Config, check_value, closest, plain
+from pgjax.config import (
+    FIELDS,
+    STATIC,
+    Config,
+    check_value,
+    closest,
+    load_file,
+    plain,
+    repeated,
+)
 from pgjax.envs import check_env_name
 from pgjax.train import check_seed
 
@@ -148,7 +155,7 @@ def _parse_grid(section: Any) -> dict:
         if not values:
             raise SpecError(f"grid: {name} is an empty list")
         grid[name] = [_field(name, v, "grid: ") for v in values]
-        if (twice := _repeated(grid[name])) is not None:
+        if (twice := repeated(grid[name])) is not None:
             raise SpecError(f"grid: {name} lists {describe({name: twice}).split('=', 1)[1]} "
                             f"twice (each value is a config)")
     return grid
@@ -163,63 +170,12 @@ def _positive_int(spec: dict, key: str, default):
     return value
 
 
-def _loader():
-    """yaml.SafeLoader that also reads 1e-3 as a float (YAML 1.1 wants 1.0e-3)."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            keys = [self.construct_object(key_node, deep=deep) for key_node, _ in node.value]
-            if (key := _repeated(keys)) is not None:
-                line = node.value[keys.index(key, keys.index(key) + 1)][0].start_mark.line
-                raise SpecError(f"{key} is given twice (line {line + 1})")
-            return super().construct_mapping(node, deep=deep)
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-        list("-+0123456789."),
-    )
-    return Loader
-
-
-def _read(path: "str | os.PathLike") -> Any:
-    """A spec file's contents: TOML (.toml), JSON (.json) or YAML (any other name)."""
-    import tomllib
-
-    import yaml
-
-    path = Path(path)
+def _read(path: "str | os.PathLike") -> dict:
+    """A spec file's mapping (`config.load_file`), its errors as SpecError."""
     try:
-        text = path.read_text()
-        if path.suffix == ".toml":
-            return tomllib.loads(text)
-        if path.suffix == ".json":
-            return json.loads(text, object_pairs_hook=_unique_keys)
-        return yaml.load(text, Loader=_loader())
-    except OSError as e:
-        raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"spec {path} is not text (UTF-8)") from None
-    except SpecError as e:
-        raise SpecError(f"spec {path}: {e}") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise SpecError(f"spec {path} is not valid {path.suffix[1:].upper()} ({e})") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        raise SpecError(f"spec {path} is not valid YAML{at}") from None
-
-
-def _unique_keys(pairs: list) -> dict:
-    if (key := _repeated([k for k, _ in pairs])) is not None:
-        raise SpecError(f"{key} is given twice")
-    return dict(pairs)
-
-
-def _repeated(items: list) -> Any:
-    """The first item that an earlier one equals, or None."""
-    return next((x for i, x in enumerate(items) if x in items[:i]), None)
+        return load_file(path, "spec ")
+    except ValueError as e:
+        raise SpecError(str(e)) from None
 
 
 def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
