@@ -140,7 +140,8 @@ def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
         raise UsageError(str(e)) from None
     ignored = [name for name in FIELDS if getattr(config, name) != getattr(Config(), name)
                and getattr(config, name) != getattr(recorded, name)]
-    used = Settings.of(record)
+    used = Settings.of(record, checkpoint_every=given["checkpoint_every"],
+                      checkpoint_minutes=given["checkpoint_minutes"])
     same = {
         "out": given["out"] is not None and Path(given["out"]).resolve() == run_dir.resolve(),
         "overwrite": False,

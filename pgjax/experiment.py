@@ -135,9 +135,11 @@ class Settings:
     log: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, record: dict) -> "Settings":
-        """The settings config.json records (unchecked: `check`)."""
-        fields = {f.name: record.get(f.name, f.default) for f in dataclasses.fields(cls)}
+    def of(cls, record: dict, **older) -> "Settings":
+        """The settings config.json records (unchecked: `check`); a field it lacks (a record of
+        an earlier version) from `older` where given, else its default."""
+        fields = {f.name: record.get(f.name, older.get(f.name, f.default))
+                  for f in dataclasses.fields(cls)}
         if isinstance(fields["log"], list):
             fields["log"] = tuple(fields["log"])
         return cls(**fields)
@@ -476,7 +478,8 @@ def train_run(
         nothing to resume from.
     """
     if resume:
-        return resume_run(run_dir, progress=progress, **components)
+        return resume_run(run_dir, progress=progress, checkpoint_every=checkpoint_every,
+                          checkpoint_minutes=checkpoint_minutes, **components)
     if not (chunks is None or chunks > 0):
         raise ValueError(f"chunks must be positive, got {chunks}")
     check_seed(seed)
@@ -495,7 +498,8 @@ def train_run(
                                create=create)
 
 
-def resume_run(run_dir: "str | Path", *, progress: bool = True, **components) -> tuple[Path, dict]:
+def resume_run(run_dir: "str | Path", *, progress: bool = True, checkpoint_every: int | None = None,
+               checkpoint_minutes: float = 5.0, **components) -> tuple[Path, dict]:
     """Continue the run in `run_dir` from its newest readable checkpoint (from the start when it
     has none), with the config and `Settings` its config.json records, to the numbers of an
     uninterrupted run. Damaged checkpoints and those past metrics.csv's whole rows are moved
@@ -505,6 +509,8 @@ def resume_run(run_dir: "str | Path", *, progress: bool = True, **components) ->
     Args:
       run_dir: a run directory.
       progress: show a progress bar.
+      checkpoint_every, checkpoint_minutes: the checkpoint schedule of a run whose record
+        predates recording it (as `train_run`'s); a record's own schedule is kept.
       **components: env=, policy=, value=, estimator= a run trained with the caller's own
         components needs again (`components.given` in its config.json).
 
@@ -518,7 +524,8 @@ def resume_run(run_dir: "str | Path", *, progress: bool = True, **components) ->
             write_derived_files(run_dir, config)
             return run_dir, summary
         parts = run_components(config, record, components)
-        settings = Settings.of(record)
+        settings = Settings.of(record, checkpoint_every=checkpoint_every,
+                               checkpoint_minutes=checkpoint_minutes)
         try:
             check_available(settings.log)
         except LoggerUnavailable as e:
