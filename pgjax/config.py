@@ -349,7 +349,7 @@ def from_experiment(spec: dict, where: str = "") -> tuple[Config, dict]:
     return from_dict(fields, where), rest
 
 
-def load_file(path: "str | os.PathLike", what: str = "") -> dict:
+def load_file(path: "str | os.PathLike", what: str = "", name: str | None = None) -> dict:
     """The mapping in a config file or sweep spec: TOML (`.toml`), JSON (`.json`) or YAML (any
     other name).
 
@@ -359,8 +359,9 @@ def load_file(path: "str | os.PathLike", what: str = "") -> dict:
     given twice in YAML or JSON is an error (TOML refuses it itself).
 
     Raises:
-      ValueError: one line, naming `what` ("spec ") and the path, that says what is wrong with
-        the file (unreadable, not valid TOML/JSON/YAML, a key given twice, not a mapping).
+      ValueError: one line, naming `what` ("spec ") and the file (`name`, default its path),
+        that says what is wrong with it (unreadable, not valid TOML/JSON/YAML, a key given
+        twice, not a mapping).
     """
     import json
     import tomllib
@@ -369,7 +370,7 @@ def load_file(path: "str | os.PathLike", what: str = "") -> dict:
     import yaml
 
     path = Path(path)
-    where = f"{what}{path}"
+    where = f"{what}{path if name is None else name}"
     try:
         text = path.read_text()
         if path.suffix == ".toml":
@@ -434,14 +435,14 @@ def _yaml_loader():
     return Loader
 
 
-def from_file(path: "str | os.PathLike", where: str | None = None) -> tuple[Config, dict]:
+def from_file(path: "str | os.PathLike", name: str | None = None) -> tuple[Config, dict]:
     """(Config, experiment keys) of a config file read by `load_file`: its config fields
     decoded by `from_experiment` (an experiments/configs file's `[reference]`, `[[variant]]`
     and `default_variants` are returned apart, not read as fields).
 
     Raises:
-      ValueError: one line naming the path and what does not read (`load_file`), or, after
-        `where` (default: the path and a colon), the first unknown or mistyped field.
+      ValueError: one line naming the file (`name`, default its path) and what does not read
+        (`load_file`) or the first unknown or mistyped field.
     """
-    data = load_file(path)
-    return from_experiment(data, f"{path}: " if where is None else where)
+    name = str(path) if name is None else name
+    return from_experiment(load_file(path, name=name), f"{name}: ")

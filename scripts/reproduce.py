@@ -50,7 +50,7 @@ def load(path: Path, budget: int | None = None) -> tuple[list[tuple[str, Config]
     Raises:
       ValueError: one line naming the file and what is wrong in it.
     """
-    base, rest = from_file(path, where=f"{path.name}: ")
+    base, rest = from_file(path, name=path.name)
     check_experiment(rest, path.name)
     variants = list(DEFAULT_VARIANTS) if rest.get("default_variants", True) else []
     variants += rest.get("variant", [])

@@ -199,7 +199,7 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("text, message", [
-    ("env = \n", "bad.toml: Invalid value"),
+    ("env = \n", "bad.toml is not valid TOML (Invalid value"),
     ("env = \"CartPole-v1\"\nlr = \"fast\"\n", "bad.toml: "),
     ("env = \"CartPole-v1\"\n[[variant]]\nlr = 0.1\n", "bad.toml: a [[variant]] without a name"),
     ("variant = 5\n", "bad.toml: variant must be [[variant]] tables, got 5"),

@@ -303,3 +303,15 @@ def test_resume_after_sigkill_equals_uninterrupted(name, tmp_path):
     assert compare_metrics(killed, whole) is None
     assert resumed["final_return"] == json.loads((whole / "summary.json").read_text())[
         "final_return"]
+
+
+def test_a_suite_env_trains_through_make_train_and_in_a_sweep(tmp_path):
+    """The same name through the Python API and a sweep spec (a one-program grid over lr)."""
+    pytest.importorskip("xminigrid")
+    name = "xminigrid:MiniGrid-Empty-8x8"
+    config = pgjax.Config(env=name, num_envs=4, num_steps=16, total_timesteps=128, hidden=(8,))
+    state, metrics = jax.jit(pgjax.make_train(config))(jax.random.key(0))
+    assert metrics.loss.shape == (2,) and np.isfinite(np.asarray(metrics.loss)).all()
+    table = pgjax.sweep({"env": name, "num_envs": 4, "num_steps": 16, "total_timesteps": 128,
+                         "hidden": [8], "seeds": 2, "grid": {"lr": [1e-3, 1e-2]}}, tmp_path)
+    assert list(table["env"]) == [name] * 4 and not table["diverged"].any()
