@@ -1,10 +1,10 @@
 """Running a sweep's chunks: the vmapped batch program, its compile cache, and the per-run rows.
 
 A chunk's runs share their static fields, so one compiled pair of programs trains them all:
-`jax.vmap` of `init_state`, then of `train_chunk` in pieces of updates (as a single run trains:
-`experiment.chunk_length`), over the runs' numeric leaves and keys, the runs axis sharded over
-the local devices and padded to the group's batch size (a run's numbers do not depend on its
-batch-mates). Each piece trained is progress that renews the worker's lease. The programs are the
+`jax.vmap` of `init_state`, then of `train_chunk` in about `PIECES` pieces of updates, over the
+runs' numeric leaves and keys, the runs axis sharded over the local devices and padded to the
+group's batch size (a run's numbers do not depend on its batch-mates). Each piece trained is
+progress that renews the worker's lease. The programs are the
 only jitted code of a sweep; everything else here is host-side.
 """
 
@@ -25,6 +25,8 @@ from pgjax.sweep.claims import this_holder
 from pgjax.sweep.files import run_row
 from pgjax.sweep.spec import Chunk, Plan, static_key
 from pgjax.train import diverged, init_state, train_chunk
+
+PIECES = 4  # pieces of updates per chunk (each at least a run's chunk): progress for the lease
 
 
 def batch_programs(static: Config, components: dict, num_updates: int):
@@ -88,7 +90,7 @@ def _compile(static: Config, batch: int, devices: tuple, components: dict):
 
     mesh = Mesh(np.array(devices), ("runs",))
     runs_axis = NamedSharding(mesh, PartitionSpec("runs"))
-    n = chunk_length(static.num_updates)
+    n = max(chunk_length(static.num_updates), chunk_length(static.num_updates, PIECES))
     init, step = (jax.jit(f, in_shardings=runs_axis, out_shardings=runs_axis)
                   for f in batch_programs(static, components, n))
     leaves = {name: jax.ShapeDtypeStruct((batch,), np.float32) for name in LEAVES}
