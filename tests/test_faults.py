@@ -16,6 +16,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_calls import cli
 
 import pgjax
 from pgjax import records, runs
@@ -23,16 +24,6 @@ from pgjax.cli import main
 
 TINY = ["--total-timesteps", "4000", "--num-envs", "8", "--num-steps", "100", "--seeds", "2",
         "--chunks", "5", "--checkpoint-every", "1"]
-
-
-def cli(capsys, *argv) -> tuple[int, str]:
-    """Exit status and stderr of `pgjax ARGV` run in this process."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
 
 
 def one_line_error(code, err, message):

@@ -11,21 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_calls import cli
 from killed_runs import kill_after_first_checkpoint
 
 import pgjax
 from pgjax import suites
 from pgjax.cli import main
-
-
-def cli(capsys, *argv) -> tuple[int, str]:
-    """Exit status and stderr of `pgjax ARGV` run in this process."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
 
 
 def one_line_error(code, err, message):
