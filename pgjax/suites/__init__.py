@@ -56,4 +56,5 @@ def make(name: str) -> tuple[Any, Any]:
     """(gymnax-style environment, params) of `SUITE:NAME` (checked first)."""
     check(name)
     suite, env_id = split(name)
-    return adapter(suite).make(env_id)
+    env = adapter(suite).ADAPTER(env_id)
+    return env, env.default_params

@@ -31,11 +31,6 @@ def registered() -> list[str]:
     return sorted(brax.envs._envs)
 
 
-def make(env_id: str) -> tuple["BraxEnv", SuiteParams]:
-    env = BraxEnv(env_id)
-    return env, env.default_params
-
-
 class BraxEnv(SuiteEnv):
     suite = "brax"
 
@@ -67,3 +62,6 @@ class BraxEnv(SuiteEnv):
 
     def observation_space(self, params=None):
         return spaces.Box(-jnp.inf, jnp.inf, (self.inner.observation_size,), jnp.float32)
+
+
+ADAPTER = BraxEnv  # what `pgjax.suites.make` instantiates

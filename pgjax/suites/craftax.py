@@ -26,11 +26,6 @@ def registered() -> list[str]:
     return list(NAMES)
 
 
-def make(env_id: str) -> tuple["CraftaxEnv", SuiteParams]:
-    env = CraftaxEnv(env_id)
-    return env, env.default_params
-
-
 class CraftaxEnv(SuiteEnv):
     suite = "craftax"
 
@@ -60,3 +55,6 @@ class CraftaxEnv(SuiteEnv):
     def observation_space(self, params=None):
         space = self.inner.observation_space(self.inner.default_params)
         return spaces.Box(0.0, 1.0, tuple(space.shape), jnp.float32)
+
+
+ADAPTER = CraftaxEnv  # what `pgjax.suites.make` instantiates

@@ -28,11 +28,6 @@ def registered() -> list[str]:
     return sorted(jumanji.registered_environments())
 
 
-def make(env_id: str) -> tuple["JumanjiEnv", SuiteParams]:
-    env = JumanjiEnv(env_id)
-    return env, env.default_params
-
-
 class JumanjiEnv(SuiteEnv):
     suite = "jumanji"
 
@@ -82,3 +77,6 @@ class JumanjiEnv(SuiteEnv):
         spec = spec if not hasattr(spec, OBS_FIELD) else getattr(spec, OBS_FIELD)
         return spaces.Box(getattr(spec, "minimum", -jnp.inf), getattr(spec, "maximum", jnp.inf),
                           tuple(spec.shape), jnp.float32)
+
+
+ADAPTER = JumanjiEnv  # what `pgjax.suites.make` instantiates

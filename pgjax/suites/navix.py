@@ -23,11 +23,6 @@ def registered() -> list[str]:
     return sorted(navix.registry())
 
 
-def make(env_id: str) -> tuple["NavixEnv", SuiteParams]:
-    env = NavixEnv(env_id)
-    return env, env.default_params
-
-
 class NavixEnv(SuiteEnv):
     suite = "navix"
 
@@ -60,3 +55,6 @@ class NavixEnv(SuiteEnv):
         return spaces.Box(jnp.asarray(space.minimum, jnp.float32),
                           jnp.asarray(space.maximum, jnp.float32), tuple(space.shape),
                           jnp.float32)
+
+
+ADAPTER = NavixEnv  # what `pgjax.suites.make` instantiates

@@ -24,11 +24,6 @@ def registered() -> list[str]:
     return sorted(xminigrid.registered_environments())
 
 
-def make(env_id: str) -> tuple["XMiniGridEnv", SuiteParams]:
-    env = XMiniGridEnv(env_id)
-    return env, env.default_params
-
-
 class XMiniGridEnv(SuiteEnv):
     suite = "xminigrid"
 
@@ -60,3 +55,6 @@ class XMiniGridEnv(SuiteEnv):
     def observation_space(self, params=None):
         shape = self.inner[0].observation_shape(self.inner[1])
         return spaces.Box(0.0, jnp.inf, tuple(shape), jnp.float32)
+
+
+ADAPTER = XMiniGridEnv  # what `pgjax.suites.make` instantiates
