@@ -1,26 +1,10 @@
 """A sweep's workers on a scheduler: a SLURM job array, or processes on this machine (submitit).
 
-    pgjax sweep SPEC.yaml --launcher slurm --array-size 8 --partition gpu --gpus-per-task 1
-    pgjax sweep SPEC.yaml --launcher local --array-size 4 --gpus-per-task 1
-
-Every array task (or local process) is one `pgjax.sweep.work` worker: it claims unrecorded chunks
-one at a time, so chunks of unequal cost spread themselves over the workers, and a worker that
-dies costs the chunk it held, which another worker trains again once its lease runs out. Workers
-are independent programs (no `jax.distributed`): one lost node stops nothing else. A worker that
-finds nothing left to claim returns, except one standby that waits for the chunks others hold and
-takes over any whose holder dies. The worker is `Checkpointable`: when SLURM times out or
-preempts it, submitit requeues it (once the chunk in flight returns to Python; that chunk is
-trained again) and it carries on.
-
-SLURM: the array is submitted with a merge job that starts after it (`afterany`) and writes the
-table (`pgjax sweep SPEC.yaml --merge` does the same by hand). Local: this process waits for the
-workers and merges. Either way the same command run again resumes: recorded chunks are skipped.
-
-Workers build the sweep from its spec alone (components cannot be sent to another process), and
-a worker's program is the one a single-process sweep compiles for its device count, so runs are
-bitwise the same whichever worker, and however many, trained them (given equal device counts).
-Submission logs and each worker's output: `out_dir/logs/`. submitit passes each worker its
-call, and the launcher its result, as pickles in that folder, and unpickling runs code: a sweep's
+Every array task (or local process) is one `pgjax.sweep.work` worker, built from the spec alone
+(components cannot be sent to another process); on SLURM a merge job starts after the array
+(`afterany`), locally this process waits and merges. `Worker` is `Checkpointable`: a task that
+SLURM times out or preempts is requeued and carries on. submitit passes each worker its call,
+and the launcher its result, as pickles in `out_dir/logs/`, and unpickling runs code: a sweep's
 `--out` must be a folder that only users you trust can write.
 """
 
@@ -38,7 +22,7 @@ import submitit
 
 from pgjax.sweep import LEASE_SECONDS, IncompleteSweep, merge_sweep, work
 from pgjax.sweep.claims import scan
-from pgjax.sweep.files import load_records, prepare_out_dir, span
+from pgjax.sweep.files import load_records, prepare_out_dir, span, sweep_id
 from pgjax.sweep.report import format_sweep
 from pgjax.sweep.spec import Plan, Spec, SpecError, planned
 
@@ -185,32 +169,34 @@ def submit(
     plan = planned(spec)
     out_dir = Path(out_dir).absolute()
     prepare_out_dir(out_dir, plan.spec).close()  # its workers check sweep.json again
-    left = load_records(out_dir, plan)[1]  # a damaged chunk is left: a worker retrains it
+    # a damaged chunk is left: a worker trains it again
+    left = load_records(out_dir, plan, sweep_id(plan.spec.to_json(), {"given": []}))[1]
     logs = out_dir / "logs"
     if not left:
         return Submitted([], None, len(plan.chunks), left, logs)
     environs = _environs(cluster, len(left), array_size, gpus_per_task)
     slurm = {"slurm_partition": partition} if partition else {}
-    executor = submitit.AutoExecutor(folder=logs, cluster=cluster)
-    executor.update_parameters(
-        name="pgjax-sweep",
-        timeout_min=time_minutes or (SLURM_TIME_MINUTES if cluster == "slurm" else
-                                     LOCAL_TIMEOUT_MINUTES),
-        **({"gpus_per_node": gpus_per_task} if gpus_per_task and cluster == "slurm" else {}),
-        **({"cpus_per_task": cpus_per_task} if cpus_per_task else {}),
-        **slurm,
-    )
-    worker = Worker(plan.spec, str(out_dir), lease_seconds)
-    jobs = executor.map_array(worker, range(len(environs)), environs)
+    executor = _executor(cluster, logs, name="pgjax-sweep", **slurm,
+                         timeout_min=time_minutes or (SLURM_TIME_MINUTES if cluster == "slurm"
+                                                      else LOCAL_TIMEOUT_MINUTES),
+                         **({"gpus_per_node": gpus_per_task}
+                            if gpus_per_task and cluster == "slurm" else {}),
+                         **({"cpus_per_task": cpus_per_task} if cpus_per_task else {}))
+    jobs = executor.map_array(Worker(plan.spec, str(out_dir), lease_seconds),
+                              range(len(environs)), environs)
     merge = None
     if cluster == "slurm":
-        merger = submitit.AutoExecutor(folder=logs, cluster=cluster)
-        merger.update_parameters(
-            name="pgjax-sweep-merge", timeout_min=30, cpus_per_task=2,
-            slurm_dependency=f"afterany:{jobs[0].job_id.split('_')[0]}", **slurm,
-        )
-        merge = merger.submit(merge_job, plan.spec, str(out_dir))
+        after = f"afterany:{jobs[0].job_id.split('_')[0]}"
+        merge = _executor(cluster, logs, name="pgjax-sweep-merge", timeout_min=30,
+                          cpus_per_task=2, slurm_dependency=after,
+                          **slurm).submit(merge_job, plan.spec, str(out_dir))
     return Submitted(jobs, merge, len(plan.chunks), left, logs)
+
+
+def _executor(cluster: str, logs: Path, **parameters) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=logs, cluster=cluster)
+    executor.update_parameters(**parameters)
+    return executor
 
 
 def run_local(

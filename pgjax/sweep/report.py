@@ -1,11 +1,5 @@
 """A sweep's results: the merged table, the ranking by IQM with bootstrap CIs, its figure and
-text. Host-only; statistics come from `pgjax.stats`.
-
-    out_dir/results.csv     one row per run
-    out_dir/summary.csv     one row per config, ranked by the IQM of the final return
-    out_dir/summary.json    the ranking, sizes and timings
-    out_dir/summary.png     final-return IQM with 95% CIs per config; IQM curves of the best 5
-"""
+text (results.csv, summary.csv, summary.json, summary.png). Host-only."""
 
 import csv
 import json
@@ -15,8 +9,53 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import plots, runs, stats
-from pgjax.sweep.files import chunk_path, write_csv
-from pgjax.sweep.spec import Plan, Spec, describe
+from pgjax.sweep import claims
+from pgjax.sweep.files import (
+    IncompleteSweep,
+    chunk_path,
+    load_record,
+    load_records,
+    set_aside,
+    span,
+    write_csv,
+)
+from pgjax.sweep.spec import Chunk, Plan, Spec, describe
+
+
+def merged(out_dir: Path, plan: Plan, sweep: str):
+    """The results table (a DataFrame; its files written by `merge`) of a complete sweep
+    (chunks of the sweep `sweep`, a `files.sweep_id`); IncompleteSweep otherwise, after setting
+    aside the damaged chunks nobody holds, so that the next run of the sweep trains them."""
+    import pandas as pd
+
+    records, missing, damaged = load_records(out_dir, plan, sweep)
+    if missing:
+        moved = [f"{chunk.index} as {aside}" for chunk in plan.chunks if chunk.index in damaged
+                 and (aside := _set_aside_unheld(out_dir, plan, chunk, sweep)) is not None]
+        raise IncompleteSweep(
+            f"{out_dir}: {len(missing)} of {len(plan.chunks)} chunks not recorded "
+            f"(chunks {span(missing)}"
+            + (f"; damaged, set aside: chunk {', chunk '.join(moved)}" if moved else "")
+            + "); run the sweep again to train them (--status shows who holds them)"
+        )
+    claims.remove_stale(out_dir / "chunks")
+    return pd.DataFrame(merge(out_dir, plan, records))
+
+
+def _set_aside_unheld(out_dir: Path, plan: Plan, chunk: Chunk, sweep: str) -> str | None:
+    """`set_aside` a damaged chunk under its claim: the new names, or None when a worker holds
+    the chunk (it sets the files aside itself) or it is no longer damaged."""
+    chunks_dir = out_dir / "chunks"
+    name = claims.chunk_name(chunk.index)
+    latest = claims.scan(chunks_dir).attempts.get(name, 0)
+    claim = claims.acquire(chunks_dir, name, latest, claims.this_holder(), claims.LEASE_SECONDS)
+    if claim is None:
+        return None
+    try:
+        return set_aside(out_dir, chunk.index) if load_record(out_dir, chunk, plan, sweep)[1] \
+            else None
+    finally:
+        claims.release(claim)
 
 
 def summarize(rows: list[dict], spec: Spec, *, reps: int = stats.REPS) -> list[dict]:
@@ -130,7 +169,7 @@ def compile_seconds(records: dict) -> dict:
     out: dict[str, float] = {}
     seen = set()
     for r in records.values():
-        worker = str(r.get("worker", r.get("process")))  # records before workers: "process"
+        worker = str(r["worker"])
         key = (worker, r["batch"], r["devices"], r["compile_seconds"])
         if key not in seen:
             seen.add(key)
