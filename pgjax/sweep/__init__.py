@@ -81,28 +81,24 @@ def sweep(
     """Run (or resume) a sweep in this process and return its results table (a pandas DataFrame,
     one row per run).
 
-    A spec (a YAML, JSON or TOML file, or a dict) holds base config fields, a `grid:` (cartesian
-    product) and/or a `random:` section (`num_samples` draws of `uniform`, `log_uniform` or
-    `choice` fields, crossed with every grid point), `seeds`, `seed` and `chunk_runs` (most
-    runs in one compiled batch); see docs/guides/sweeps.md. A run is one config × one seed;
-    seed i uses `pgjax.train.seed_keys(seed, seeds)[i]`. Runs whose static fields agree are
-    trained by one compiled program (`jax.vmap` over their numeric leaves and keys, sharded over
-    the local devices), every chunk padded to the same batch size, so a run's numbers do not
-    depend on which runs share its batch, nor on which worker trained it.
+    A spec holds base config fields, a `grid:` (cartesian product) and/or a `random:` section
+    (`num_samples` draws, crossed with every grid point), `seeds`, `seed` and `chunk_runs` (see
+    docs/guides/sweeps.md). A run is one config × one seed (seed i: `pgjax.train.seed_keys(seed,
+    seeds)[i]`); runs whose static fields agree are trained by one compiled program, vmapped and
+    sharded over the local devices, every chunk padded to the same batch size, so a run's
+    numbers do not depend on which runs share its batch, nor on which worker trained it.
 
     Other workers (`pgjax.sweep.launch`, or `sweep` in other processes) may work on the same
-    out_dir at the same time: this process trains the chunks nobody holds, waits for those others
-    hold (taking over any whose holder dies), and merges the table. Rerunning skips the chunks
-    recorded; a damaged chunk is reported in one line, set aside (`chunks/damaged-chunk-*`)
-    and trained again.
+    out_dir at once: this process trains the chunks nobody holds, waits for those others hold
+    (taking over any whose holder dies), and merges the table. A damaged chunk is reported in
+    one line, set aside (`chunks/damaged-chunk-*`) and trained again.
 
     Args:
       spec: a YAML, JSON or TOML path, or a dict, or its `Plan` (`spec.planned`, made with the
         same components).
-      out_dir: where `sweep.json`, `chunks/`, `results.csv` and the summary (`summary.csv`,
-        `summary.json`, `summary.png`: configs ranked by the IQM of the final return, 95%
-        stratified-bootstrap CIs over seeds) go; rerunning with the same spec, components and
-        out_dir skips the chunks already recorded there.
+      out_dir: where sweep.json, chunks/, results.csv and the summary (summary.csv, .json,
+        .png: configs ranked by the IQM of the final return, 95% stratified-bootstrap CIs over
+        seeds) go; rerunning with the same spec and components skips the chunks recorded.
       env: a `pgjax.Env`, a gymnax Environment or (Environment, params) for every run; its
         name becomes every config's `env` field. Default: `Env(config.env)`.
       policy: a flax module, obs -> distribution, for every run (see `pgjax.components.build`).

@@ -193,15 +193,10 @@ def remove_stale(chunks_dir: Path) -> None:
 
 
 class Heartbeat:
-    """A thread renewing this process's claims every lease / 4 seconds while the worker makes
-    progress; on exit it releases them.
-
-    Progress (`progress()`: a chunk's programs compiled, a piece of its updates trained) keeps
-    the claims renewed for `STALL` times the longest wait between two progress calls so far, and
-    at least `STALL` leases: a worker whose training hangs stops renewing, so its lease runs out
-    and another worker takes its chunk over. `lost(claim)` says whether a renewal found the
-    claim superseded.
-    """
+    """A thread renewing this process's claims every lease / 4 seconds, and releasing them on
+    exit. A chunk's claim is renewed for `STALL` times the longest wait between two
+    `progress()` calls so far (at least `STALL` leases): a worker whose training hangs loses
+    its chunk. `lost(claim)`: whether a renewal found the claim superseded."""
 
     def __init__(self, me: Holder, lease_seconds: float):
         self.me, self.lease_seconds = me, lease_seconds

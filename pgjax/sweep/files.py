@@ -1,17 +1,7 @@
-"""A sweep's files: its identity (sweep.json), the chunks' records and metrics, CSV tables.
-
-    out_dir/sweep.json                    marker, spec, components given, their `sweep_id`,
-                                          provenance; created exclusively (`prepare_out_dir`)
-    out_dir/.lock                         its workers' lock (`prepare_out_dir`)
-    out_dir/chunks/chunk-NNNNNN.npz       per-run metrics [runs, updates] of one chunk
-    out_dir/chunks/chunk-NNNNNN.json      its record: table rows and `sweep_id`, written after
-                                          the metrics, created exclusively, never replaced
-    out_dir/chunks/damaged-chunk-NNNNNN.* a damaged chunk's files, set aside (`set_aside`)
-    out_dir/chunks/*.claim-A              who trains which chunk (`sweep.claims`)
-
-Files are written through `pgjax.records` (a killed process leaves whole files only). Records
-carry `FORMAT`; `migrate_sweep` and `migrate_chunk` read those of earlier versions.
-"""
+"""A sweep's files: its identity (sweep.json and the directory's lock, `prepare_out_dir`), the
+chunks' records (chunks/chunk-NNNNNN.json, created exclusively after its metrics, .npz), CSV
+tables. Written through `pgjax.records`; records carry `FORMAT`, and `migrate_sweep` and
+`migrate_chunk` read those of earlier versions."""
 
 import csv
 import dataclasses
@@ -284,18 +274,14 @@ def _read_sweep(out_dir: Path) -> dict | None:
 def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *,
                     replace_unstarted: bool = False) -> DirLock:
     """Create out_dir, or accept one that holds this same sweep (spec and `describe_given`
-    components, default none given); refuse anything else. Returns the directory's lock
-    (`records.DirLock`) held shared, for the caller to close once it is done with the sweep.
+    components, default none); SpecError otherwise. Returns the directory's lock held shared,
+    for the caller to close once done.
 
-    sweep.json is created or replaced only under the lock held alone, which no live worker of
-    any sweep shares; while workers share it, a process only checks that sweep.json is its
-    spec's. So of two sweeps of different specs started on one new out_dir, one is refused.
-    With `replace_unstarted` (a sweep run in this process) a different sweep that trained
-    nothing is replaced (`_trained_nothing`); a sweep.json that does not read, or is missing,
-    is written again when the chunks recorded are of this sweep (`_adopt_chunks`).
-
-    Raises:
-      SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
+    sweep.json is created (exclusively) or replaced only under the lock held alone, which no
+    live worker of any sweep shares; while workers share it, a process only checks that it is
+    its spec's. With `replace_unstarted` a different sweep that trained nothing is replaced; a
+    sweep.json that does not read, or is missing, is written again when the chunks recorded
+    are of this sweep (`_adopt_chunks`).
     """
     components = {"given": []} if components is None else components
     if out_dir.exists() and not out_dir.is_dir():

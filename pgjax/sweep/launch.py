@@ -51,15 +51,8 @@ class Submitted(NamedTuple):
 
 
 class Worker(submitit.helpers.Checkpointable):
-    """One array task: a `pgjax.sweep.work` worker over the sweep's spec.
-
-    Args of the call:
-      index: the task's index in the array.
-      environ: variables set (None: unset) before JAX starts, e.g. the local GPUs it may use.
-
-    Returns:
-      The chunks it recorded.
-    """
+    """One array task: `run_worker` of the sweep's spec, after setting `environ`'s variables
+    (None: unset) before JAX starts, e.g. the local GPUs it may use."""
 
     def __init__(self, spec: Spec, out_dir: str, lease_seconds: float):
         self.spec, self.out_dir, self.lease_seconds = spec, out_dir, lease_seconds
@@ -81,21 +74,10 @@ def run_worker(
     lease_seconds: float = LEASE_SECONDS,
     name: str | None = None,
 ) -> list[int]:
-    """One worker of a sweep in this process: claim, train and record chunks; no merge.
-
-    What every array task runs (`pgjax sweep SPEC --worker` in a plain job array does the same).
-    It prints a line per chunk recorded or taken over, and returns the chunks it recorded.
-
-    Args:
-      spec: the sweep's spec (a `Spec`, YAML path or dict).
-      out_dir: the sweep directory, on a filesystem every worker sees.
-      lease_seconds: how long a claim outlives its holder's last heartbeat.
-      name: the worker's name in claims, records and rows (default: the SLURM job and array
-        task, else "host:pid").
-
-    Raises:
-      SpecError: a bad spec or out_dir, before any training.
-    """
+    """One worker of a sweep in this process (`pgjax sweep SPEC --worker`, and every array
+    task): claim, train and record chunks, no merge; a line printed per chunk recorded or taken
+    over. `name`: the worker's in claims, records and rows (default: the SLURM job and array
+    task, else "host:pid"). Returns the chunks it recorded; SpecError before any training."""
     plan = planned(spec)
     out_dir = Path(out_dir)
     name = name or _slurm_name()
@@ -142,23 +124,15 @@ def submit(
     time_minutes: int | None = None,
     lease_seconds: float = LEASE_SECONDS,
 ) -> Submitted:
-    """Check the sweep, then start its workers (and on SLURM its merge job).
+    """Check the sweep, then start its workers (and on SLURM its merge job); SpecError, before
+    anything is submitted, for a bad spec, out_dir or option.
 
-    Args:
-      spec: a YAML path or a dict (see `pgjax.sweep`).
-      out_dir: the sweep directory, on a filesystem every worker sees.
-      cluster: "slurm" (a job array; `sbatch` must be on PATH) or "local" (processes here).
-      array_size: workers (default: SLURM 8, local one per --gpus-per-task GPUs or 1; never more
-        than the chunks left).
-      partition: SLURM partition.
-      gpus_per_task: GPUs per worker. Local: worker k sees GPUs k·G ... k·G + G − 1 of those
-        visible here; default: every worker sees all of them.
-      cpus_per_task: SLURM CPUs per worker.
-      time_minutes: each worker's time limit (default: SLURM 120 minutes, local 7 days).
-      lease_seconds: how long a claim outlives its holder's last heartbeat.
-
-    Raises:
-      SpecError: a bad spec, out_dir or option, before anything is submitted.
+    `cluster`: "slurm" (a job array; `sbatch` must be on PATH) or "local" (processes here);
+    `out_dir` must be on a filesystem every worker sees. `array_size`: workers (default: SLURM
+    8, local one per `gpus_per_task` GPUs or 1; never more than the chunks left).
+    `gpus_per_task`: local worker k sees GPUs k·G ... k·G + G − 1 of those visible here
+    (default: all of them). `time_minutes`: each worker's limit (default: SLURM 120, local 7
+    days). `partition`, `cpus_per_task`: SLURM's.
     """
     _check_options(array_size=array_size, gpus_per_task=gpus_per_task,
                    cpus_per_task=cpus_per_task, time_minutes=time_minutes,
@@ -206,15 +180,9 @@ def run_local(
     progress: bool = False,
     **options,
 ):
-    """`submit(cluster="local", **options)`, wait for the workers, merge; the results table.
-
-    A worker that ended early is reported on stderr (one line each); the others take over its
-    chunks.
-
-    Raises:
-      SpecError: as `submit`.
-      IncompleteSweep: every worker ended and chunks are still missing (named in the message).
-    """
+    """`submit(cluster="local", **options)`, wait for the workers, merge: the results table. A
+    worker that ended early is reported on stderr (one line each); IncompleteSweep where every
+    worker ended and chunks are still missing (named in its one line)."""
     from tqdm.auto import tqdm
 
     plan = planned(spec)
@@ -243,9 +211,8 @@ def run_local(
 
 
 def _stop_local(job) -> None:
-    """Stop a local worker: SIGKILL to the processes submitit's controller runs (its workers
-    ignore SIGTERM, and the controller prints a traceback on SIGINT), else `job.cancel`. A
-    killed worker's claims are dead at once on this machine (its pid is gone)."""
+    """SIGKILL to the processes submitit's controller runs (they ignore SIGTERM; the controller
+    prints a traceback on SIGINT), else `job.cancel`: a killed worker's claims are dead at once."""
     process = getattr(job, "_process", None)
     if process is None or process.poll() is not None:
         return

@@ -23,9 +23,10 @@ from pgjax.sweep.spec import Chunk, Plan, Spec, describe
 
 
 def merged(out_dir: Path, plan: Plan, sweep: str):
-    """The results table (a DataFrame; its files written by `merge`) of a complete sweep
-    (chunks of the sweep `sweep`, a `files.sweep_id`); IncompleteSweep otherwise, after setting
-    aside the damaged chunks nobody holds, so that the next run of the sweep trains them."""
+    """The results table (a DataFrame, one row per run by run id) of a complete sweep (chunks
+    of the sweep `sweep`, a `files.sweep_id`), its files written: results.csv, summary.csv,
+    summary.json and summary.png. IncompleteSweep otherwise, after setting aside the damaged
+    chunks nobody holds, so that the next run of the sweep trains them."""
     import pandas as pd
 
     records, missing, damaged = load_records(out_dir, plan, sweep)
@@ -39,7 +40,20 @@ def merged(out_dir: Path, plan: Plan, sweep: str):
             + "); run the sweep again to train them (--status shows who holds them)"
         )
     claims.remove_stale(out_dir / "chunks")
-    return pd.DataFrame(merge(out_dir, plan, records))
+    rows = sorted((row for r in records.values() for row in r["rows"]), key=lambda r: r["run"])
+    write_csv(out_dir / "results.csv", rows)
+    summary = summarize(rows, plan.spec)
+    write_csv(out_dir / "summary.csv", summary)
+    runs.write_json(out_dir / "summary.json", {
+        "configs": len(plan.configs),
+        "runs": len(plan.runs),
+        "chunks": len(plan.chunks),
+        "wall_seconds": sum(r["wall_seconds"] for r in records.values()),
+        "compile_seconds_per_worker": compile_seconds(records),
+        "ranking": summary,
+    })
+    plot_summary(out_dir / "summary.png", summary, plan.spec, curves(out_dir, plan))
+    return pd.DataFrame(rows)
 
 
 def _set_aside_unheld(out_dir: Path, plan: Plan, chunk: Chunk, sweep: str) -> str | None:
@@ -132,36 +146,13 @@ def plot_summary(path: Path, summary: list[dict], spec: Spec, curves: dict, *, t
 
 def curves(out_dir: Path, plan: Plan) -> dict:
     """config id -> (env steps [U], returns [seeds, U]) from the chunks' metrics."""
-    per_run = {}
+    returns: dict[int, list] = {}
     for chunk in plan.chunks:
         with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
-            for i, run in enumerate(data["run"]):
-                per_run[int(run)] = data["episode_return"][i]
-    out = {}
-    for c, config in enumerate(plan.configs):
-        ret = np.stack([per_run[r] for r, (cid, _) in enumerate(plan.runs) if cid == c])
-        steps = np.arange(1, ret.shape[1] + 1) * config.steps_per_update
-        out[c] = (steps, ret)
-    return out
-
-
-def merge(out_dir: Path, plan: Plan, records: dict) -> list[dict]:
-    """The results rows of every chunk's record, by run id; writes the files above."""
-    rows = [row for c in sorted(records) for row in records[c]["rows"]]
-    rows.sort(key=lambda r: r["run"])
-    write_csv(out_dir / "results.csv", rows)
-    summary = summarize(rows, plan.spec)
-    write_csv(out_dir / "summary.csv", summary)
-    runs.write_json(out_dir / "summary.json", {
-        "configs": len(plan.configs),
-        "runs": len(plan.runs),
-        "chunks": len(plan.chunks),
-        "wall_seconds": sum(r["wall_seconds"] for r in records.values()),
-        "compile_seconds_per_worker": compile_seconds(records),
-        "ranking": summary,
-    })
-    plot_summary(out_dir / "summary.png", summary, plan.spec, curves(out_dir, plan))
-    return rows
+            for run, ret in zip(data["run"], data["episode_return"], strict=True):
+                returns.setdefault(plan.runs[int(run)][0], []).append(ret)
+    return {c: (np.arange(1, len(ret[0]) + 1) * plan.configs[c].steps_per_update, np.stack(ret))
+            for c, ret in returns.items()}
 
 
 def compile_seconds(records: dict) -> dict:
@@ -181,8 +172,7 @@ def format_sweep(out_dir: Path, *, top: int = 10) -> str:
     """The best configs from summary.csv as an aligned text table."""
     with (Path(out_dir) / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
-    meta = json.loads((Path(out_dir) / "sweep.json").read_text())["spec"]
-    varying = list(meta["grid"]) + [k for k in meta["random"] if k not in meta["grid"]]
+    varying = Spec(**json.loads((Path(out_dir) / "sweep.json").read_text())["spec"]).varying
     head = ["rank", *varying, "final IQM [95% CI]", "AUC IQM", "diverged"]
     table = [head]
     for r in rows[:top]:

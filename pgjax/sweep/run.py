@@ -29,16 +29,10 @@ PIECES = 4  # pieces of updates per chunk (each at least a run's chunk): progres
 
 def batch_programs(static: Config, components: dict, num_updates: int):
     """(init, step) for one static group: `init(leaves, key_data) -> TrainState [R]` and
-    `step(leaves, state) -> (state, Metrics [R, num_updates])`; `train` is init then step
-    repeated (`train_chunk`: chunks compose).
-
-    Args of the programs:
-      leaves: {field: [R] float32} per LEAVES field, the runs' numeric hyperparameters.
-      key_data: [R, 2] uint32, each run's `jax.random.key_data` of its seed key.
-
-    The components (`pgjax.components.build` keywords) are closed over; those not given are
-    built inside the trace from each run's config, so traced leaves (init_log_std) reach them.
-    """
+    `step(leaves, state) -> (state, Metrics [R, num_updates])` (`train` is init, then step
+    repeated), over the runs' LEAVES {field: [R] float32} and key data [R, 2] uint32. The
+    components given are closed over; the others are built in the trace from each run's config,
+    so traced leaves (init_log_std) reach them."""
 
     def parts(config: Config):
         return build(config, validate=False, **components)
@@ -118,23 +112,15 @@ def run_chunk(
     requested: list | tuple = (),
     progress: Callable[[], None] = lambda: None,
 ) -> dict:
-    """Train one chunk's runs together.
+    """Train one chunk's runs together: {"record": its record (rows, batch, devices, timings),
+    "arrays": per-run metrics {name: [runs, updates]}, diverged [runs] and run ids [runs]}.
 
-    Args:
-      plan, chunk: the sweep's plan, and which of its chunks.
-      key_data: [seeds, 2] uint32 key data of `pgjax.train.seed_keys(spec.seed, spec.seeds)`.
-      devices: the local devices the runs axis is sharded over.
-      programs: the sweep's compile cache (default: a fresh one).
-      components: `pgjax.components.build` keywords (env=, policy=, ...) given to the sweep.
-      worker: who ran it, for the record and rows (default "host:pid").
-      sweep: the `files.sweep_id` of the sweep, kept in the record.
-      requested: `signals.stop_requests`' list: once it holds a signal, the chunk is dropped
-        and `signals.Stopped` raised.
-      progress: called once the programs are compiled and as each piece of updates is trained.
-
-    Returns:
-      {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics
-      {name: [runs, updates]}, diverged [runs] (`pgjax.train.diverged`) and run ids [runs]}.
+    `key_data`: [seeds, 2] uint32 of `pgjax.train.seed_keys(spec.seed, spec.seeds)`; `devices`:
+    those the runs axis is sharded over; `programs`: the sweep's compile cache; `components`:
+    `pgjax.components.build` keywords; `worker`: who ran it (default "host:pid"); `sweep`: the
+    `files.sweep_id` kept in the record; `requested`: `signals.stop_requests`' list, once it
+    holds a signal the chunk is dropped (`signals.Stopped`); `progress`: called once the
+    programs are compiled and as each piece of updates is trained.
     """
     programs = Programs() if programs is None else programs
     worker = worker or this_holder().worker

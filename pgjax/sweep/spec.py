@@ -251,16 +251,9 @@ def static_key(config: Config) -> tuple:
 
 
 def make_plan(spec: Spec, *, env: str | None = None) -> Plan:
-    """Configs (grid × random samples), runs (config × seed) and chunks, all validated.
-
-    Args:
-      spec: from `parse_spec`.
-      env: the name of an env component given to the sweep: every config's `env` field is set
-        to it, and it need not be a registered gymnax id.
-
-    Raises:
-      SpecError: an invalid config (gamma outside [0, 1], unknown env, ...), naming its fields.
-    """
+    """Configs (grid × random samples), runs (config × seed) and chunks of a `parse_spec` spec,
+    all validated (SpecError naming a bad config's fields). `env`: the name of an env component
+    given to the sweep, every config's `env` (it need not be a registered gymnax id)."""
     configs = _configs(spec, env)
     members: dict[tuple, list[int]] = {}  # static fields -> config ids, in order of appearance
     for c, config in enumerate(configs):

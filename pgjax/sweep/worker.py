@@ -32,27 +32,16 @@ def work(
     on_chunk: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[int]:
-    """One worker: claim, train and record chunks until every chunk of the plan is recorded.
+    """One worker: claim, train and record chunks until every chunk of the plan is recorded;
+    returns the indices of those it recorded.
 
-    When every chunk left is held by a live worker, it waits for them (taking over any whose
-    holder dies), unless `exit_when_idle`: then only one idle worker, the standby, waits.
-
-    Args:
-      out_dir: the sweep directory (`files.prepare_out_dir` done). Chunks are recorded and read
-        with the `sweep_id` of `plan` and `given`, never the one sweep.json holds.
-      plan: the sweep's plan.
-      given: the components (`pgjax.components.build` keywords).
-      worker: this worker's name in claims, records and rows (default "host:pid").
-      lease_seconds: claims outlive the worker's last heartbeat by this long.
-      poll_seconds: how often an idle worker looks again.
-      exit_when_idle: return when nothing is left to claim and another worker is the standby.
-      progress: a progress bar over the sweep's runs.
-      on_chunk: called with each record this worker saved.
-      log: called with a line per chunk recorded, taken over or dropped (a damaged chunk set
-        aside is reported on stderr).
-
-    Returns:
-      The indices of the chunks this worker recorded.
+    out_dir is the sweep directory (`files.prepare_out_dir` done); chunks are recorded and read
+    with the `sweep_id` of `plan` and `given` (the components), never the one sweep.json holds.
+    While live workers hold every chunk left, it waits for them (taking over any whose holder
+    dies) every `poll_seconds`, unless `exit_when_idle`: then one idle worker, the standby,
+    waits, and the others return. `worker`: its name in claims, records and rows (default
+    "host:pid"); `on_chunk`: called with each record it saved; `log`: with a line per chunk
+    recorded, taken over or dropped (a damaged chunk set aside is reported on stderr).
     """
     from tqdm.auto import tqdm
 
