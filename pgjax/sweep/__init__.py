@@ -78,8 +78,7 @@ def sweep(
     lease_seconds: float = LEASE_SECONDS,
     poll_seconds: float = 1.0,
 ):
-    """Run (or resume) a sweep in this process and return its results table (a pandas DataFrame,
-    one row per run).
+    """Run (or resume) a sweep in this process and return its results table.
 
     A spec holds base config fields, a `grid:` (cartesian product) and/or a `random:` section
     (`num_samples` draws, crossed with every grid point), `seeds`, `seed` and `chunk_runs` (see
@@ -110,10 +109,9 @@ def sweep(
       poll_seconds: how often it looks again while other workers hold the chunks left.
 
     Returns:
-      The merged results table, sorted by run id: per run its ids and config fields, the final
-      return (mean return of the episodes that finished in the last update), the AUC (the mean
-      of that return over updates) and `diverged` (a non-finite loss, gradient norm or final
-      parameters).
+      A pandas DataFrame, one row per run by run id: its ids and config fields, the final return
+      (mean return of the episodes that finished in the last update), the AUC (the mean of that
+      return over updates) and `diverged` (non-finite loss, gradient norm or final parameters).
 
     Raises:
       SpecError: a bad spec, component or out_dir, before any training.
