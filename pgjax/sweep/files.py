@@ -143,8 +143,8 @@ def load_record(out_dir: Path, chunk: Chunk, plan: Plan, sweep: str) -> tuple[di
             arrays = {name: data[name] for name in data.files}
         migrate_chunk(record, arrays)
         whole = _whole(record, arrays, chunk, plan, sweep)
-    except (FileNotFoundError, ValueError, KeyError, TypeError, IndexError, EOFError,
-            zipfile.BadZipFile):  # cut short or garbled, or the record without its metrics
+    except (FileNotFoundError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+            EOFError, zipfile.BadZipFile):  # cut short or garbled, or without its metrics
         whole = False
     return (record, False) if whole else (None, True)
 

@@ -199,8 +199,8 @@ def run_local(
         for job in submitted.jobs:
             _stop_local(job)
         raise
-    endings = [(i, job, _ending(job)) for i, job in enumerate(submitted.jobs)]
-    ended = [f"worker {i} ({how}; log {job.paths.stdout})" for i, job, how in endings if how]
+    ended = [f"worker {i} ({how}; log {job.paths.stdout})"
+             for i, job in enumerate(submitted.jobs) if (how := _ending(job))]
     try:
         table = merge_sweep(plan, out_dir)
     except IncompleteSweep as e:

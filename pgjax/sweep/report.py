@@ -160,7 +160,7 @@ def compile_seconds(records: dict) -> dict:
     out: dict[str, float] = {}
     seen = set()
     for r in records.values():
-        worker = str(r["worker"])
+        worker = str(r.get("worker"))
         key = (worker, r["batch"], r["devices"], r["compile_seconds"])
         if key not in seen:
             seen.add(key)

@@ -205,15 +205,8 @@ def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
     if (size := math.prod(map(len, grid.values())) * num_samples * seeds) > MAX_RUNS:
         raise SpecError(f"the spec asks for {size:,} runs (grid points × num_samples × seeds); "
                         f"a sweep holds at most {MAX_RUNS:,}: split it into several")
-    return Spec(
-        base=base,
-        grid=grid,
-        random=random,
-        num_samples=num_samples,
-        seeds=seeds,
-        seed=seed,
-        chunk_runs=_positive_int(spec, "chunk_runs", None),
-    )
+    return Spec(base=base, grid=grid, random=random, num_samples=num_samples, seeds=seeds,
+                seed=seed, chunk_runs=_positive_int(spec, "chunk_runs", None))
 
 
 # ----------------------------------------------------------------------------- planning
