@@ -66,8 +66,8 @@ def _set_aside_unheld(out_dir: Path, plan: Plan, chunk: Chunk, sweep: str) -> st
     if claim is None:
         return None
     try:
-        return set_aside(out_dir, chunk.index) if load_record(out_dir, chunk, plan, sweep)[1] \
-            else None
+        damaged = load_record(out_dir, chunk, plan, sweep)[1]
+        return set_aside(out_dir, chunk.index) if damaged else None
     finally:
         claims.release(claim)
 
