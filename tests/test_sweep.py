@@ -244,15 +244,15 @@ def test_sigkilled_sweep_resumes_from_what_reached_disk(reference, tmp_path):
 SIGTERM_SCRIPT = """
 import os, signal, sys
 from pgjax.cli import main
-sweep = sys.modules["pgjax.sweep"]  # the module: `pgjax.sweep` names the function
-save_chunk = sweep.save_chunk
+worker = sys.modules["pgjax.sweep.worker"]  # where the worker loop saves a chunk
+save_chunk = worker.save_chunk
 
 def save_then_signal(out_dir, result):  # as if the scheduler's SIGTERM came after chunk 0
     saved = save_chunk(out_dir, result)
     os.kill(os.getpid(), signal.SIGTERM)
     return saved
 
-sweep.save_chunk = save_then_signal
+worker.save_chunk = save_then_signal
 main(sys.argv[1:])
 """
 
@@ -695,7 +695,8 @@ def test_chunk_records_are_strict_json(tmp_path):
     (record_path,) = (tmp_path / "chunks").glob("chunk-*.json")
     record = json.loads(record_path.read_text())
     assert [row["hidden"] for row in record["rows"]] == [[8], [8]]
-    for row in record["rows"]:  # as earlier versions wrote it
+    del record["format"]  # as earlier versions wrote it
+    for row in record["rows"]:
         row["hidden"] = "[8]"
     record_path.write_text(json.dumps(record))
     again = merge_sweep({"num_envs": 4, "num_steps": 4, "total_timesteps": 16,
@@ -724,7 +725,7 @@ def test_chunks_recorded_by_an_earlier_version_still_merge(reference, tmp_path):
     shutil.copytree(reference[0], out)
     path = out / "chunks" / "chunk-000000.json"
     record = json.loads(path.read_text())
-    del record["sweep_sha256"]
+    del record["sweep_sha256"], record["format"]
     for row in record["rows"]:
         row["process"] = row.pop("worker")
     path.write_text(json.dumps(record))

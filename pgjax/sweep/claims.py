@@ -3,19 +3,11 @@
     out_dir/chunks/chunk-NNNNNN.claim-A   attempt A at chunk N: worker, host, pid, lease expiry
     out_dir/chunks/standby.claim-A        the one idle worker that waits for the others' chunks
 
-A worker claims a chunk by creating its next attempt's file exclusively (`records.create_new`), so
-of two workers racing for attempt A exactly one gets it. The holder renews its lease (rewrites its
-own file) from a heartbeat thread while its training makes progress (`Heartbeat`: a hung worker
-stops renewing), and checks before saving that no attempt A + 1 exists. Attempt A may be superseded
-by A + 1 only when it is dead: its lease has expired, its holder ran on this machine and its
-process is gone, or its file does not read as a claim (`read`: damaged). A lost node therefore
-costs the work of the chunk it held, and the chunk is trained again one lease later. A chunk's
-record (`chunk-NNNNNN.json`, written exclusively by `files.save_chunk`) ends it: recorded
-chunks are never claimed, and the holder removes the chunk's claim files. A damaged record
-(`files.load_record`) does not: that chunk is claimed again, and its holder sets the files
-aside before training it.
-
-Expiry is the holder's wall-clock time: the hosts' clocks must agree to well within a lease.
+A claim is its attempt's file, created exclusively (`records.create_new`): of two workers racing
+for attempt A, one gets it. Attempt A + 1 may supersede A only once A is dead (`is_dead`); the
+holder renews its lease while its training makes progress (`Heartbeat`), and checks before
+saving that it was not superseded. A chunk's record ends it (`files.save_chunk`). Expiry is the
+holder's wall-clock time: the hosts' clocks must agree to well within a lease.
 """
 
 import json
@@ -29,11 +21,21 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pgjax.records import atomic_write, create_new
+from pgjax.sweep.spec import SpecError
 
+LEASE_SECONDS = 60.0
+LEASE_LIMIT = 1e9  # seconds (~30 years): a lease's expiry must stay a finite timestamp
 STANDBY = "standby"
 STALL = 4  # a worker's claims outlive its last progress by 4 × its longest wait (`Heartbeat`)
 _CLAIM = re.compile(r"^(chunk-(\d{6})|standby)\.claim-(\d+)$")
 _RECORD = re.compile(r"^chunk-(\d{6})\.json$")
+
+
+def check_lease(lease_seconds: float, name: str = "lease_seconds") -> None:
+    """SpecError unless 0 < lease_seconds < LEASE_LIMIT (`name`: how the caller calls it)."""
+    if not 0 < lease_seconds < LEASE_LIMIT:
+        raise SpecError(f"{name} must be positive and under {LEASE_LIMIT:.0e}, got "
+                        f"{lease_seconds}")
 
 
 class Holder(NamedTuple):
@@ -191,15 +193,10 @@ def remove_stale(chunks_dir: Path) -> None:
 
 
 class Heartbeat:
-    """A thread renewing this process's claims every lease / 4 seconds while the worker makes
-    progress; on exit it releases them.
-
-    Progress (`progress()`: a chunk's programs compiled, a piece of its updates trained) keeps
-    the claims renewed for `STALL` times the longest wait between two progress calls so far, and
-    at least `STALL` leases: a worker whose training hangs stops renewing, so its lease runs out
-    and another worker takes its chunk over. `lost(claim)` says whether a renewal found the
-    claim superseded.
-    """
+    """A thread renewing this process's claims every lease / 4 seconds, and releasing them on
+    exit. A chunk's claim is renewed for `STALL` times the longest wait between two
+    `progress()` calls so far (at least `STALL` leases): a worker whose training hangs loses
+    its chunk. `lost(claim)`: whether a renewal found the claim superseded."""
 
     def __init__(self, me: Holder, lease_seconds: float):
         self.me, self.lease_seconds = me, lease_seconds

@@ -1,20 +1,7 @@
-"""A sweep's files: sweep.json, the chunks' metrics and records, CSV tables. Host-only.
-
-    out_dir/sweep.json                    marker, normalized spec, components given, their
-                                          `sweep_id`, provenance; created exclusively
-    out_dir/.lock                         its workers' lock (`prepare_out_dir`)
-    out_dir/chunks/chunk-NNNNNN.npz       per-run metrics [runs, updates] of one chunk
-    out_dir/chunks/chunk-NNNNNN.json      the chunk's table rows and `sweep_id`, written after
-                                          the metrics
-    out_dir/chunks/damaged-chunk-NNNNNN.* a damaged chunk's files, set aside (`set_aside`)
-    out_dir/chunks/*.claim-A              who trains which chunk (`sweep.claims`)
-
-Every file is written atomically (`records.atomic_write`, `records.create_new`): a killed process
-leaves whole files only.
-A chunk is recorded when both its files are present and readable (`load_record`, the one test
-every step uses). Its record is created exclusively: once written it is never replaced, only set
-aside when damaged, so that the chunk is trained again.
-"""
+"""A sweep's files: its identity (sweep.json and the directory's lock, `prepare_out_dir`), the
+chunks' records (chunks/chunk-NNNNNN.json, created exclusively after its metrics, .npz), CSV
+tables. Written through `pgjax.records`; records carry `FORMAT`, and `migrate_sweep` and
+`migrate_chunk` read those of earlier versions."""
 
 import csv
 import dataclasses
@@ -38,6 +25,7 @@ from pgjax.sweep.claims import chunk_name
 from pgjax.sweep.spec import Chunk, Plan, Spec, SpecError
 
 MARKER = "pgjax_sweep"
+FORMAT = 2  # of sweep.json and chunk records; a record without "format" is of format 1
 # What a sweep writes in its directory (`pgjax sweep --launcher` adds its workers' logs).
 SWEEP_FILES = {"sweep.json", "chunks", "results.csv", "summary.csv", "summary.json",
                "summary.png", "logs", LOCK}
@@ -61,29 +49,54 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
-    return out_dir / "chunks" / f"chunk-{index:06d}{suffix}"
+    return out_dir / "chunks" / f"{chunk_name(index)}{suffix}"
 
 
 def sweep_id(spec: dict, components: dict) -> str:
-    """sha256 of a sweep's normalized spec (`Spec.to_json`) and components (`describe_given`),
-    as sweep.json records them: each chunk record carries it, so a chunk tells which sweep it
-    is of."""
+    """sha256 of a sweep's normalized spec (`Spec.to_json`) and components (`describe_given`):
+    sweep.json and every chunk record carry it, so a chunk tells which sweep it is of."""
     text = json.dumps({"spec": spec, "components": components}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def held_id(out_dir: Path) -> str | None:
-    """The `sweep_id` of the spec and components in out_dir's sweep.json, computed again (None
-    where it does not read)."""
-    held = _read_json(out_dir / "sweep.json") if (out_dir / "sweep.json").is_file() else None
-    if not held or "spec" not in held:
+def read_json(path: Path) -> dict | None:
+    """A JSON object's file as a dict ({} for other JSON), or None where it is missing or does
+    not read."""
+    try:
+        held = json.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError, ValueError):
         return None
-    return sweep_id(held["spec"], _held_components(held))
+    return held if isinstance(held, dict) else {}
 
 
-def _held_components(held: dict) -> dict:
-    """The components a sweep.json records (sweeps written before components: none)."""
-    return held.get("components", {"given": []})
+# ----------------------------------------------------------------------------- migration
+
+
+def migrate_sweep(held: dict) -> dict:
+    """sweep.json as `FORMAT` has it: sweeps written before components were recorded gave none
+    (a sweep.json without `sweep_sha256` is checked by its spec alone)."""
+    return {"components": {"given": []}, **held}
+
+
+def migrate_chunk(record: dict, arrays: dict) -> None:
+    """A chunk's record and metrics, in place, as `FORMAT` has them. Early records named the
+    worker "process", wrote tuple fields as JSON text and kept `diverged` in the rows only; a
+    record without `sweep_sha256` is of any sweep."""
+    if record.get("format", 1) >= FORMAT:
+        return
+    if "process" in record:
+        record["worker"] = record.pop("process")
+    record["rows"] = [{"worker" if k == "process" else k: v for k, v in row.items()}
+                      for row in record["rows"]]
+    for row in record["rows"]:
+        for name in TUPLE_FIELDS:
+            if isinstance(row.get(name), str):
+                row[name] = json.loads(row[name])
+    if "diverged" not in arrays:
+        arrays["diverged"] = np.array([row.get("diverged", False) for row in record["rows"]])
+
+
+# ----------------------------------------------------------------------------- chunks
 
 
 def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: str) -> dict:
@@ -97,14 +110,13 @@ def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: st
     config = plan.configs[config_id]
     ret = np.asarray(m["episode_return"], np.float64)
     finite = np.isfinite(ret)
-    fields = {name: getattr(config, name) for name in FIELDS}
     return {
         "run": run,
         "config": config_id,
         "seed_index": seed_index,
         "chunk": chunk.index,
         "worker": worker,
-        **fields,
+        **{name: getattr(config, name) for name in FIELDS},
         "env_steps": config.num_updates * config.steps_per_update,
         "final_return": float(ret[-1]),
         "auc": float(ret[finite].mean()) if finite.any() else float("nan"),
@@ -113,55 +125,47 @@ def run_row(plan: Plan, run: int, chunk: Chunk, m: dict, wall: float, worker: st
     }
 
 
-def load_record(out_dir: Path, chunk: Chunk, plan: Plan,
-                sweep: str | None = None) -> tuple[dict | None, bool]:
-    """(record, damaged): whether the chunk is recorded, for the worker loop, merge and status.
+def load_record(out_dir: Path, chunk: Chunk, plan: Plan, sweep: str) -> tuple[dict | None, bool]:
+    """(record, damaged): the one test of "recorded", for the worker loop, merge and status.
 
-    Recorded: its .json holds the chunk's runs and rows, its .npz reads whole (every array,
-    each checked against its CRC) with the same run ids, every row is what `run_row` makes of
-    the plan and those metrics (ids, config fields, statistics; fields a row of an earlier
-    version lacks are not compared), and its `sweep_sha256` (where it has one) is `sweep`
-    (`sweep_id`, default that of out_dir's sweep.json); then (the record, False). Otherwise
-    (None, False) while it has no .json, and (None, True) when it has one but either file is
-    unreadable, cut short, missing, of other runs or of another sweep (another spec's, or
-    edited): a damaged chunk, to be set aside.
+    (record, False) when the chunk's .json and .npz read whole (each array against its CRC),
+    hold its runs, are of the sweep `sweep` (a `sweep_id`) and every row is what `run_row` makes
+    of the plan and those metrics (over the fields the row has); (None, False) without a .json;
+    otherwise (None, True): damaged, to be set aside.
     """
-    sweep = held_id(out_dir) if sweep is None else sweep
     try:
         text = chunk_path(out_dir, chunk.index, ".json").read_text()
     except FileNotFoundError:
         return None, False
-    runs = list(chunk.runs)
     try:
         record = json.loads(text)
-        record["rows"] = [{"worker" if k == "process" else k: v for k, v in row.items()}
-                          for row in record["rows"]]  # rows before workers: "process"
-        for row in record["rows"]:  # NaN is written as null, a tuple as a list
-            for name in NAN_COLUMNS:
-                row[name] = float("nan") if row[name] is None else row[name]
-            for name in TUPLE_FIELDS:  # records of earlier versions hold the JSON text
-                if isinstance(value := row.get(name), str | list):
-                    row[name] = tuple(json.loads(value) if isinstance(value, str) else value)
         with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
             arrays = {name: data[name] for name in data.files}
-        whole = (record["runs"] == runs and len(record["rows"]) == len(runs)
-                 and arrays["run"].tolist() == runs
-                 and all(a.shape[:1] == (len(runs),) for a in arrays.values()))
-        whole = whole and sweep in (None, record.get("sweep_sha256", sweep)) and all(
-            _same_row(row, run_row(plan, run, chunk, _metrics(arrays, i, row),
-                                   row.get("wall_seconds"), row.get("worker")))
-            for i, (run, row) in enumerate(zip(runs, record["rows"], strict=True)))
-    except FileNotFoundError:  # the record without its metrics
-        return None, True
-    except (ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile):
-        return None, True  # cut or garbled
+        migrate_chunk(record, arrays)
+        whole = _whole(record, arrays, chunk, plan, sweep)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+            EOFError, zipfile.BadZipFile):  # cut short or garbled, or without its metrics
+        whole = False
     return (record, False) if whole else (None, True)
 
 
-def _metrics(arrays: dict, i: int, row: dict) -> dict:
-    """Run i's metrics of a chunk; `diverged` from its row where the chunk's metrics lack it
-    (records of earlier versions)."""
-    return {"diverged": row.get("diverged", False), **{k: a[i] for k, a in arrays.items()}}
+def _whole(record: dict, arrays: dict, chunk: Chunk, plan: Plan, sweep: str) -> bool:
+    """Whether a chunk's record (its rows decoded here) and metrics are those `load_record`
+    accepts."""
+    runs, rows = list(chunk.runs), record["rows"]
+    for row in rows:  # NaN is written as null, a tuple as a list
+        for name in NAN_COLUMNS:
+            row[name] = float("nan") if row[name] is None else row[name]
+        for name in TUPLE_FIELDS:
+            if isinstance(row.get(name), list):
+                row[name] = tuple(row[name])
+    if not (record["runs"] == runs and len(rows) == len(runs) and arrays["run"].tolist() == runs
+            and all(a.shape[:1] == (len(runs),) for a in arrays.values())
+            and record.get("sweep_sha256", sweep) == sweep):
+        return False
+    return all(_same_row(row, run_row(plan, run, chunk, {k: a[i] for k, a in arrays.items()},
+                                      row.get("wall_seconds"), row.get("worker")))
+               for i, (run, row) in enumerate(zip(runs, rows, strict=True)))
 
 
 def _same_row(row: dict, expected: dict) -> bool:
@@ -181,13 +185,39 @@ def _same_row(row: dict, expected: dict) -> bool:
     return True
 
 
-def set_aside(out_dir: Path, index: int) -> str:
-    """Rename a damaged chunk's files to `damaged-chunk-NNNNNN.npz` / `.json` beside the others
-    (`damaged-chunk-NNNNNN-2.*` and so on when those exist): kept, never replaced. Returns the
-    new names as `chunks/damaged-chunk-NNNNNN.*`.
+def load_records(out_dir: Path, plan: Plan, sweep: str) -> tuple[dict, list[int], list[int]]:
+    """({chunk index: record} of the recorded chunks, the indices of the others, those of the
+    damaged ones among them): `load_record` of every chunk of the plan."""
+    records, missing, damaged = {}, [], []
+    for chunk in plan.chunks:
+        record, bad = load_record(out_dir, chunk, plan, sweep)
+        if record is not None:
+            records[chunk.index] = record
+        else:
+            missing.append(chunk.index)
+            if bad:
+                damaged.append(chunk.index)
+    return records, missing, damaged
 
-    Only the holder of the chunk's claim calls it, so no other worker writes the chunk meanwhile.
-    The metrics move first: until the record moves, the chunk stays damaged, not unstarted.
+
+def save_chunk(out_dir: Path, result: dict) -> bool:
+    """Metrics first, then the record, linked into place: False, and nothing recorded, when
+    another worker's record is already there (a chunk is recorded once)."""
+    index = result["record"]["chunk"]
+    record = chunk_path(out_dir, index, ".json")
+    if record.exists():
+        return False
+    atomic_write(chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]),
+                 mode="wb")
+    return runs.write_json(record, result["record"], new=True)
+
+
+def set_aside(out_dir: Path, index: int) -> str:
+    """Rename a damaged chunk's files to `damaged-chunk-NNNNNN.*` (`-2`, `-3`... where those
+    exist; never replaced) and return the new names as `chunks/damaged-chunk-NNNNNN.*`.
+
+    Only the holder of the chunk's claim calls it. The metrics move first: until the record
+    moves, the chunk stays damaged, not unstarted.
     """
     chunks_dir = out_dir / "chunks"
     name, n = chunk_name(index), 1
@@ -207,38 +237,6 @@ def set_aside(out_dir: Path, index: int) -> str:
     return f"chunks/{stem}.*"
 
 
-def save_chunk(out_dir: Path, result: dict) -> bool:
-    """Metrics first, then the record: a chunk counts as done only once both are on disk.
-
-    The record is linked into place (`os.link` fails on an existing name), so a chunk is recorded
-    once: False, and nothing recorded, when another worker's record is already there.
-    """
-    index = result["record"]["chunk"]
-    record = chunk_path(out_dir, index, ".json")
-    if record.exists():
-        return False
-    atomic_write(chunk_path(out_dir, index, ".npz"), lambda f: np.savez(f, **result["arrays"]),
-                 mode="wb")
-    return runs.write_json(record, result["record"], new=True)
-
-
-def load_records(out_dir: Path, plan: Plan,
-                 sweep: str | None = None) -> tuple[dict, list[int], list[int]]:
-    """({chunk index: record} of the recorded chunks, the indices of the others, those of the
-    damaged ones among them): `load_record` of every chunk of the plan."""
-    records, missing, damaged = {}, [], []
-    sweep = held_id(out_dir) if sweep is None else sweep
-    for chunk in plan.chunks:
-        record, bad = load_record(out_dir, chunk, plan, sweep)
-        if record is not None:
-            records[chunk.index] = record
-        else:
-            missing.append(chunk.index)
-            if bad:
-                damaged.append(chunk.index)
-    return records, missing, damaged
-
-
 def span(indices: list[int], most: int = 12) -> str:
     """'0, 3-5, 9' for [0, 3, 4, 5, 9]; after `most` pieces, '… (N in all)'."""
     pieces, start = [], None
@@ -251,17 +249,16 @@ def span(indices: list[int], most: int = 12) -> str:
     return text + (f", … ({len(indices)} in all)" if len(pieces) > most else "")
 
 
-def held_sweep(out_dir: Path, spec: Spec) -> dict:
-    """sweep.json of the sweep in out_dir, which must be this spec's (any components).
+# ----------------------------------------------------------------------------- identity
 
-    Raises:
-      SpecError: out_dir holds no sweep, or another one.
-    """
-    record_path = out_dir / "sweep.json"
-    if not record_path.is_file():
+
+def held_sweep(out_dir: Path, spec: Spec) -> dict:
+    """sweep.json of the sweep in out_dir (`migrate_sweep`), which must be this spec's (any
+    components); SpecError where out_dir holds no sweep, or another one."""
+    if not (out_dir / "sweep.json").is_file():
         raise SpecError(f"--out {out_dir} holds no sweep (no sweep.json); start it with "
                         f"pgjax sweep SPEC --out {out_dir}")
-    held = _read_json(record_path)
+    held = _read_sweep(out_dir)
     if held is None:
         raise SpecError(f"--out {out_dir}: its sweep.json does not read; pgjax sweep SPEC --out "
                         f"{out_dir} writes it again (keeping the chunks recorded for SPEC)")
@@ -269,33 +266,22 @@ def held_sweep(out_dir: Path, spec: Spec) -> dict:
     return held
 
 
+def _read_sweep(out_dir: Path) -> dict | None:
+    held = read_json(out_dir / "sweep.json")
+    return None if held is None else migrate_sweep(held)
+
+
 def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *,
                     replace_unstarted: bool = False) -> DirLock:
-    """Create out_dir, or accept one that holds this same sweep; refuse anything else.
+    """Create out_dir, or accept one that holds this same sweep (spec and `describe_given`
+    components, default none); SpecError otherwise. Returns the directory's lock held shared,
+    for the caller to close once done.
 
-    Returns the directory's lock (`records.DirLock`) held shared: the caller holds it while it
-    works on the sweep, and closes it (or ends) after. Creating or replacing sweep.json (the
-    sweep's identity) takes the lock exclusively, which no live worker of any sweep shares, and
-    sweep.json is created exclusively; while workers share the lock, a process only checks that
-    sweep.json is its spec's. So of two sweeps of different specs started on one new out_dir,
-    one is refused.
-
-    Args:
-      out_dir: the sweep directory.
-      spec: the sweep's spec.
-      components: `components.describe_given` of the components given (default: none given). A
-        directory holding the same spec run with other components is refused.
-
-    With `replace_unstarted` (a sweep run in this process), a different sweep that recorded no
-    chunk, holds no live claim or lock and was not launched as jobs (no logs/: its workers may
-    still be queued) is replaced: one stopped by an error before its first chunk. A sweep.json
-    that does not read (or is missing beside a sweep's files) is written again for this spec
-    when every recorded chunk says which sweep it is of (`sweep_id`) and one is of this sweep
-    (those of another sweep are then set aside as damaged when read). Both with a note on
-    stderr.
-
-    Raises:
-      SpecError: out_dir is a file, holds other files, or holds a different sweep that trained.
+    sweep.json is created (exclusively) or replaced only under the lock held alone, which no
+    live worker of any sweep shares; while workers share it, a process only checks that it is
+    its spec's. With `replace_unstarted` a different sweep that trained nothing is replaced; a
+    sweep.json that does not read, or is missing, is written again when the chunks recorded
+    are of this sweep (`_adopt_chunks`).
     """
     components = {"given": []} if components is None else components
     if out_dir.exists() and not out_dir.is_dir():
@@ -309,11 +295,9 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
             _make_identity(out_dir, spec, components, replace_unstarted)
         else:  # other workers share the lock: sweep.json is theirs, and must be this sweep's
             lock.shared()
-            held = _read_json(out_dir / "sweep.json") if (out_dir / "sweep.json").is_file() \
-                else None
-            if held is None:
-                raise SpecError(f"--out {out_dir}: its sweep.json does not read and other workers "
-                                f"use the directory; run the sweep again once they end")
+            if (held := _read_sweep(out_dir)) is None:
+                raise SpecError(f"--out {out_dir}: its sweep.json does not read and other "
+                                f"workers use the directory; run the sweep again once they end")
             _check_same_sweep(out_dir, held, spec, components)
         (out_dir / "chunks").mkdir(exist_ok=True)
         lock.shared()
@@ -324,12 +308,9 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
 
 
 def _make_identity(out_dir: Path, spec: Spec, components: dict, replace_unstarted: bool) -> None:
-    """`prepare_out_dir` under the exclusive lock: accept this sweep's sweep.json, or create it
-    (exclusively), or write it again where the sweep it replaces allows."""
-    spec_json = spec.to_json()
-    ours = sweep_id(spec_json, components)
-    record_path = out_dir / "sweep.json"
-    held = _read_json(record_path) if record_path.exists() else None
+    """`prepare_out_dir` under the lock held alone: keep this sweep's sweep.json, or create it
+    where there is none or the sweep it replaces allows."""
+    held = _read_sweep(out_dir)
     if held is not None:
         try:
             _check_same_sweep(out_dir, held, spec, components)
@@ -340,23 +321,33 @@ def _make_identity(out_dir: Path, spec: Spec, components: dict, replace_unstarte
             print(f"pgjax: --out {out_dir} held another sweep, which recorded no chunk; "
                   f"this one replaces it", file=sys.stderr)
     _check_sweep_files(out_dir)
-    if held is None and (recorded := _recorded_ids(out_dir)):
-        why = "does not read" if record_path.exists() else "is missing"
-        if None in recorded:
-            raise SpecError(f"--out {out_dir}: its sweep.json {why}, and chunks recorded by "
-                            f"an earlier pgjax do not say which sweep they are of; restore "
-                            f"sweep.json, or use another --out")
-        if ours not in recorded:
-            raise SpecError(f"--out {out_dir}: its sweep.json {why}, and its chunks are of "
-                            f"another sweep (another spec or components); use another --out")
-        print(f"pgjax: --out {out_dir}: its sweep.json {why}, so it is written again for "
-              f"this spec; a recorded chunk of another sweep is set aside as damaged",
-              file=sys.stderr)
-    record = {MARKER: 1, "spec": spec_json, "components": components, "sweep_sha256": ours,
-              **runs.provenance()}
-    if not runs.write_json(record_path, record, new=not record_path.exists()):
+    ours = sweep_id(spec.to_json(), components)
+    path = out_dir / "sweep.json"
+    if held is None:
+        _adopt_chunks(out_dir, ours, "does not read" if path.exists() else "is missing")
+    record = {MARKER: 1, "format": FORMAT, "spec": spec.to_json(), "components": components,
+              "sweep_sha256": ours, **runs.provenance()}
+    if not runs.write_json(path, record, new=not path.exists()):
         raise SpecError(f"--out {out_dir}: another process wrote its sweep.json meanwhile "
                         f"(its filesystem does not lock files); run the sweep again")
+
+
+def _adopt_chunks(out_dir: Path, ours: str, why: str) -> None:
+    """Where sweep.json is gone: the chunks recorded (if any) must say which sweep they are of
+    (`sweep_sha256`), and one must be of this one; chunks of another are set aside when read."""
+    ids = [record.get("sweep_sha256") for path in sorted((out_dir / "chunks").glob("chunk-*.json"))
+           if (record := read_json(path)) is not None]  # one that does not read: set aside later
+    if not ids:
+        return
+    if None in ids:
+        raise SpecError(f"--out {out_dir}: its sweep.json {why}, and chunks recorded by "
+                        f"an earlier pgjax do not say which sweep they are of; restore "
+                        f"sweep.json, or use another --out")
+    if ours not in ids:
+        raise SpecError(f"--out {out_dir}: its sweep.json {why}, and its chunks are of "
+                        f"another sweep (another spec or components); use another --out")
+    print(f"pgjax: --out {out_dir}: its sweep.json {why}, so it is written again for "
+          f"this spec; a recorded chunk of another sweep is set aside as damaged", file=sys.stderr)
 
 
 def _check_sweep_files(out_dir: Path) -> None:
@@ -366,22 +357,12 @@ def _check_sweep_files(out_dir: Path) -> None:
         raise SpecError(f"--out {out_dir} exists and is not a pgjax sweep directory")
 
 
-def _recorded_ids(out_dir: Path) -> list[str | None]:
-    """The `sweep_sha256` of every readable chunk record in out_dir (None: an earlier
-    version's)."""
-    ids = []
-    for path in sorted((out_dir / "chunks").glob("chunk-*.json")):
-        if (record := _read_json(path)) is not None:  # one that does not read: set aside later
-            ids.append(record.get("sweep_sha256"))
-    return ids
-
-
 def _trained_nothing(out_dir: Path) -> bool:
-    """Whether a sweep directory holds no chunk's files (recorded, set aside or cut short) and
-    no live worker's claim: a sweep that stopped before its first chunk, such as one whose
-    program did not fit in memory. If so, the dead workers' claims are removed."""
+    """Whether a sweep directory holds no chunk's files (recorded, set aside or cut short), no
+    live worker's claim and no logs/ (jobs launched, maybe still queued): a sweep that stopped
+    before its first chunk. If so, the dead workers' claims are removed."""
     chunks_dir = out_dir / "chunks"
-    if (out_dir / "logs").exists():  # launched as jobs, which may not have started yet
+    if (out_dir / "logs").exists():
         return False
     if not chunks_dir.is_dir():
         return True
@@ -393,48 +374,36 @@ def _trained_nothing(out_dir: Path) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict | None:
-    """A JSON object's file as a dict ({} for other JSON), or None where it does not read."""
-    try:
-        held = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return held if isinstance(held, dict) else {}
-
-
 def _check_same_sweep(out_dir: Path, held: dict, spec: Spec, components: dict | None) -> None:
     """Refuse a sweep.json of another spec, or (unless components is None) other components."""
     if held.get(MARKER) != 1:
         raise SpecError(f"--out {out_dir} holds a sweep.json that is not a pgjax sweep")
-    stored = held.get("sweep_sha256")  # none in sweeps of earlier versions
-    if stored is not None and stored != sweep_id(held.get("spec"), _held_components(held)):
+    stored = held.get("sweep_sha256")
+    if stored is not None and stored != sweep_id(held.get("spec"), held["components"]):
         raise SpecError(f"--out {out_dir}: its sweep.json was edited (its sweep_sha256 is not "
                         f"that of its spec and components); restore it, or use another --out")
     ours = spec.to_json()
     if held.get("spec") != ours:
         diff = [k for k in ours if held.get("spec", {}).get(k) != ours[k]]
-        raise SpecError(
-            f"--out {out_dir} holds a different sweep (spec differs in "
-            f"{', '.join(diff) or 'its fields'}); use another --out to start a new one"
-        )
+        raise SpecError(f"--out {out_dir} holds a different sweep (spec differs in "
+                        f"{', '.join(diff) or 'its fields'}); use another --out to start a new one")
     # The order of grid and random fields numbers the runs and draws the samples.
     if reordered := [k for k in ("grid", "random") if list(held["spec"][k]) != list(ours[k])]:
         raise SpecError(
             f"--out {out_dir} holds this sweep with its {' and '.join(reordered)} fields in "
             f"another order ({', '.join(held['spec'][reordered[0]])}), which numbers its runs "
-            f"otherwise; list them in that order, or use another --out"
-        )
-    then = _held_components(held)
+            f"otherwise; list them in that order, or use another --out")
+    then = held["components"]
     if components is None or not (differences := given_differences(then, components)):
         return
     if sorted(then.get("given", [])) == components["given"]:
         which = "; ".join(f"{name} {a}, not {b}" for name, a, b in differences)
     else:
-        which = f"{_given(then)}, not {_given(components)}"
+        which = f"{_named(then)}, not {_named(components)}"
     raise SpecError(f"--out {out_dir} holds this spec run with other components ({which}); use "
                     f"another --out to start a new one")
 
 
-def _given(components: dict) -> str:
+def _named(components: dict) -> str:
     names = components.get("given", [])
     return ", ".join(f"{n}={components.get(n)}" for n in names) or "none given"

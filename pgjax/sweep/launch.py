@@ -1,26 +1,10 @@
 """A sweep's workers on a scheduler: a SLURM job array, or processes on this machine (submitit).
 
-    pgjax sweep SPEC.yaml --launcher slurm --array-size 8 --partition gpu --gpus-per-task 1
-    pgjax sweep SPEC.yaml --launcher local --array-size 4 --gpus-per-task 1
-
-Every array task (or local process) is one `pgjax.sweep.work` worker: it claims unrecorded chunks
-one at a time, so chunks of unequal cost spread themselves over the workers, and a worker that
-dies costs the chunk it held, which another worker trains again once its lease runs out. Workers
-are independent programs (no `jax.distributed`): one lost node stops nothing else. A worker that
-finds nothing left to claim returns, except one standby that waits for the chunks others hold and
-takes over any whose holder dies. The worker is `Checkpointable`: when SLURM times out or
-preempts it, submitit requeues it (once the chunk in flight returns to Python; that chunk is
-trained again) and it carries on.
-
-SLURM: the array is submitted with a merge job that starts after it (`afterany`) and writes the
-table (`pgjax sweep SPEC.yaml --merge` does the same by hand). Local: this process waits for the
-workers and merges. Either way the same command run again resumes: recorded chunks are skipped.
-
-Workers build the sweep from its spec alone (components cannot be sent to another process), and
-a worker's program is the one a single-process sweep compiles for its device count, so runs are
-bitwise the same whichever worker, and however many, trained them (given equal device counts).
-Submission logs and each worker's output: `out_dir/logs/`. submitit passes each worker its
-call, and the launcher its result, as pickles in that folder, and unpickling runs code: a sweep's
+Every array task (or local process) is one `pgjax.sweep.work` worker, built from the spec alone
+(components cannot be sent to another process); on SLURM a merge job starts after the array
+(`afterany`), locally this process waits and merges. `Worker` is `Checkpointable`: a task that
+SLURM times out or preempts is requeued and carries on. submitit passes each worker its call,
+and the launcher its result, as pickles in `out_dir/logs/`, and unpickling runs code: a sweep's
 `--out` must be a folder that only users you trust can write.
 """
 
@@ -38,7 +22,7 @@ import submitit
 
 from pgjax.sweep import LEASE_SECONDS, IncompleteSweep, merge_sweep, work
 from pgjax.sweep.claims import scan
-from pgjax.sweep.files import load_records, prepare_out_dir, span
+from pgjax.sweep.files import load_records, prepare_out_dir, span, sweep_id
 from pgjax.sweep.report import format_sweep
 from pgjax.sweep.spec import Plan, Spec, SpecError, planned
 
@@ -67,15 +51,8 @@ class Submitted(NamedTuple):
 
 
 class Worker(submitit.helpers.Checkpointable):
-    """One array task: a `pgjax.sweep.work` worker over the sweep's spec.
-
-    Args of the call:
-      index: the task's index in the array.
-      environ: variables set (None: unset) before JAX starts, e.g. the local GPUs it may use.
-
-    Returns:
-      The chunks it recorded.
-    """
+    """One array task: `run_worker` of the sweep's spec, after setting `environ`'s variables
+    (None: unset) before JAX starts, e.g. the local GPUs it may use."""
 
     def __init__(self, spec: Spec, out_dir: str, lease_seconds: float):
         self.spec, self.out_dir, self.lease_seconds = spec, out_dir, lease_seconds
@@ -97,21 +74,10 @@ def run_worker(
     lease_seconds: float = LEASE_SECONDS,
     name: str | None = None,
 ) -> list[int]:
-    """One worker of a sweep in this process: claim, train and record chunks; no merge.
-
-    What every array task runs (`pgjax sweep SPEC --worker` in a plain job array does the same).
-    It prints a line per chunk recorded or taken over, and returns the chunks it recorded.
-
-    Args:
-      spec: the sweep's spec (a `Spec`, YAML path or dict).
-      out_dir: the sweep directory, on a filesystem every worker sees.
-      lease_seconds: how long a claim outlives its holder's last heartbeat.
-      name: the worker's name in claims, records and rows (default: the SLURM job and array
-        task, else "host:pid").
-
-    Raises:
-      SpecError: a bad spec or out_dir, before any training.
-    """
+    """One worker of a sweep in this process (`pgjax sweep SPEC --worker`, and every array
+    task): claim, train and record chunks, no merge; a line printed per chunk recorded or taken
+    over. `name`: the worker's in claims, records and rows (default: the SLURM job and array
+    task, else "host:pid"). Returns the chunks it recorded; SpecError before any training."""
     plan = planned(spec)
     out_dir = Path(out_dir)
     name = name or _slurm_name()
@@ -158,23 +124,15 @@ def submit(
     time_minutes: int | None = None,
     lease_seconds: float = LEASE_SECONDS,
 ) -> Submitted:
-    """Check the sweep, then start its workers (and on SLURM its merge job).
+    """Check the sweep, then start its workers (and on SLURM its merge job); SpecError, before
+    anything is submitted, for a bad spec, out_dir or option.
 
-    Args:
-      spec: a YAML path or a dict (see `pgjax.sweep`).
-      out_dir: the sweep directory, on a filesystem every worker sees.
-      cluster: "slurm" (a job array; `sbatch` must be on PATH) or "local" (processes here).
-      array_size: workers (default: SLURM 8, local one per --gpus-per-task GPUs or 1; never more
-        than the chunks left).
-      partition: SLURM partition.
-      gpus_per_task: GPUs per worker. Local: worker k sees GPUs k·G ... k·G + G − 1 of those
-        visible here; default: every worker sees all of them.
-      cpus_per_task: SLURM CPUs per worker.
-      time_minutes: each worker's time limit (default: SLURM 120 minutes, local 7 days).
-      lease_seconds: how long a claim outlives its holder's last heartbeat.
-
-    Raises:
-      SpecError: a bad spec, out_dir or option, before anything is submitted.
+    `cluster`: "slurm" (a job array; `sbatch` must be on PATH) or "local" (processes here);
+    `out_dir` must be on a filesystem every worker sees. `array_size`: workers (default: SLURM
+    8, local one per `gpus_per_task` GPUs or 1; never more than the chunks left).
+    `gpus_per_task`: local worker k sees GPUs k·G ... k·G + G − 1 of those visible here
+    (default: all of them). `time_minutes`: each worker's limit (default: SLURM 120, local 7
+    days). `partition`, `cpus_per_task`: SLURM's.
     """
     _check_options(array_size=array_size, gpus_per_task=gpus_per_task,
                    cpus_per_task=cpus_per_task, time_minutes=time_minutes,
@@ -185,32 +143,34 @@ def submit(
     plan = planned(spec)
     out_dir = Path(out_dir).absolute()
     prepare_out_dir(out_dir, plan.spec).close()  # its workers check sweep.json again
-    left = load_records(out_dir, plan)[1]  # a damaged chunk is left: a worker retrains it
+    # a damaged chunk is left: a worker trains it again
+    left = load_records(out_dir, plan, sweep_id(plan.spec.to_json(), {"given": []}))[1]
     logs = out_dir / "logs"
     if not left:
         return Submitted([], None, len(plan.chunks), left, logs)
     environs = _environs(cluster, len(left), array_size, gpus_per_task)
     slurm = {"slurm_partition": partition} if partition else {}
-    executor = submitit.AutoExecutor(folder=logs, cluster=cluster)
-    executor.update_parameters(
-        name="pgjax-sweep",
-        timeout_min=time_minutes or (SLURM_TIME_MINUTES if cluster == "slurm" else
-                                     LOCAL_TIMEOUT_MINUTES),
-        **({"gpus_per_node": gpus_per_task} if gpus_per_task and cluster == "slurm" else {}),
-        **({"cpus_per_task": cpus_per_task} if cpus_per_task else {}),
-        **slurm,
-    )
-    worker = Worker(plan.spec, str(out_dir), lease_seconds)
-    jobs = executor.map_array(worker, range(len(environs)), environs)
+    executor = _executor(cluster, logs, name="pgjax-sweep", **slurm,
+                         timeout_min=time_minutes or (SLURM_TIME_MINUTES if cluster == "slurm"
+                                                      else LOCAL_TIMEOUT_MINUTES),
+                         **({"gpus_per_node": gpus_per_task}
+                            if gpus_per_task and cluster == "slurm" else {}),
+                         **({"cpus_per_task": cpus_per_task} if cpus_per_task else {}))
+    jobs = executor.map_array(Worker(plan.spec, str(out_dir), lease_seconds),
+                              range(len(environs)), environs)
     merge = None
     if cluster == "slurm":
-        merger = submitit.AutoExecutor(folder=logs, cluster=cluster)
-        merger.update_parameters(
-            name="pgjax-sweep-merge", timeout_min=30, cpus_per_task=2,
-            slurm_dependency=f"afterany:{jobs[0].job_id.split('_')[0]}", **slurm,
-        )
-        merge = merger.submit(merge_job, plan.spec, str(out_dir))
+        after = f"afterany:{jobs[0].job_id.split('_')[0]}"
+        merge = _executor(cluster, logs, name="pgjax-sweep-merge", timeout_min=30,
+                          cpus_per_task=2, slurm_dependency=after,
+                          **slurm).submit(merge_job, plan.spec, str(out_dir))
     return Submitted(jobs, merge, len(plan.chunks), left, logs)
+
+
+def _executor(cluster: str, logs: Path, **parameters) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=logs, cluster=cluster)
+    executor.update_parameters(**parameters)
+    return executor
 
 
 def run_local(
@@ -220,15 +180,9 @@ def run_local(
     progress: bool = False,
     **options,
 ):
-    """`submit(cluster="local", **options)`, wait for the workers, merge; the results table.
-
-    A worker that ended early is reported on stderr (one line each); the others take over its
-    chunks.
-
-    Raises:
-      SpecError: as `submit`.
-      IncompleteSweep: every worker ended and chunks are still missing (named in the message).
-    """
+    """`submit(cluster="local", **options)`, wait for the workers, merge: the results table. A
+    worker that ended early is reported on stderr (one line each); IncompleteSweep where every
+    worker ended and chunks are still missing (named in its one line)."""
     from tqdm.auto import tqdm
 
     plan = planned(spec)
@@ -245,8 +199,8 @@ def run_local(
         for job in submitted.jobs:
             _stop_local(job)
         raise
-    endings = [(i, job, _ending(job)) for i, job in enumerate(submitted.jobs)]
-    ended = [f"worker {i} ({how}; log {job.paths.stdout})" for i, job, how in endings if how]
+    ended = [f"worker {i} ({how}; log {job.paths.stdout})"
+             for i, job in enumerate(submitted.jobs) if (how := _ending(job))]
     try:
         table = merge_sweep(plan, out_dir)
     except IncompleteSweep as e:
@@ -257,9 +211,8 @@ def run_local(
 
 
 def _stop_local(job) -> None:
-    """Stop a local worker: SIGKILL to the processes submitit's controller runs (its workers
-    ignore SIGTERM, and the controller prints a traceback on SIGINT), else `job.cancel`. A
-    killed worker's claims are dead at once on this machine (its pid is gone)."""
+    """SIGKILL to the processes submitit's controller runs (they ignore SIGTERM; the controller
+    prints a traceback on SIGINT), else `job.cancel`: a killed worker's claims are dead at once."""
     process = getattr(job, "_process", None)
     if process is None or process.poll() is not None:
         return

@@ -1,11 +1,5 @@
 """A sweep's results: the merged table, the ranking by IQM with bootstrap CIs, its figure and
-text. Host-only; statistics come from `pgjax.stats`.
-
-    out_dir/results.csv     one row per run
-    out_dir/summary.csv     one row per config, ranked by the IQM of the final return
-    out_dir/summary.json    the ranking, sizes and timings
-    out_dir/summary.png     final-return IQM with 95% CIs per config; IQM curves of the best 5
-"""
+text (results.csv, summary.csv, summary.json, summary.png). Host-only."""
 
 import csv
 import json
@@ -15,8 +9,67 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import plots, runs, stats
-from pgjax.sweep.files import chunk_path, write_csv
-from pgjax.sweep.spec import Plan, Spec, describe
+from pgjax.sweep import claims
+from pgjax.sweep.files import (
+    IncompleteSweep,
+    chunk_path,
+    load_record,
+    load_records,
+    set_aside,
+    span,
+    write_csv,
+)
+from pgjax.sweep.spec import Chunk, Plan, Spec, describe
+
+
+def merged(out_dir: Path, plan: Plan, sweep: str):
+    """The results table (a DataFrame, one row per run by run id) of a complete sweep (chunks
+    of the sweep `sweep`, a `files.sweep_id`), its files written: results.csv, summary.csv,
+    summary.json and summary.png. IncompleteSweep otherwise, after setting aside the damaged
+    chunks nobody holds, so that the next run of the sweep trains them."""
+    import pandas as pd
+
+    records, missing, damaged = load_records(out_dir, plan, sweep)
+    if missing:
+        moved = [f"{chunk.index} as {aside}" for chunk in plan.chunks if chunk.index in damaged
+                 and (aside := _set_aside_unheld(out_dir, plan, chunk, sweep)) is not None]
+        raise IncompleteSweep(
+            f"{out_dir}: {len(missing)} of {len(plan.chunks)} chunks not recorded "
+            f"(chunks {span(missing)}"
+            + (f"; damaged, set aside: chunk {', chunk '.join(moved)}" if moved else "")
+            + "); run the sweep again to train them (--status shows who holds them)"
+        )
+    claims.remove_stale(out_dir / "chunks")
+    rows = sorted((row for r in records.values() for row in r["rows"]), key=lambda r: r["run"])
+    write_csv(out_dir / "results.csv", rows)
+    summary = summarize(rows, plan.spec)
+    write_csv(out_dir / "summary.csv", summary)
+    runs.write_json(out_dir / "summary.json", {
+        "configs": len(plan.configs),
+        "runs": len(plan.runs),
+        "chunks": len(plan.chunks),
+        "wall_seconds": sum(r["wall_seconds"] for r in records.values()),
+        "compile_seconds_per_worker": compile_seconds(records),
+        "ranking": summary,
+    })
+    plot_summary(out_dir / "summary.png", summary, plan.spec, curves(out_dir, plan))
+    return pd.DataFrame(rows)
+
+
+def _set_aside_unheld(out_dir: Path, plan: Plan, chunk: Chunk, sweep: str) -> str | None:
+    """`set_aside` a damaged chunk under its claim: the new names, or None when a worker holds
+    the chunk (it sets the files aside itself) or it is no longer damaged."""
+    chunks_dir = out_dir / "chunks"
+    name = claims.chunk_name(chunk.index)
+    latest = claims.scan(chunks_dir).attempts.get(name, 0)
+    claim = claims.acquire(chunks_dir, name, latest, claims.this_holder(), claims.LEASE_SECONDS)
+    if claim is None:
+        return None
+    try:
+        damaged = load_record(out_dir, chunk, plan, sweep)[1]
+        return set_aside(out_dir, chunk.index) if damaged else None
+    finally:
+        claims.release(claim)
 
 
 def summarize(rows: list[dict], spec: Spec, *, reps: int = stats.REPS) -> list[dict]:
@@ -93,36 +146,13 @@ def plot_summary(path: Path, summary: list[dict], spec: Spec, curves: dict, *, t
 
 def curves(out_dir: Path, plan: Plan) -> dict:
     """config id -> (env steps [U], returns [seeds, U]) from the chunks' metrics."""
-    per_run = {}
+    returns: dict[int, list] = {}
     for chunk in plan.chunks:
         with np.load(chunk_path(out_dir, chunk.index, ".npz")) as data:
-            for i, run in enumerate(data["run"]):
-                per_run[int(run)] = data["episode_return"][i]
-    out = {}
-    for c, config in enumerate(plan.configs):
-        ret = np.stack([per_run[r] for r, (cid, _) in enumerate(plan.runs) if cid == c])
-        steps = np.arange(1, ret.shape[1] + 1) * config.steps_per_update
-        out[c] = (steps, ret)
-    return out
-
-
-def merge(out_dir: Path, plan: Plan, records: dict) -> list[dict]:
-    """The results rows of every chunk's record, by run id; writes the files above."""
-    rows = [row for c in sorted(records) for row in records[c]["rows"]]
-    rows.sort(key=lambda r: r["run"])
-    write_csv(out_dir / "results.csv", rows)
-    summary = summarize(rows, plan.spec)
-    write_csv(out_dir / "summary.csv", summary)
-    runs.write_json(out_dir / "summary.json", {
-        "configs": len(plan.configs),
-        "runs": len(plan.runs),
-        "chunks": len(plan.chunks),
-        "wall_seconds": sum(r["wall_seconds"] for r in records.values()),
-        "compile_seconds_per_worker": compile_seconds(records),
-        "ranking": summary,
-    })
-    plot_summary(out_dir / "summary.png", summary, plan.spec, curves(out_dir, plan))
-    return rows
+            for run, ret in zip(data["run"], data["episode_return"], strict=True):
+                returns.setdefault(plan.runs[int(run)][0], []).append(ret)
+    return {c: (np.arange(1, len(ret[0]) + 1) * plan.configs[c].steps_per_update, np.stack(ret))
+            for c, ret in returns.items()}
 
 
 def compile_seconds(records: dict) -> dict:
@@ -130,7 +160,7 @@ def compile_seconds(records: dict) -> dict:
     out: dict[str, float] = {}
     seen = set()
     for r in records.values():
-        worker = str(r.get("worker", r.get("process")))  # records before workers: "process"
+        worker = str(r.get("worker"))
         key = (worker, r["batch"], r["devices"], r["compile_seconds"])
         if key not in seen:
             seen.add(key)
@@ -142,8 +172,7 @@ def format_sweep(out_dir: Path, *, top: int = 10) -> str:
     """The best configs from summary.csv as an aligned text table."""
     with (Path(out_dir) / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
-    meta = json.loads((Path(out_dir) / "sweep.json").read_text())["spec"]
-    varying = list(meta["grid"]) + [k for k in meta["random"] if k not in meta["grid"]]
+    varying = Spec(**json.loads((Path(out_dir) / "sweep.json").read_text())["spec"]).varying
     head = ["rank", *varying, "final IQM [95% CI]", "AUC IQM", "diverged"]
     table = [head]
     for r in rows[:top]:

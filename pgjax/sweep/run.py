@@ -1,11 +1,9 @@
-"""Running a sweep's chunks: the vmapped batch program, its compile cache, and the per-run rows.
+"""A sweep's chunks trained: the vmapped batch programs, their compile cache, the per-run rows.
 
-A chunk's runs share their static fields, so one compiled pair of programs trains them all:
-`jax.vmap` of `init_state`, then of `train_chunk` in about `PIECES` pieces of updates, over the
-runs' numeric leaves and keys, the runs axis sharded over the local devices and padded to the
-group's batch size (a run's numbers do not depend on its batch-mates). Each piece trained is
-progress that renews the worker's lease. The programs are the
-only jitted code of a sweep; everything else here is host-side.
+The programs are the only jitted code of a sweep: `jax.vmap` of `init_state`, then of
+`train_chunk` over about `PIECES` pieces of updates (each piece trained is progress that renews
+the worker's lease), the runs axis sharded over the local devices and padded to the group's
+batch size, so that a run's numbers do not depend on its batch-mates.
 """
 
 import socket
@@ -22,7 +20,7 @@ from pgjax.components import build
 from pgjax.config import LEAVES, Config
 from pgjax.signals import SWEEP_RESUME, Stopped, computed
 from pgjax.sweep.claims import this_holder
-from pgjax.sweep.files import run_row
+from pgjax.sweep.files import FORMAT, run_row
 from pgjax.sweep.spec import Chunk, Plan, static_key
 from pgjax.train import diverged, init_state, train_chunk
 
@@ -31,16 +29,10 @@ PIECES = 4  # pieces of updates per chunk (each at least a run's chunk): progres
 
 def batch_programs(static: Config, components: dict, num_updates: int):
     """(init, step) for one static group: `init(leaves, key_data) -> TrainState [R]` and
-    `step(leaves, state) -> (state, Metrics [R, num_updates])`; `train` is init then step
-    repeated (`train_chunk`: chunks compose).
-
-    Args of the programs:
-      leaves: {field: [R] float32} per LEAVES field, the runs' numeric hyperparameters.
-      key_data: [R, 2] uint32, each run's `jax.random.key_data` of its seed key.
-
-    The components (`pgjax.components.build` keywords) are closed over; those not given are
-    built inside the trace from each run's config, so traced leaves (init_log_std) reach them.
-    """
+    `step(leaves, state) -> (state, Metrics [R, num_updates])` (`train` is init, then step
+    repeated), over the runs' LEAVES {field: [R] float32} and key data [R, 2] uint32. The
+    components given are closed over; the others are built in the trace from each run's config,
+    so traced leaves (init_log_std) reach them."""
 
     def parts(config: Config):
         return build(config, validate=False, **components)
@@ -120,71 +112,54 @@ def run_chunk(
     requested: list | tuple = (),
     progress: Callable[[], None] = lambda: None,
 ) -> dict:
-    """Train one chunk's runs together.
+    """Train one chunk's runs together: {"record": its record (rows, batch, devices, timings),
+    "arrays": per-run metrics {name: [runs, updates]}, diverged [runs] and run ids [runs]}.
 
-    Args:
-      plan: the sweep's plan.
-      chunk: which runs.
-      key_data: [seeds, 2] uint32 key data of `pgjax.train.seed_keys(spec.seed, spec.seeds)`.
-      devices: the local devices the runs axis is sharded over.
-      programs: the sweep's compile cache (default: a fresh one, compiling this chunk's program).
-      components: `pgjax.components.build` keywords (env=, policy=, ...) given to the sweep.
-      worker: who ran it, for the record and rows (default "host:pid").
-      sweep: the `files.sweep_id` of the sweep, kept in the record.
-      requested: `signals.stop_requests`' list: once it holds a signal, the chunk is dropped
-        and `signals.Stopped` raised.
-      progress: called once the programs are compiled and as each piece of updates is trained
-        (the worker's lease is renewed by it: `claims.Heartbeat`).
-
-    Returns:
-      {"record": the chunk's record (rows, batch, devices, timings), "arrays": per-run metrics
-      {name: [runs, updates]}, diverged [runs] (`pgjax.train.diverged`) and run ids [runs]}.
+    `key_data`: [seeds, 2] uint32 of `pgjax.train.seed_keys(spec.seed, spec.seeds)`; `devices`:
+    those the runs axis is sharded over; `programs`: the sweep's compile cache; `components`:
+    `pgjax.components.build` keywords; `worker`: who ran it (default "host:pid"); `sweep`: the
+    `files.sweep_id` kept in the record; `requested`: `signals.stop_requests`' list, once it
+    holds a signal the chunk is dropped (`signals.Stopped`); `progress`: called once the
+    programs are compiled and as each piece of updates is trained.
     """
     programs = Programs() if programs is None else programs
-    components = components or {}
     worker = worker or this_holder().worker
     static = plan.groups[chunk.group]
     batch = padded(plan.group_batch[chunk.group], len(devices))
-    init, step, n, compile_seconds = programs.get(static, batch, devices, components)
+    init, step, n, compile_seconds = programs.get(static, batch, devices, components or {})
     progress()
-    idx = np.array(list(chunk.runs) + [chunk.runs[-1]] * (batch - len(chunk.runs)))
-    cfg_ids = np.array([plan.runs[r][0] for r in idx])
-    seed_ids = np.array([plan.runs[r][1] for r in idx])
-    leaves = {name: np.array([getattr(plan.configs[c], name) for c in cfg_ids], np.float32)
+    padding = [chunk.runs[-1]] * (batch - len(chunk.runs))
+    configs, seeds = zip(*(plan.runs[r] for r in (*chunk.runs, *padding)), strict=True)
+    leaves = {name: np.array([getattr(plan.configs[c], name) for c in configs], np.float32)
               for name in LEAVES}
     t = time.perf_counter()
-    state, pieces = init(leaves, key_data[seed_ids]), []
-    for _ in range(static.num_updates // n):  # each piece is queued at once, and waited for
-        state, metrics = step(leaves, state)
-        pieces.append(metrics)
-    for metrics in pieces:
-        if not computed(metrics, requested):  # a signal: the chunk is dropped
-            raise Stopped(requested[0], resume=SWEEP_RESUME)
-        progress()
-    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, 1), *pieces)
-    bad = diverged(metrics.loss, metrics.grad_norm, state.params)
-    output_devices = len(bad.sharding.device_set)
+    metrics, bad = _train(init, step, static.num_updates // n, leaves, key_data[list(seeds)],
+                          requested, progress)
+    output_devices = len(bad.sharding.device_set)  # devices the outputs' sharding spans
     metrics, bad = jax.device_get((metrics, bad))
     wall = time.perf_counter() - t
-    n = len(chunk.runs)
-    arrays = {k: np.asarray(v)[:n] for k, v in metrics._asdict().items()}
-    arrays["diverged"] = np.asarray(bad)[:n]
+    arrays = {k: np.asarray(v)[:len(chunk.runs)] for k, v in metrics._asdict().items()}
+    arrays["diverged"] = np.asarray(bad)[:len(chunk.runs)]
+    rows = [run_row(plan, run, chunk, {k: a[i] for k, a in arrays.items()}, wall, worker)
+            for i, run in enumerate(chunk.runs)]
     arrays["run"] = np.asarray(chunk.runs)
-    rows = [
-        run_row(plan, run, chunk, {k: arrays[k][i] for k in arrays if k != "run"}, wall, worker)
-        for i, run in enumerate(chunk.runs)
-    ]
-    record = {
-        "chunk": chunk.index,
-        "runs": list(chunk.runs),
-        "rows": rows,
-        "batch": batch,
-        "devices": len(devices),
-        "output_devices": output_devices,  # devices the outputs' sharding spans
-        "wall_seconds": wall,
-        "compile_seconds": compile_seconds,
-        "worker": worker,
-        "host": socket.gethostname(),
-        **({} if sweep is None else {"sweep_sha256": sweep}),
-    }
+    record = {"format": FORMAT, "chunk": chunk.index, "runs": list(chunk.runs), "rows": rows,
+              "batch": batch, "devices": len(devices), "output_devices": output_devices,
+              "wall_seconds": wall, "compile_seconds": compile_seconds, "worker": worker,
+              "host": socket.gethostname(), **({} if sweep is None else {"sweep_sha256": sweep})}
     return {"record": record, "arrays": arrays}
+
+
+def _train(init, step, pieces: int, leaves: dict, key_data: np.ndarray, requested, progress):
+    """(metrics [R, updates], diverged [R]) of `pieces` steps after init, each piece queued at
+    once and waited for in turn: a signal requested meanwhile drops the chunk (`Stopped`)."""
+    state, out = init(leaves, key_data), []
+    for _ in range(pieces):
+        state, metrics = step(leaves, state)
+        out.append(metrics)
+    for metrics in out:
+        if not computed(metrics, requested):
+            raise Stopped(requested[0], resume=SWEEP_RESUME)
+        progress()
+    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs, 1), *out)
+    return metrics, diverged(metrics.loss, metrics.grad_norm, state.params)

@@ -1,10 +1,7 @@
 """Sweep specs and plans: parse and validate a spec, draw its random section, plan runs and chunks.
+Host-only and deterministic: every process of a sweep makes the same plan from the same spec."""
 
-Host-only and deterministic: every process of a sweep makes the same plan from the same spec.
-Field rules come from `pgjax.config` (`check_value`, `closest`, FIELDS / LEAVES / STATIC) and
-from `pgjax.components.build`; their ValueErrors are reported here as one-line `SpecError`s.
-"""
-
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -35,6 +32,15 @@ DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
 
 class SpecError(ValueError):
     """A bad sweep spec, component or output directory: reported as one line."""
+
+
+@contextlib.contextmanager
+def spec_errors(prefix: str = ""):
+    """A ValueError raised inside (by `pgjax.config`, `components`, ...) as a SpecError."""
+    try:
+        yield
+    except ValueError as e:
+        raise SpecError(f"{prefix}{e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +93,8 @@ def _is_count(x) -> bool:
 
 
 def _field(name: str, value: Any, where: str) -> Any:
-    """`config.check_value` (unknown or mistyped field) as a SpecError."""
-    try:
+    with spec_errors():
         return check_value(name, value, where)
-    except ValueError as e:
-        raise SpecError(str(e)) from None
 
 
 def _parse_random(section: Any) -> tuple[dict, int]:
@@ -170,14 +173,6 @@ def _positive_int(spec: dict, key: str, default):
     return value
 
 
-def _read(path: "str | os.PathLike") -> dict:
-    """A spec file's mapping (`config.load_file`), its errors as SpecError."""
-    try:
-        return load_file(path, "spec ")
-    except ValueError as e:
-        raise SpecError(str(e)) from None
-
-
 def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
     """Read (a YAML, JSON or TOML path) and validate a spec's structure and types; no JAX work.
     A dict's numpy scalars count as numbers (`config.plain`). A `Spec` is returned as it is.
@@ -187,7 +182,8 @@ def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
     """
     if isinstance(spec, Spec):
         return spec
-    spec = plain(spec) if isinstance(spec, dict) else _read(spec)
+    with spec_errors():
+        spec = plain(spec) if isinstance(spec, dict) else load_file(spec, "spec ")
     if not isinstance(spec, dict):
         raise SpecError(f"a spec must be a mapping of fields, got {type(spec).__name__}")
     for key in spec:
@@ -203,23 +199,14 @@ def parse_spec(spec: "Spec | str | os.PathLike | dict") -> Spec:
         raise SpecError(f"{name} is in both grid and random; keep one")
 
     seed = spec.get("seed", 0)
-    try:
+    with spec_errors():
         check_seed(seed)
-    except ValueError as e:
-        raise SpecError(str(e)) from None
     seeds = _positive_int(spec, "seeds", 1)
     if (size := math.prod(map(len, grid.values())) * num_samples * seeds) > MAX_RUNS:
         raise SpecError(f"the spec asks for {size:,} runs (grid points × num_samples × seeds); "
                         f"a sweep holds at most {MAX_RUNS:,}: split it into several")
-    return Spec(
-        base=base,
-        grid=grid,
-        random=random,
-        num_samples=num_samples,
-        seeds=seeds,
-        seed=seed,
-        chunk_runs=_positive_int(spec, "chunk_runs", None),
-    )
+    return Spec(base=base, grid=grid, random=random, num_samples=num_samples, seeds=seeds,
+                seed=seed, chunk_runs=_positive_int(spec, "chunk_runs", None))
 
 
 # ----------------------------------------------------------------------------- planning
@@ -257,37 +244,27 @@ def static_key(config: Config) -> tuple:
 
 
 def make_plan(spec: Spec, *, env: str | None = None) -> Plan:
-    """Configs (grid × random samples), runs (config × seed) and chunks, all validated.
-
-    Args:
-      spec: from `parse_spec`.
-      env: the name of an env component given to the sweep: every config's `env` field is set
-        to it, and it need not be a registered gymnax id.
-
-    Raises:
-      SpecError: an invalid config (gamma outside [0, 1], unknown env, ...), naming its fields.
-    """
+    """Configs (grid × random samples), runs (config × seed) and chunks of a `parse_spec` spec,
+    all validated (SpecError naming a bad config's fields). `env`: the name of an env component
+    given to the sweep, every config's `env` (it need not be a registered gymnax id)."""
     configs = _configs(spec, env)
-    groups, group_of = [], {}
-    for config in configs:
-        key = static_key(config)
-        if key not in group_of:
-            group_of[key] = len(groups)
-            groups.append(config)
+    members: dict[tuple, list[int]] = {}  # static fields -> config ids, in order of appearance
+    for c, config in enumerate(configs):
+        members.setdefault(static_key(config), []).append(c)
     runs, chunks, group_batch = [], [], []
-    for g, first in enumerate(groups):
-        ids = [c for c, config in enumerate(configs) if static_key(config) == static_key(first)]
-        group_runs = [len(runs) + i for i in range(len(ids) * spec.seeds)]
+    for g, ids in enumerate(members.values()):
+        group_runs = range(len(runs), len(runs) + len(ids) * spec.seeds)
         runs += [(c, s) for c in ids for s in range(spec.seeds)]
         size = min(spec.chunk_runs or len(group_runs), len(group_runs))
         group_batch.append(size)
         for start in range(0, len(group_runs), size):
             chunks.append(Chunk(len(chunks), g, tuple(group_runs[start:start + size])))
+    groups = [configs[ids[0]] for ids in members.values()]
     return Plan(spec, configs, runs, groups, group_batch, chunks)
 
 
 def _configs(spec: Spec, env: str | None) -> list[Config]:
-    """Every grid point × random draw as a validated Config."""
+    """Every grid point × random draw as a validated Config (and the random bounds checked)."""
     if env is not None and "env" in spec.grid:
         raise SpecError(f"grid: env cannot vary when an env component ({env!r}) is given")
     if env is not None and spec.base.get("env", env) != env:
@@ -295,37 +272,30 @@ def _configs(spec: Spec, env: str | None) -> list[Config]:
             f"the spec names env {spec.base['env']!r} but the env component is {env!r}; "
             f"remove env from the spec"
         )
+    base = spec.base if env is None else {**spec.base, "env": env}
     points = [dict(zip(spec.grid, values, strict=True))
               for values in itertools.product(*spec.grid.values())]
     for name, dist in spec.random.items():  # the bounds, not only the values drawn
         (kind, args), = dist.items()
         for point, value in itertools.product(points, args):
-            try:
-                Config(**{**spec.base, **point, name: value,
-                          **({} if env is None else {"env": env})}).validate()
-            except ValueError as e:
-                raise SpecError(f"random: {name}: {kind} {args!r}: {e}") from None
+            with spec_errors(f"random: {name}: {kind} {args!r}: "):
+                Config(**{**base, **point, name: value}).validate()
     configs = []
-    for point in points:
-        for draw in sample(spec):
-            fields = {**spec.base, **point, **draw, **({} if env is None else {"env": env})}
-            try:
-                config = Config(**fields).validate()
-                if env is None:
-                    check_env_name(config.env)
-            except ValueError as e:
-                at = f" (config {describe({**point, **draw})})" if point or draw else ""
-                raise SpecError(f"{e}{at}") from None
-            configs.append(config)
+    for point, draw in itertools.product(points, sample(spec)):
+        try:
+            config = Config(**{**base, **point, **draw}).validate()
+            if env is None:
+                check_env_name(config.env)
+        except ValueError as e:
+            at = f" (config {describe({**point, **draw})})" if point or draw else ""
+            raise SpecError(f"{e}{at}") from None
+        configs.append(config)
     return configs
 
 
 def check_plan(plan: Plan, components: dict) -> None:
-    """`pgjax.components.build` of every distinct case, before any work (touches JAX, no compile).
-
-    The checks that need the env and the networks (episode limit, action space, observation
-    shape, the policy's and value net's outputs, the estimator's rules), once per distinct
-    (static fields, init_log_std).
+    """`pgjax.components.build` of every distinct case (static fields, init_log_std), before any
+    work: the checks that need the env and the networks (touches JAX, no compile).
 
     Raises:
       SpecError: the first config or component that does not fit.
@@ -335,10 +305,8 @@ def check_plan(plan: Plan, components: dict) -> None:
         key = (static_key(config), config.init_log_std)
         if key not in seen:
             seen.add(key)
-            try:
+            with spec_errors():
                 build(config, **components)
-            except ValueError as e:
-                raise SpecError(str(e)) from None
 
 
 def planned(spec: "Plan | Spec | str | os.PathLike | dict", given: dict | None = None) -> Plan:
