@@ -306,7 +306,7 @@ def sweep_command(
     merge: bool = False,
     status: bool = False,
 ) -> None:
-    """Run or resume a sweep of configs × seeds from a spec file (see pgjax/sweep/__init__.py).
+    """Run or resume a sweep of configs × seeds from a spec file (docs/guides/sweeps.md).
 
     Args:
       spec: YAML (JSON, TOML by name) file: base config fields, grid:, random:, seeds, seed,
@@ -324,49 +324,63 @@ def sweep_command(
       merge: write the table of a sweep whose chunks are all recorded (refuses otherwise).
       status: print chunks recorded / total and who holds the others.
     """
+    options = {"array_size": array_size, "partition": partition, "gpus_per_task": gpus_per_task,
+               "cpus_per_task": cpus_per_task, "time_minutes": time}
+    mode = _sweep_mode(launcher, worker, merge, status, options, lease_seconds)
+    out = out if out is not None else Path("runs") / f"sweep-{spec.stem}"
+    if mode not in ("sweep", "worker"):
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")  # only workers train: leave the GPUs to them
+    try:
+        plan = planned(spec)  # parsed and checked once, then passed down
+        if text := _run_sweep(plan, spec, out, mode, progress=progress,
+                              lease_seconds=lease_seconds, options=options):
+            print(text)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+
+
+def _sweep_mode(launcher: str | None, worker: bool, merge: bool, status: bool, options: dict,
+                lease_seconds: float) -> str:
+    """What `pgjax sweep` was asked to do: "sweep" (in this process), "local", "slurm",
+    "worker", "merge" or "status"; UsageError for flags that do not go together."""
     try:
         check_lease(lease_seconds, "--lease-seconds")
     except SpecError as e:
         raise UsageError(str(e)) from None
     if worker + merge + status + (launcher is not None) > 1:
         raise UsageError("choose one of --launcher, --worker, --merge and --status")
-    options = {"array_size": array_size, "partition": partition, "gpus_per_task": gpus_per_task,
-               "cpus_per_task": cpus_per_task, "time_minutes": time}
     given = [k for k, v in options.items() if v is not None]
     if given and launcher is None:
         flags = ", ".join("--" + k.replace("_minutes", "").replace("_", "-") for k in given)
         raise UsageError(f"{flags} need --launcher slurm or --launcher local")
-    out = out if out is not None else Path("runs") / f"sweep-{spec.stem}"
-    if launcher or merge or status:
-        import jax
+    return launcher or ("worker" if worker else "merge" if merge else "status" if status
+                        else "sweep")
 
-        jax.config.update("jax_platforms", "cpu")  # only workers train: leave the GPUs to them
-    try:
-        plan = planned(spec)  # parsed and checked once, then passed down
-        if status:
-            print(sweep_status(plan, out))
-            return
-        if worker:
-            run_worker(plan, out, lease_seconds=lease_seconds)
-            return
-        if merge:
-            merge_sweep(plan, out)
-        else:
-            _notes(plan.configs, flags=False)
-            if launcher == "local":
-                run_local(plan, out, progress=progress, lease_seconds=lease_seconds, **options)
-            elif launcher == "slurm":
-                submitted = submit(plan, out, cluster="slurm", lease_seconds=lease_seconds,
-                                   **options)
-                if submitted.jobs:
-                    print(submitted.describe(spec, out))
-                    return
-                merge_sweep(plan, out)  # every chunk was recorded already
-            else:
-                sweep(plan, out, progress=progress, lease_seconds=lease_seconds)
-    except SpecError as e:
-        raise UsageError(str(e)) from None
-    print(format_sweep(out))
+
+def _run_sweep(plan, spec: Path, out: Path, mode: str, *, progress: bool, lease_seconds: float,
+               options: dict) -> str | None:
+    """Do what `mode` (`_sweep_mode`) says; the text to print: the status, the jobs submitted,
+    or the sweep's table once merged."""
+    if mode == "status":
+        return sweep_status(plan, out)
+    if mode == "worker":
+        run_worker(plan, out, lease_seconds=lease_seconds)
+        return None
+    if mode != "merge":
+        _notes(plan.configs, flags=False)
+    if mode == "slurm":
+        submitted = submit(plan, out, cluster="slurm", lease_seconds=lease_seconds, **options)
+        if submitted.jobs:
+            return submitted.describe(spec, out)
+    if mode == "local":
+        run_local(plan, out, progress=progress, lease_seconds=lease_seconds, **options)
+    elif mode == "sweep":
+        sweep(plan, out, progress=progress, lease_seconds=lease_seconds)
+    else:  # --merge, or a SLURM sweep whose chunks were all recorded already
+        merge_sweep(plan, out)
+    return format_sweep(out)
 
 
 COMMANDS = {
