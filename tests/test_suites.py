@@ -1,5 +1,6 @@
 """The JAX env suites by name (`SUITE:NAME`): each adapter against its suite's own stepping,
-then `pgjax train`, resume after SIGKILL and `pgjax eval` on tiny budgets.
+then training on tiny budgets: `pgjax train`, resume after SIGKILL and `pgjax eval` on two
+suites, `make_train` on the others.
 
 Each suite's tests skip when its extra is not installed (`pip install -e ".[envs]"`).
 """
@@ -253,24 +254,14 @@ def tiny(name: str, updates: int = 2) -> list[str]:
             str(4 * steps * updates), "--seeds", "2", "--no-progress"]
 
 
-SLOW = pytest.mark.slow  # on 2 CPU cores: brax 96 s, craftax (its 10,000-step eval) 345 s
-
-
-@pytest.mark.parametrize("name, evaluate", [
-    ("navix:Navix-Empty-8x8-v0", True), ("xminigrid:MiniGrid-Empty-8x8", True),
-    pytest.param("jumanji:Snake-v1", True, marks=SLOW),
-    pytest.param("brax:inverted_pendulum", True, marks=SLOW),
-    pytest.param("craftax:Craftax-Classic-Symbolic-v1", False, marks=SLOW),
-])
-def test_train_and_eval_through_the_cli(name, evaluate, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["navix:Navix-Empty-8x8-v0", "xminigrid:MiniGrid-Empty-8x8"])
+def test_train_and_eval_through_the_cli(name, tmp_path, capsys):
     pytest.importorskip(name.split(":")[0])
     out = tmp_path / "run"
     code, err = cli(capsys, "train", *tiny(name), "--out", str(out))
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env"] == name and len(summary["final_return"]["per_seed"]) == 2
-    if not evaluate:
-        return
     code, err = cli(capsys, "eval", str(out), "--episodes", "1")
     assert code == 0, err
     result = json.loads((out / "eval.json").read_text())
@@ -294,6 +285,26 @@ def test_resume_after_sigkill_equals_uninterrupted(name, tmp_path):
     assert compare_metrics(killed, whole) is None
     assert resumed["final_return"] == json.loads((whole / "summary.json").read_text())[
         "final_return"]
+
+
+@pytest.mark.parametrize("name", [
+    "jumanji:Snake-v1", "brax:inverted_pendulum",
+    pytest.param("craftax:Craftax-Classic-Symbolic-v1", marks=pytest.mark.slow),
+])
+def test_the_other_suites_train_through_make_train(name):
+    """The program `pgjax train` runs, compiled once (the CLI around it, with its separate init,
+    chunk and eval programs, is tested on Navix and XLand-MiniGrid above: three compiles of a
+    Brax or Craftax step cost minutes on 2 CPU cores)."""
+    pytest.importorskip(name.split(":")[0])
+    args = dict(zip(TRAIN[name][::2], TRAIN[name][1::2], strict=True))
+    config = pgjax.Config(env=name, network=args.get("--network", "mlp"), num_envs=4,
+                          num_steps=int(args["--num-steps"]),
+                          total_timesteps=4 * int(args["--num-steps"]) * 2, hidden=(8,))
+    params, metrics = jax.jit(jax.vmap(pgjax.make_train(config)))(jax.random.split(
+        jax.random.key(0), 2))
+    assert metrics.loss.shape == (2, 2) and np.isfinite(np.asarray(metrics.loss)).all()
+    assert np.isfinite(np.asarray(metrics.grad_norm)).all()
+    assert jax.tree.all(jax.tree.map(lambda x: bool(np.isfinite(x).all()), params.params))
 
 
 def test_a_suite_env_trains_through_make_train_and_in_a_sweep(tmp_path):
