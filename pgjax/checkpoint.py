@@ -33,11 +33,8 @@ def to_saveable(tree):
 
 def from_saveable(tree, like):
     """Inverse of `to_saveable`, using `like` to know which leaves were keys."""
-    return jax.tree.map(
-        lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
-        if _is_key(ref) else x,
-        tree, like,
-    )
+    return jax.tree.map(lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
+                        if _is_key(ref) else x, tree, like)
 
 
 def drop_orbax_records(record: logging.LogRecord) -> bool:

@@ -216,13 +216,10 @@ def run_components(config: Config, record: dict, given: dict, *,
                    evaluating: bool = False) -> Components:
     """The components of a recorded run: the caller's, which must include those it was given.
 
-    With `evaluating` (restoring a policy to play it, which calls no estimator) the run's own
-    estimator may be left out when the record says whether it trained a value net
-    (`estimator_uses_value`): a built-in one that does the same stands in for it.
-
-    A given policy, value net, estimator or env params other than the recorded ones
-    (`components.given_differences`) are named on stderr, in one line each; they are used all
-    the same.
+    With `evaluating` (playing a policy calls no estimator) the run's own estimator may be left
+    out where the record says whether it trained a value net (`estimator_uses_value`): a
+    built-in one that does the same stands in for it. Given components other than the recorded
+    ones (`components.given_differences`) are named on stderr, one line each, and used.
     """
     recorded = record["components"]
     given = {name: x for name, x in given.items() if x is not None}
@@ -239,11 +236,8 @@ def run_components(config: Config, record: dict, given: dict, *,
             f"reproduce_run in Python to use it"
         )
     parts = build(config, **given, **stand_in)
-    if parts.env.name != recorded.get("env", config.env):
-        raise ComponentError(
-            f"this run was trained on env {recorded.get('env', config.env)!r}, "
-            f"not {parts.env.name!r}"
-        )
+    if parts.env.name != (env := recorded.get("env", config.env)):
+        raise ComponentError(f"this run was trained on env {env!r}, not {parts.env.name!r}")
     now = describe_given({name: given.get(name) for name in recorded["given"]})
     compared = {**recorded, "given": [name for name in recorded["given"] if name in given]}
     for name, then, used in given_differences(compared, now):
@@ -342,19 +336,13 @@ def finished(run_dir: Path, config: Config, *, checkpoint: bool = True) -> dict 
     trains it again)."""
     try:
         summary = read_summary(run_dir)
-        rows = len(runs.read_metrics(run_dir)["update"])
-    except (OSError, ValueError):
-        return None
-    if rows != config.num_updates:
-        return None
-    if checkpoint:
-        try:
+        ended = len(runs.read_metrics(run_dir)["update"]) == config.num_updates
+        if ended and checkpoint:
             with contextlib.closing(Checkpoints(run_dir, create=False)) as ckpt:
-                if config.num_updates not in ckpt.steps():
-                    return None
-        except CheckpointError:
-            return None
-    return summary
+                ended = config.num_updates in ckpt.steps()
+    except (OSError, ValueError, CheckpointError):
+        return None
+    return summary if ended else None
 
 
 def same_run(run_dir: Path, config: Config, seeds: int) -> bool:

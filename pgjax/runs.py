@@ -255,8 +255,7 @@ def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
     cut short or damaged after training keeps the rows above the damage; bytes that do not
     decode damage only their own row.
     """
-    text = path.read_text(errors="replace")
-    lines = text.splitlines(keepends=True)
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
     header = next(csv.reader(lines[:1]), [])
     rows = []
     for line in lines[1:]:
