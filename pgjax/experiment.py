@@ -347,12 +347,9 @@ def finished(run_dir: Path, config: Config, *, checkpoint: bool = True) -> dict 
 
 def same_run(run_dir: Path, config: Config, seeds: int) -> bool:
     """`run_dir` records a run of `config` with `seeds` seeds (finished or not), up to the fields
-    that cannot change it: `conv_impl` without a convolution, `clip` without a value net.
-
-    A config.json without a field reads as that field's old behaviour (`config.RECORD_DEFAULTS`);
-    a missing or unreadable one is not the same run; an edited one raises `EditedRecord` (it
-    may hold a run worth keeping).
-    """
+    that cannot change it: `conv_impl` without a convolution, `clip` without a value net. A
+    missing or unreadable config.json is not the same run; an edited one raises `EditedRecord`
+    (it may hold a run worth keeping)."""
     try:
         recorded, record = load_run(run_dir)
     except EditedRecord:
@@ -773,16 +770,8 @@ def compare_metrics(a: Path, b: Path, rows: int | None = None) -> str | None:
     return None
 
 
-def _diverged_text(summary: dict) -> str:
-    bad = summary.get("diverged_seeds", [])
-    if not bad:
-        return "none"
-    return (f"DIVERGED {len(bad)} of {summary['seeds']} (seeds {', '.join(map(str, bad))}: "
-            f"non-finite loss, gradient or parameters)")
-
-
 def format_summary(summary: dict, run_dir: Path) -> str:
-    final, bad = summary["final_return"], summary.get("diverged_seeds", [])
+    final, bad = summary["final_return"], summary["diverged_seeds"]
     finite = [x for i, x in enumerate(final["per_seed"])  # NaN: no episode finished
               if np.isfinite(x) and i not in bad]
     but = " (diverged seeds left out)" if bad else ""
@@ -794,7 +783,9 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         ("final return, IQM [95% CI]", f"{stats.format_score(final)}{but}"),
         ("final return, min / max", f"{min(finite):.2f} / {max(finite):.2f}" if finite
          else "no seed finished an episode in the last update"),
-        ("diverged seeds", _diverged_text(summary)),
+        ("diverged seeds", f"DIVERGED {len(bad)} of {summary['seeds']} (seeds "
+         f"{', '.join(map(str, bad))}: non-finite loss, gradient or parameters)" if bad
+         else "none"),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
         ("wall s (compile s)", f"{summary['wall_seconds']:.1f} ({summary['compile_seconds']:.1f})"),
         ("run directory", str(run_dir)),
