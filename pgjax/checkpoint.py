@@ -1,8 +1,6 @@
 """Checkpoints of the full (vmapped) training state with orbax; host-only."""
 
-import contextlib
 import dataclasses
-import hashlib
 import logging
 import re
 import sys
@@ -15,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pgjax.config import first_line
-from pgjax.records import atomic_write, foreign
+from pgjax.records import atomic_write, digest, foreign
 from pgjax.runs import CHECKPOINT_LAYOUT
 
 
@@ -35,11 +33,8 @@ def to_saveable(tree):
 
 def from_saveable(tree, like):
     """Inverse of `to_saveable`, using `like` to know which leaves were keys."""
-    return jax.tree.map(
-        lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
-        if _is_key(ref) else x,
-        tree, like,
-    )
+    return jax.tree.map(lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
+                        if _is_key(ref) else x, tree, like)
 
 
 def drop_orbax_records(record: logging.LogRecord) -> bool:
@@ -85,16 +80,12 @@ def _path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def digest(tree) -> str:
-    """sha256 of a saveable tree's arrays: each leaf's path, dtype, shape and bytes, in order."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        x = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{_path_name(path)}:{x.dtype}:{x.shape};".encode())
-        h.update(x.tobytes())
-    return h.hexdigest()
+def _arrays(tree) -> list:
+    """(path name, leaf) of each leaf of a saveable tree, in order: what its digest covers."""
+    return [(_path_name(path), leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)]
 
 
+DIGEST_FORMAT = "2"  # checkpoints/digests/<update>.sha256: "2 <records.digest of update, arrays>"
 KEEP_CHECKPOINTS = 3  # a run's newest checkpoints kept by default
 
 
@@ -117,10 +108,11 @@ class Checkpoints:
     """Atomic, numbered checkpoints (step = updates done) under RUN_DIR/checkpoints.
 
     Saving deletes all but the `max_to_keep` newest (None: keeps every one). Each checkpoint's
-    `digest` is written to checkpoints/digests/<step>.sha256 before orbax writes the
-    checkpoint, and a restore checks it: a checkpoint whose bytes changed on disk is damaged,
-    not silently trained on (checkpoints without a digest file restore unchecked). With
-    `create=False` (reading a run) a missing folder is a CheckpointError, not a new folder.
+    digest (`records.digest` of its update and arrays) is written to
+    checkpoints/digests/<step>.sha256 before orbax writes the checkpoint, and a restore checks
+    it: a checkpoint whose bytes or update changed on disk is damaged, not silently trained on
+    (checkpoints without a digest file restore unchecked). With `create=False` (reading a run)
+    a missing folder is a CheckpointError, not a new folder.
     """
 
     def __init__(self, run_dir: Path, max_to_keep: int | None = KEEP_CHECKPOINTS, *,
@@ -157,7 +149,8 @@ class Checkpoints:
     def _write(self, update: int, tree) -> None:
         digests = self.root / "digests"
         digests.mkdir(exist_ok=True)
-        atomic_write(digests / f"{update}.sha256", lambda f: f.write(digest(tree) + "\n"))
+        text = f"{DIGEST_FORMAT} {digest({'update': update}, _arrays(tree))}\n"
+        atomic_write(digests / f"{update}.sha256", lambda f: f.write(text))
         self.manager.save(update, args=ocp.args.StandardSave(tree), force=True)
         self.manager.wait_until_finished()
         kept = {f"{s}.sha256" for s in self.manager.all_steps()}
@@ -165,24 +158,25 @@ class Checkpoints:
             if path.name not in kept and re.fullmatch(r"\d+\.sha256", path.name):
                 path.unlink(missing_ok=True)
 
-    def _stored_digest(self, step: int) -> str | None:
+    def _digest_differs(self, step: int, tree, update: int) -> bool:
+        """Whether checkpoint `step`'s saveable `tree`, the state after `update`, differs from
+        the digest written with it (False without one); a digest without a format (written
+        before the update was in it) covers the arrays alone."""
         try:
-            return (self.root / "digests" / f"{step}.sha256").read_text().strip()
+            stored = (self.root / "digests" / f"{step}.sha256").read_text().split()
         except FileNotFoundError:
-            return None
+            return False
+        value = {"update": update} if stored[:1] == [DIGEST_FORMAT] else None
+        return stored[-1:] != [digest(value, _arrays(tree))]
 
     def wait(self) -> None:
         """Wait until the save in progress (if any) is written; CheckpointError if it failed."""
         pending, self.pending = self.pending, None
-        if pending is not None:
-            update, written = pending
-            with self._reporting(update):
-                written.result()
-
-    @contextlib.contextmanager
-    def _reporting(self, update: int):
+        if pending is None:
+            return
+        update, written = pending
         try:
-            yield
+            written.result()
         except Exception as e:  # orbax wraps OS errors in ValueError / RuntimeError
             reason = "no space left on device" if "No space left on device" in str(e) else \
                 first_line(e, 160)
@@ -200,15 +194,15 @@ class Checkpoints:
                 at_most: int | None = None, changed: str = "config.json"):
         """(update, state) from `step`, or the newest readable one of at most `at_most` updates.
 
-        Damaged checkpoints (unreadable, not matching their sha256, or holding the state of
+        Damaged checkpoints (unreadable, not matching their digest, or holding the state of
         another update than their name says: a state's `update` field) are reported in one line
         each and skipped (they are the newer ones: steps are tried newest first). With
         `set_aside` (resume), once one is restored, the damaged ones are renamed to
         `damaged-<step>` beside the others (kept, never overwritten), and those past `at_most`
-        to `ahead-<step>`, so the resumed run can save those steps
-        again. When every checkpoint is past `at_most`, it returns (0, like): the start. A
-        stored array whose shape differs from `like`'s stops the restore, naming the array and
-        asking whether `changed` (what made `like`) changed since training.
+        to `ahead-<step>`, so the resumed run can save those steps again. When every checkpoint
+        is past `at_most`, it returns (0, like): the start. A stored array whose shape differs
+        from `like`'s stops the restore, naming the array and asking whether `changed` (what
+        made `like`) changed since training.
 
         Raises:
           CheckpointError: `step` is not a checkpoint of this run or is damaged, none is
@@ -216,55 +210,54 @@ class Checkpoints:
         """
         steps = self.steps()
         if step is not None and step not in steps:
-            listed = ", ".join(map(str, steps)) or "none"
             kept = (f" (a run keeps its newest {self.max_to_keep} unless trained with "
                     f"--keep-checkpoints)" if self.max_to_keep and len(steps) >= self.max_to_keep
                     else "")
-            raise CheckpointError(f"no checkpoint {step}; available: {listed}{kept}")
+            raise CheckpointError(f"no checkpoint {step}; available: "
+                                  f"{', '.join(map(str, steps)) or 'none'}{kept}")
         ahead = [s for s in steps if step is None and at_most is not None and s > at_most]
-
-        def report_and_set_aside(damaged):  # once a checkpoint (or the start) is chosen
-            for s in ahead:
-                print(f"pgjax: checkpoint {s} is past the {at_most} whole rows of metrics.csv; "
-                      "training those updates again", file=sys.stderr)
-            if set_aside:
-                self._set_aside(dict.fromkeys(damaged, "damaged") | dict.fromkeys(ahead, "ahead"))
-
-        if ahead and len(ahead) == len(steps):
-            report_and_set_aside([])
-            return 0, like
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, to_saveable(like))
-        damaged = []
+        damaged, found = [], (0, like)  # every checkpoint past `at_most`: the start
         for s in [step] if step is not None else [s for s in steps if s not in ahead][::-1]:
-            if (difference := self._shape_difference(s, abstract)) is not None:
-                raise CheckpointError(
-                    f"checkpoint {s} does not fit the state made from {changed} "
-                    f"({difference}); was {changed} changed after training?"
-                )
-            try:
-                restored = self.manager.restore(s, args=ocp.args.StandardRestore(abstract))
-                reason, held = None, np.asarray(getattr(restored, "update", s))
-                if (stored := self._stored_digest(s)) is not None and digest(restored) != stored:
-                    reason = "its arrays do not match the sha256 written with them"
-                elif (held != s).any():  # a checkpoint renamed: its state is of another update
-                    reason = f"it holds the state after update {held.flat[0]}, not {s}"
-            except Exception as e:  # orbax raises many types for damaged files
-                reason = first_line(e, 120)
-            if reason is not None:
-                if step is not None:  # the one asked for: no other to fall back on
-                    others = ", ".join(str(x) for x in steps if x != step) or "none"
-                    raise CheckpointError(f"checkpoint {s} is damaged ({reason}); the others: "
-                                          f"{others}")
-                print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
-                damaged.append(s)
-                continue
-            report_and_set_aside(damaged)
-            return s, from_saveable(restored, like)
-        # Not the start: a failure that is not damage (memory, a network disk) reads as damage.
-        raise CheckpointError(
-            f"no readable checkpoint in {self.root}" + (
-                f"; to train the run again from the start (the same numbers), move "
-                f"{self.root} aside and resume" if set_aside else ""))
+            restored, reason = self._read(s, abstract, changed)
+            if reason is None:
+                found = s, from_saveable(restored, like)
+                break
+            if step is not None:  # the one asked for: no other to fall back on
+                others = ", ".join(str(x) for x in steps if x != step) or "none"
+                raise CheckpointError(f"checkpoint {s} is damaged ({reason}); the others: {others}")
+            print(f"pgjax: checkpoint {s} is damaged ({reason})", file=sys.stderr)
+            damaged.append(s)
+        else:
+            if not ahead or len(ahead) < len(steps):
+                # Not the start: a failure that is not damage (memory, a network disk) reads as
+                # damage.
+                raise CheckpointError(f"no readable checkpoint in {self.root}" + (
+                    f"; to train the run again from the start (the same numbers), move "
+                    f"{self.root} aside and resume" if set_aside else ""))
+        for s in ahead:
+            print(f"pgjax: checkpoint {s} is past the {at_most} whole rows of metrics.csv; "
+                  "training those updates again", file=sys.stderr)
+        if set_aside:
+            self._set_aside(dict.fromkeys(damaged, "damaged") | dict.fromkeys(ahead, "ahead"))
+        return found
+
+    def _read(self, step: int, abstract, changed: str):
+        """(checkpoint `step`'s saveable state, None), or (None, why it is damaged);
+        CheckpointError when it does not fit `abstract` (see `restore`)."""
+        if (difference := self._shape_difference(step, abstract)) is not None:
+            raise CheckpointError(f"checkpoint {step} does not fit the state made from {changed} "
+                                  f"({difference}); was {changed} changed after training?")
+        try:
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            held = np.asarray(getattr(restored, "update", step))  # a state's update counter
+            if self._digest_differs(step, restored, int(held.flat[0])):
+                return None, "its arrays do not match the sha256 written with them"
+            if (held != step).any():  # a checkpoint renamed: its state is of another update
+                return None, f"it holds the state after update {held.flat[0]}, not {step}"
+        except Exception as e:  # orbax raises many types for damaged files
+            return None, first_line(e, 120)
+        return restored, None
 
     def _shape_difference(self, step: int, abstract) -> str | None:
         """The first array `abstract` has that is not stored or stored with another shape, or
@@ -273,14 +266,12 @@ class Checkpoints:
         try:
             with ocp.StandardCheckpointer() as reader:
                 stored = reader.metadata(self.root / str(step) / "default").item_metadata
-            stored = jax.tree_util.tree_leaves_with_path(stored)
+            stored = {name: tuple(leaf.shape) for name, leaf in _arrays(stored)}
         except Exception:  # a damaged checkpoint: left to the restore
             return None
-        stored = {_path_name(path): tuple(leaf.shape) for path, leaf in stored}
         if not stored:  # metadata that reads as nothing: a damaged checkpoint, as above
             return None
-        made = {_path_name(path): tuple(leaf.shape)
-                for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+        made = {name: tuple(leaf.shape) for name, leaf in _arrays(abstract)}
         for name, shape in made.items():
             if name not in stored:
                 return f"it stores no {name}"

@@ -135,13 +135,13 @@ def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
     """The flags given with --resume (those off their defaults) that the resumed run does not
     use: it takes its config and `Settings` from the record."""
     try:
-        recorded, record = load_run(run_dir)
+        recorded, record = load_run(run_dir, checkpoint_every=given["checkpoint_every"],
+                                    checkpoint_minutes=given["checkpoint_minutes"])
     except ValueError as e:
         raise UsageError(str(e)) from None
     ignored = [name for name in FIELDS if getattr(config, name) != getattr(Config(), name)
                and getattr(config, name) != getattr(recorded, name)]
-    used = Settings.of(record, checkpoint_every=given["checkpoint_every"],
-                      checkpoint_minutes=given["checkpoint_minutes"])
+    used = Settings.of(record)
     same = {
         "out": given["out"] is not None and Path(given["out"]).resolve() == run_dir.resolve(),
         "overwrite": False,

@@ -1,10 +1,7 @@
 """A training run on the host: run directory, jitted chunks, checkpoints, resume, evaluation.
 
 Every function takes the run's components as keywords (env=, policy=, value=, estimator=, see
-`pgjax.components.build`); those omitted come from the config's fields. A run trained with
-components of the caller's own records which ones, and resuming, evaluating or reproducing it
-asks for them again (evaluating, not for an estimator whose record says whether it trained a
-value net: `run_components`).
+`pgjax.components.build`); those omitted come from the config's fields (`run_components`).
 """
 
 import contextlib
@@ -38,7 +35,7 @@ from pgjax.estimators import ReturnToGo
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LOGGERS, LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
-from pgjax.records import DirLock
+from pgjax.records import DirLock, digest
 from pgjax.render import save_gif
 from pgjax.signals import Stopped, stop_requests
 from pgjax.signals import computed as _computed
@@ -84,8 +81,9 @@ class EditedRecord(ValueError):
     """A config.json whose config, seed or seeds are not those its run was trained with."""
 
 
-def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
-    """The Config and the record stored in RUN_DIR/config.json.
+def load_run(run_dir: "str | Path", **older) -> tuple[Config, dict]:
+    """The Config and the record stored in RUN_DIR/config.json, in the current format
+    (`migrate`, which takes `older`).
 
     Raises:
       ValueError: config.json is missing, not JSON, holds an unknown or mistyped field, or a
@@ -94,23 +92,36 @@ def load_run(run_dir: "str | Path") -> tuple[Config, dict]:
     """
     run_dir = Path(run_dir)
     try:
-        record = json.loads((run_dir / "config.json").read_text())
+        record = migrate(json.loads((run_dir / "config.json").read_text()), **older)
         config = from_dict(record["config"], where="config.json: ", record=True)
         _check_record(record, config)
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{run_dir}/config.json is not a readable pgjax run record ({e})") \
             from None
-    # Records written before a digest have none of it.
-    for digest, what, was, fields in (
+    for name, what, was, fields in (
             ("config_sha256", "config", "was", record["config"]),
             ("seeds_sha256", "seed or seeds", "were", {k: record[k] for k in ("seed", "seeds")})):
-        if record.get(digest) not in (None, runs.config_digest(fields)):
+        if record[name] not in (None, digest(fields)):
             raise EditedRecord(
                 f"{run_dir}/config.json: its {what} {was} edited after the run was recorded "
-                f"({digest} differs), so it is not what trained the run; train a new run with "
-                f"the changed {what}, or delete {digest} to use the run as edited"
+                f"({name} differs), so it is not what trained the run; train a new run with "
+                f"the changed {what}, or delete {name} to use the run as edited"
             )
     return config, record
+
+
+def migrate(record: dict, **older) -> dict:
+    """A config.json record of any format in the shape of the current one (`runs.FORMAT`).
+
+    A field that a record predates reads as the behaviour of its time: a `Settings` field
+    from `older` where given (a resume's checkpoint schedule), else its default; no components
+    given; cpu None (not recorded); config_sha256 and seeds_sha256 None (unchecked, as when
+    deleted). Its config fields are read by `config.from_dict(record=True)`.
+    """
+    settings = {f.name: older.get(f.name, f.default) for f in dataclasses.fields(Settings)
+                if f.default is not dataclasses.MISSING}
+    return {**settings, "components": {"given": []}, "cpu": None, "config_sha256": None,
+            "seeds_sha256": None, "format": runs.FORMAT, **record}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +134,7 @@ class Settings:
     (`chunk_length`); checkpoint_every: chunks between checkpoints (None: by
     checkpoint_minutes, the least minutes between two); keep_checkpoints: the newest kept
     (None: every one); log: extra loggers (`pgjax.loggers`). A record written before a field
-    existed reads as its default.
+    existed reads as its default (`migrate`).
     """
 
     seeds: int
@@ -135,14 +146,11 @@ class Settings:
     log: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, record: dict, **older) -> "Settings":
-        """The settings config.json records (unchecked: `check`); a field it lacks (a record of
-        an earlier version) from `older` where given, else its default."""
-        fields = {f.name: record.get(f.name, older.get(f.name, f.default))
-                  for f in dataclasses.fields(cls)}
-        if isinstance(fields["log"], list):
-            fields["log"] = tuple(fields["log"])
-        return cls(**fields)
+    def of(cls, record: dict) -> "Settings":
+        """The settings a record read by `load_run` holds (unchecked: `check`)."""
+        fields = {f.name: record[f.name] for f in dataclasses.fields(cls)}
+        return cls(**{**fields, "log": tuple(fields["log"]) if isinstance(fields["log"], list)
+                      else fields["log"]})
 
     def check(self, num_updates: int) -> "Settings":
         """self, or `BadSetting` naming the first field a run cannot have (seed: any int64, as
@@ -182,13 +190,13 @@ class BadSetting(ValueError):
 
 
 def _check_record(record: dict, config: Config) -> None:
-    """TypeError naming the first of config.json's run fields that `new_record` cannot have
+    """TypeError naming the first of config.json's run fields that `train_run` cannot have
     written (the config's own fields are checked by `from_dict`)."""
     try:
         Settings.of(record).check(config.num_updates)
     except BadSetting as e:
         raise TypeError(e.recorded) from None
-    versions, cpu = record.get("versions"), record.get("cpu")  # what `reproduce_run` compares
+    versions, cpu = record.get("versions"), record["cpu"]  # what `reproduce_run` compares
     if not (isinstance(versions, dict)
             and all(isinstance(v, str | None) for v in versions.values())):
         raise TypeError(f"versions is {versions!r}")
@@ -196,7 +204,7 @@ def _check_record(record: dict, config: Config) -> None:
                             and isinstance(cpu.get("isa"), list)
                             and all(isinstance(x, str) for x in cpu["isa"]))):
         raise TypeError(f"cpu is {cpu!r}")
-    components = record.get("components", {"given": []})
+    components = record["components"]
     given = components.get("given") if isinstance(components, dict) else None
     if not isinstance(given, list) or any(
             name not in ("env", "policy", "value", "estimator") or name not in components
@@ -208,15 +216,12 @@ def run_components(config: Config, record: dict, given: dict, *,
                    evaluating: bool = False) -> Components:
     """The components of a recorded run: the caller's, which must include those it was given.
 
-    With `evaluating` (restoring a policy to play it, which calls no estimator) the run's own
-    estimator may be left out when the record says whether it trained a value net
-    (`estimator_uses_value`): a built-in one that does the same stands in for it.
-
-    A given policy, value net, estimator or env params other than the recorded ones
-    (`components.given_differences`) are named on stderr, in one line each; they are used all
-    the same.
+    With `evaluating` (playing a policy calls no estimator) the run's own estimator may be left
+    out where the record says whether it trained a value net (`estimator_uses_value`): a
+    built-in one that does the same stands in for it. Given components other than the recorded
+    ones (`components.given_differences`) are named on stderr, one line each, and used.
     """
-    recorded = record.get("components", {"given": []})
+    recorded = record["components"]
     given = {name: x for name, x in given.items() if x is not None}
     stand_in = {}
     if evaluating and "estimator" not in given and "estimator_uses_value" in recorded:
@@ -231,11 +236,8 @@ def run_components(config: Config, record: dict, given: dict, *,
             f"reproduce_run in Python to use it"
         )
     parts = build(config, **given, **stand_in)
-    if parts.env.name != recorded.get("env", config.env):
-        raise ComponentError(
-            f"this run was trained on env {recorded.get('env', config.env)!r}, "
-            f"not {parts.env.name!r}"
-        )
+    if parts.env.name != (env := recorded.get("env", config.env)):
+        raise ComponentError(f"this run was trained on env {env!r}, not {parts.env.name!r}")
     now = describe_given({name: given.get(name) for name in recorded["given"]})
     compared = {**recorded, "given": [name for name in recorded["given"] if name in given]}
     for name, then, used in given_differences(compared, now):
@@ -246,16 +248,8 @@ def run_components(config: Config, record: dict, given: dict, *,
 
 def what_made_state(record: dict) -> str:
     """What makes a run's state shapes: config.json, and the networks the caller gives."""
-    nets = [n for n in ("policy", "value") if n in record.get("components", {}).get("given", [])]
+    nets = [n for n in ("policy", "value") if n in record["components"]["given"]]
     return " or ".join(["config.json"] + [f"the {n} given" for n in nets])
-
-
-def new_record(config: Config, parts: Components, given: dict, settings: Settings):
-    """The config (env named after the run's env) and config.json of a new run."""
-    config = config.replace(env=parts.env.name)
-    record = runs.config_record(config, **dataclasses.asdict(settings),
-                                components=describe_given(given))
-    return config, record
 
 
 def available_bytes(device) -> int | None:
@@ -278,12 +272,9 @@ def check_memory(compiled: list, devices: int) -> None:
     The programs run one after the other, each split over `devices` devices, so the largest
     one's arguments, outputs and temporaries (less what it aliases) must fit on each.
     """
-    needed = 0
-    for program in compiled:
-        m = program.memory_analysis()
-        if m is not None:
-            needed = max(needed, m.argument_size_in_bytes + m.output_size_in_bytes
-                         + m.temp_size_in_bytes - m.alias_size_in_bytes)
+    needed = max([m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                  - m.alias_size_in_bytes for program in compiled
+                  if (m := program.memory_analysis()) is not None], default=0)
     device = jax.local_devices()[0]
     free = available_bytes(device)
     if free is not None and needed / devices > free:
@@ -312,12 +303,6 @@ def compile_programs(config: Config, parts: Components, seeds: int, seed: int, n
     ).lower(init.out_info).compile()
     check_memory([init, step], 1 if shard is None else len(jax.local_devices()))
     return init(keys), step, time.perf_counter() - t0
-
-
-def announce(run_dir: Path, what: str, progress: bool) -> None:
-    """One line on stderr before the compile, so a long silent start is explained."""
-    if progress:
-        print(f"pgjax: {what} {run_dir}; compiling…", file=sys.stderr, flush=True)
 
 
 def read_summary(run_dir: Path) -> dict:
@@ -351,32 +336,20 @@ def finished(run_dir: Path, config: Config, *, checkpoint: bool = True) -> dict 
     trains it again)."""
     try:
         summary = read_summary(run_dir)
-        rows = len(runs.read_metrics(run_dir)["update"])
-    except (OSError, ValueError):
+        ended = len(runs.read_metrics(run_dir)["update"]) == config.num_updates
+        if ended and checkpoint:
+            with contextlib.closing(Checkpoints(run_dir, create=False)) as ckpt:
+                ended = config.num_updates in ckpt.steps()
+    except (OSError, ValueError, CheckpointError):
         return None
-    if rows != config.num_updates:
-        return None
-    if checkpoint:
-        try:
-            ckpt = Checkpoints(run_dir, create=False)
-        except CheckpointError:
-            return None
-        try:
-            if config.num_updates not in ckpt.steps():
-                return None
-        finally:
-            ckpt.close()
-    return summary
+    return summary if ended else None
 
 
 def same_run(run_dir: Path, config: Config, seeds: int) -> bool:
     """`run_dir` records a run of `config` with `seeds` seeds (finished or not), up to the fields
-    that cannot change it: `conv_impl` without a convolution, `clip` without a value net.
-
-    A config.json without a field reads as that field's old behaviour (`config.RECORD_DEFAULTS`);
-    a missing or unreadable one is not the same run; an edited one raises `EditedRecord` (it
-    may hold a run worth keeping).
-    """
+    that cannot change it: `conv_impl` without a convolution, `clip` without a value net. A
+    missing or unreadable config.json is not the same run; an edited one raises `EditedRecord`
+    (it may hold a run worth keeping)."""
     try:
         recorded, record = load_run(run_dir)
     except EditedRecord:
@@ -411,7 +384,8 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     if same_run(run_dir, config, seeds):
         # Its checkpoints may have been deleted to save space: the table needs none.
         if (summary := finished(run_dir, config, checkpoint=False)) is not None:
-            write_derived_files(run_dir, config)
+            if not (run_dir / "curve.png").exists():  # drawn again where it went missing
+                plot_run_curve(run_dir, config)
             return "reused", summary
         # cut short, or a damaged summary or metrics: trained where needed and written again
         return "resumed", resume_run(run_dir, progress=False)[1]
@@ -426,29 +400,15 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     return "trained", train_run(config, run_dir, seeds=seeds, progress=False, overwrite=True)[1]
 
 
-def train_run(
-    config: Config | None,
-    run_dir: "str | Path | None",
-    *,
-    seeds: int = 16,
-    seed: int = 0,
-    chunks: int | None = None,
-    checkpoint_every: int | None = None,
-    checkpoint_minutes: float = 5.0,
-    keep_checkpoints: int | None = KEEP_CHECKPOINTS,
-    progress: bool = True,
-    resume: bool = False,
-    overwrite: bool = False,
-    log: tuple[str, ...] = (),
-    **components,
-) -> tuple[Path, dict]:
+def train_run(config: Config | None, run_dir: "str | Path | None", *, seeds: int = 16,
+              seed: int = 0, chunks: int | None = None, checkpoint_every: int | None = None,
+              checkpoint_minutes: float = 5.0, keep_checkpoints: int | None = KEEP_CHECKPOINTS,
+              progress: bool = True, resume: bool = False, overwrite: bool = False,
+              log: tuple[str, ...] = (), **components) -> tuple[Path, dict]:
     """Train `seeds` seeds in jitted chunks into `run_dir`.
 
-    Checkpoints the whole vmapped TrainState at the end of the first chunk that ends
-    `checkpoint_minutes` after the previous checkpoint (or the start), or every
-    `checkpoint_every` chunks when that is given, and at the end. Nothing is written to the
-    run's directory until its programs compiled and fit in memory; the directory is locked
-    (`records.DirLock`) while the run writes it. `resume=True` is `resume_run(run_dir)`.
+    Nothing is written to the run's directory until its programs compiled and fit in memory;
+    the directory is locked (`records.DirLock`) while the run writes it.
 
     Args:
       config: hyperparameters (ignored on resume).
@@ -457,9 +417,9 @@ def train_run(
       seeds, seed: seed i's key is `train.seed_keys(seed, seeds)[i]`.
       chunks: progress updates, each one jitted call of several updates (None: about 20 of at
         least 16 updates each, `chunk_length`).
-      checkpoint_every: chunks between checkpoints (None: by `checkpoint_minutes`).
-      checkpoint_minutes: the least wall time between checkpoints when `checkpoint_every` is
-        None; a run shorter than that has only its final checkpoint.
+      checkpoint_every: checkpoint the whole vmapped TrainState every this many chunks and at
+        the end (None: at the end of the first chunk that ends `checkpoint_minutes` after the
+        previous checkpoint or the start, and at the end; a shorter run has only its final one).
       keep_checkpoints: the newest checkpoints kept (older ones are deleted as new ones are
         saved); None keeps every one, for evaluating a run along its training.
       progress: show a progress bar.
@@ -488,14 +448,15 @@ def train_run(
                         checkpoint_minutes, keep_checkpoints, tuple(log)).check(config.num_updates)
     run_dir = runs.check_run_dir(run_dir and Path(run_dir), parts.env.name, overwrite=overwrite)
     check_available(log)
-    config, record = new_record(config, parts, components, settings)
-    with contextlib.ExitStack() as held:
-        def create() -> None:  # once the programs compiled and fit
-            held.enter_context(runs.create_run_dir(run_dir, parts.env.name, overwrite=overwrite))
-            runs.write_json(run_dir / "config.json", record)
+    config = config.replace(env=parts.env.name)
+    record = runs.config_record(config, **dataclasses.asdict(settings),
+                                components=describe_given(components))
 
-        return run_dir, _drive(run_dir, config, record, parts, settings, progress, held,
-                               create=create)
+    def create(held: contextlib.ExitStack) -> None:  # once the programs compiled and fit
+        held.enter_context(runs.create_run_dir(run_dir, parts.env.name, overwrite=overwrite))
+        runs.write_json(run_dir / "config.json", record)
+
+    return run_dir, _drive(run_dir, config, record, parts, settings, progress, create)
 
 
 def resume_run(run_dir: "str | Path", *, progress: bool = True, checkpoint_every: int | None = None,
@@ -504,7 +465,7 @@ def resume_run(run_dir: "str | Path", *, progress: bool = True, checkpoint_every
     has none), with the config and `Settings` its config.json records, to the numbers of an
     uninterrupted run. Damaged checkpoints and those past metrics.csv's whole rows are moved
     aside. A finished run is not trained again (nor asks for its components); its curve.png
-    and metrics.jsonl are written again if missing or not as metrics.csv has them.
+    is written again if missing.
 
     Args:
       run_dir: a run directory.
@@ -517,98 +478,88 @@ def resume_run(run_dir: "str | Path", *, progress: bool = True, checkpoint_every
     Returns, raises: as `train_run`; also `records.Locked` when another process writes the run.
     """
     run_dir = Path(run_dir)
-    config, record = load_run(run_dir)
-    with contextlib.ExitStack() as held:
-        held.enter_context(DirLock(run_dir).exclusive())  # a second writer is refused
+    config, record = load_run(run_dir, checkpoint_every=checkpoint_every,
+                              checkpoint_minutes=checkpoint_minutes)
+    with DirLock(run_dir).exclusive():  # a second writer is refused
         if (summary := finished(run_dir, config)) is not None:  # nothing to train
-            write_derived_files(run_dir, config)
+            if not (run_dir / "curve.png").exists():  # drawn again where it went missing
+                plot_run_curve(run_dir, config)
             return run_dir, summary
-        parts = run_components(config, record, components)
-        settings = Settings.of(record, checkpoint_every=checkpoint_every,
-                               checkpoint_minutes=checkpoint_minutes)
+        parts, settings = run_components(config, record, components), Settings.of(record)
         try:
             check_available(settings.log)
         except LoggerUnavailable as e:
             raise LoggerUnavailable(f"{run_dir} logs as it was recorded: {e}") from None
-        return run_dir, _drive(run_dir, config, record, parts, settings, progress, held)
+        return run_dir, _drive(run_dir, config, record, parts, settings, progress)
 
 
 def _drive(run_dir: Path, config: Config, record: dict, parts: Components, settings: Settings,
-           progress: bool, held: contextlib.ExitStack, create=None) -> dict:
-    """Compile, then train a new run (`create` makes its directory once the programs fit) or
-    resume one (no `create`) to its end: checkpoints, metrics, loggers, signals, summary.json.
-    Returns the summary."""
-    n, seeds = settings.chunk_updates, settings.seeds
-    announce(run_dir, "training into" if create else "resuming", progress)
-    requested = held.enter_context(stop_requests())  # from the compile on
-    state, step, compile_seconds = compile_programs(config, parts, seeds, settings.seed, n)
-    if requested:  # nothing written yet: Ctrl-C is an interrupt, as before pgjax took it
-        raise KeyboardInterrupt if requested[0] == signal.SIGINT else Stopped(requested[0])
-    if create:
-        create()
-    loggers = make_loggers(settings.log, run_dir, record)
-    ckpt = Checkpoints(run_dir, settings.keep_checkpoints)
-    start = 0
-    if not create and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
-        start, state = ckpt.restore(state, set_aside=True,
-                                    at_most=runs.whole_rows(run_dir / "metrics.csv"),
-                                    changed=what_made_state(record))
-    csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds,
-                          keep_updates=None if create else start, ratio=config.passes > 1)
-    t1 = time.perf_counter()
-    try:
-        state, bad = train_loop(config, step, state, csv, ckpt, loggers, seeds=seeds,
-                                start=start, n=n, checkpoint_every=settings.checkpoint_every,
-                                checkpoint_minutes=settings.checkpoint_minutes,
-                                progress=progress, requested=requested)
-    except Stopped as e:
-        for logger in loggers:
-            logger.close()
-        ckpt.close()
-        raise Stopped(e.signal, e.update, run_dir) from None
-    wall = time.perf_counter() - t1
-    for logger in loggers:
-        logger.close()
-    summary = summarize(config, csv, bad, seeds=seeds, start=None if create else start,
-                        wall=wall, compile_seconds=compile_seconds)
-    t2 = time.perf_counter()
-    ckpt.close()  # the last checkpoint was written while the summary was computed
-    summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
-    runs.write_json(run_dir / "summary.json", summary)
-    plot_run_curve(run_dir, config, csv.returns())
-    if requested:  # a signal in the last chunk: the run is whole, and the caller stops too
-        raise Stopped(requested[0], config.num_updates, run_dir)
-    return summary
+           progress: bool, create=None) -> dict:
+    """Compile, then train a new run (`create(held)` makes and locks its directory once the
+    programs fit) or resume one (no `create`) to its end: checkpoints, metrics, loggers,
+    signals, summary.json. Returns the summary."""
+    n, seeds, resume = settings.chunk_updates, settings.seeds, create is None
+    if progress:  # one line before the compile, so a long silent start is explained
+        print(f"pgjax: {'resuming' if resume else 'training into'} {run_dir}; compiling…",
+              file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as held:
+        requested = held.enter_context(stop_requests())  # from the compile on
+        state, step, compile_seconds = compile_programs(config, parts, seeds, settings.seed, n)
+        if requested:  # nothing written yet: Ctrl-C is an interrupt, as before pgjax took it
+            raise KeyboardInterrupt if requested[0] == signal.SIGINT else Stopped(requested[0])
+        if not resume:
+            create(held)
+        loggers = make_loggers(settings.log, run_dir, record)
+        ckpt = Checkpoints(run_dir, settings.keep_checkpoints)
+        start = 0
+        if resume and ckpt.steps():  # from a checkpoint whose metrics rows are all on disk
+            start, state = ckpt.restore(state, set_aside=True,
+                                        at_most=runs.whole_rows(run_dir / "metrics.csv"),
+                                        changed=what_made_state(record))
+        csv = runs.MetricsCSV(run_dir / "metrics.csv", seeds,
+                              keep_updates=start if resume else None, ratio=config.passes > 1)
+        t1 = time.perf_counter()
+        try:
+            state, bad = train_loop(config, step, state, csv, ckpt, loggers, settings,
+                                    start=start, progress=progress, requested=requested)
+        except Stopped as e:
+            ckpt.close()
+            raise Stopped(e.signal, e.update, run_dir) from None
+        finally:
+            for logger in loggers:
+                logger.close()
+        wall = time.perf_counter() - t1
+        summary = summarize(config, csv, bad, seeds=seeds, start=start if resume else None,
+                            wall=wall, compile_seconds=compile_seconds)
+        t2 = time.perf_counter()
+        ckpt.close()  # the last checkpoint was written while the summary was computed
+        summary["final_checkpoint_wait_seconds"] = time.perf_counter() - t2
+        runs.write_json(run_dir / "summary.json", summary)
+        plot_run_curve(run_dir, config, csv.returns())
+        if requested:  # a signal in the last chunk: the run is whole, and the caller stops too
+            raise Stopped(requested[0], config.num_updates, run_dir)
+        return summary
 
 
-def write_derived_files(run_dir: Path, config: Config) -> None:
-    """Write again what a finished run derives from metrics.csv where it is missing or
-    differs (its writing failed, or it was deleted or cut): curve.png and metrics.jsonl."""
-    if not (run_dir / "curve.png").exists():
-        plot_run_curve(run_dir, config, runs.seed_returns(runs.read_metrics(run_dir)))
-    runs.repair_jsonl(run_dir)
-
-
-def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray) -> None:
-    """RUN_DIR/curve.png from the per-seed returns [seeds, updates]."""
+def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray | None = None) -> None:
+    """RUN_DIR/curve.png from the per-seed returns [seeds, updates] (None: metrics.csv's)."""
+    if returns is None:
+        returns = runs.seed_returns(runs.read_metrics(run_dir))
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update
     plots.plot_curve(run_dir / "curve.png", env_steps, returns, f"{config.env}, REINFORCE")
 
 
-def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, checkpoint_every,
-               checkpoint_minutes, progress, requested=()):
+def train_loop(config, step, state, csv, ckpt, loggers, settings, *, start, progress,
+               requested=()):
     """Chunks from update `start` to the end: metrics rows, loggers, progress, checkpoints
-    (see `train_run` for when). Once `requested` (`stop_requests`) holds a signal, the newest
-    state whose rows are all written is checkpointed (within a second: the chunk in progress
-    is dropped) and `Stopped` raised.
+    (`train_run` says when). Chunk c + 1 runs while chunk c's rows and checkpoint are written.
+    Once `requested` (`stop_requests`) holds a signal, the newest state whose rows are all
+    written is checkpointed (the chunk in progress is dropped) and `Stopped` raised.
 
-    Chunk c + 1 runs while chunk c's rows and checkpoint are written (`Checkpoints.save`
-    writes on its own thread); returns once the last checkpoint is started (`ckpt.wait` waits
-    for it).
-
-    Returns the final state and a [seeds] bool mask of the seeds that diverged
-    (`pgjax.train.diverged` over the updates trained here and the final parameters).
+    Returns, once the last checkpoint is started (`ckpt.wait` waits for it), the final state
+    and a [seeds] bool mask of the seeds that diverged (`pgjax.train.diverged`).
     """
+    n, seeds = settings.chunk_updates, settings.seeds
     per_chunk = n * config.steps_per_update
     losses, norms = [np.zeros((seeds, 0), np.float32)], [np.zeros((seeds, 0), np.float32)]
     chunks = range(start // n, config.num_updates // n)
@@ -638,8 +589,8 @@ def train_loop(config, step, state, csv, ckpt, loggers, *, seeds, start, n, chec
                 logger.log(rows)
             bar.update(per_chunk)
             bar.set_postfix(ret=f"{stats.nanmean(metrics.episode_return[:, -1]):.1f}")
-            due = ((c + 1) % checkpoint_every == 0 if checkpoint_every
-                   else time.perf_counter() - saved >= 60 * checkpoint_minutes)
+            due = ((c + 1) % settings.checkpoint_every == 0 if settings.checkpoint_every
+                   else time.perf_counter() - saved >= 60 * settings.checkpoint_minutes)
             stop = requested[0] if requested else None  # read once: a signal may come between
             if last or due or stop:  # after the rows: never ahead of metrics.csv
                 ckpt.save((c + 1) * n, state)
@@ -684,11 +635,8 @@ def restore_run(run_dir: Path, step: int | None = None, **components):
     run_dir = Path(run_dir)
     init = jax.jit(jax.vmap(functools.partial(init_state, config, parts=parts)))
     like = init(sharded_seed_keys(record["seed"], record["seeds"]))
-    ckpt = Checkpoints(run_dir, record.get("keep_checkpoints", KEEP_CHECKPOINTS), create=False)
-    try:
-        update, state = ckpt.restore(like, step, changed=what_made_state(record))
-    finally:
-        ckpt.close()
+    with contextlib.closing(Checkpoints(run_dir, record["keep_checkpoints"], create=False)) as c:
+        update, state = c.restore(like, step, changed=what_made_state(record))
     return config, record, parts, update, state
 
 
@@ -784,7 +732,7 @@ def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict
     run_dir = Path(run_dir)
     config, record = load_run(run_dir)
     parts = run_components(config, record, components)
-    given = {name: getattr(parts, name) for name in record.get("components", {}).get("given", [])}
+    given = {name: getattr(parts, name) for name in record["components"]["given"]}
     with tempfile.TemporaryDirectory() as tmp:
         # A run recorded before seeds were checked may hold one outside [0, 2**32), e.g. -1;
         # jax.random.key keeps its low 32 bits (without x64), so seed % 2**32 has its keys.
@@ -798,7 +746,7 @@ def reproduce_run(run_dir: Path, *, progress: bool = True, **components) -> dict
     now = runs.provenance()
     changed = {k: (v, now["versions"].get(k)) for k, v in record["versions"].items()
                if now["versions"].get(k) != v}
-    then = record.get("cpu")
+    then = record["cpu"]
     cpu = None if then is not None and then["isa"] == now["cpu"]["isa"] else (then, now["cpu"])
     return {"difference": difference, "updates": (rows, config.num_updates), "versions": changed,
             "cpu": cpu}
@@ -822,16 +770,8 @@ def compare_metrics(a: Path, b: Path, rows: int | None = None) -> str | None:
     return None
 
 
-def _diverged_text(summary: dict) -> str:
-    bad = summary.get("diverged_seeds", [])
-    if not bad:
-        return "none"
-    return (f"DIVERGED {len(bad)} of {summary['seeds']} (seeds {', '.join(map(str, bad))}: "
-            f"non-finite loss, gradient or parameters)")
-
-
 def format_summary(summary: dict, run_dir: Path) -> str:
-    final, bad = summary["final_return"], summary.get("diverged_seeds", [])
+    final, bad = summary["final_return"], summary["diverged_seeds"]
     finite = [x for i, x in enumerate(final["per_seed"])  # NaN: no episode finished
               if np.isfinite(x) and i not in bad]
     but = " (diverged seeds left out)" if bad else ""
@@ -843,7 +783,9 @@ def format_summary(summary: dict, run_dir: Path) -> str:
         ("final return, IQM [95% CI]", f"{stats.format_score(final)}{but}"),
         ("final return, min / max", f"{min(finite):.2f} / {max(finite):.2f}" if finite
          else "no seed finished an episode in the last update"),
-        ("diverged seeds", _diverged_text(summary)),
+        ("diverged seeds", f"DIVERGED {len(bad)} of {summary['seeds']} (seeds "
+         f"{', '.join(map(str, bad))}: non-finite loss, gradient or parameters)" if bad
+         else "none"),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
         ("wall s (compile s)", f"{summary['wall_seconds']:.1f} ({summary['compile_seconds']:.1f})"),
         ("run directory", str(run_dir)),

@@ -1,4 +1,4 @@
-"""Optional metric loggers beside metrics.csv / metrics.jsonl: TensorBoard and Weights & Biases.
+"""Optional metric loggers beside metrics.csv: TensorBoard and Weights & Biases.
 
 Host-only; they receive the per-update rows after each jitted chunk, never inside the program.
 """

@@ -21,15 +21,12 @@ def save(fig, path: Path, dpi: int = 120) -> None:
     """fig in the format of its suffix, written atomically (`records.atomic_write`: an error names
     `path`); an SVG without a date and with fixed element ids, so that the same curves give the
     same bytes and a rerun leaves committed figures unchanged."""
-    plt = pyplot()
     path = Path(path)
     kind = path.suffix.lstrip(".").lower()
-    if kind == "svg":
-        with plt.rc_context({"svg.hashsalt": "pgjax"}):
-            records.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi,
-                                                          metadata={"Date": None}), mode="wb")
-    else:
-        records.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi), mode="wb")
+    metadata = {"Date": None} if kind == "svg" else None
+    with pyplot().rc_context({"svg.hashsalt": "pgjax"}):  # read by the SVG writer alone
+        records.atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi,
+                                                      metadata=metadata), mode="wb")
 
 
 def plot_curve(path: Path, env_steps: np.ndarray, returns: np.ndarray, title: str) -> None:

@@ -1,16 +1,12 @@
-"""The record layer under run and sweep directories: one atomic write, one exclusive create, one
-directory lock, one deletion. Host-only.
-
-Every file pgjax writes goes through `atomic_write` (a reader sees the old file or the new one)
-or `create_new` (a name written once: of several writers racing for it, one wins). A process
-that writes a directory holds its `DirLock` (an OS file lock: the kernel releases it when the
-process ends, however it ends); a second writer is refused in one line naming the holder.
-pgjax deletes only entries it names (`foreign` tells a user's apart), through `remove`, which
-never follows a symbolic link.
-"""
+"""The record layer under run and sweep directories, host-only: every file pgjax writes goes
+through `atomic_write` or `create_new`, every digest is `digest`, a process that writes a
+directory holds its `DirLock`, and pgjax deletes only entries it names (`foreign` tells a
+user's apart) through `remove`."""
 
 import errno
 import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -19,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 LOCK = ".lock"  # DIR/.lock: the lock file of a run or sweep directory, naming its holder
 
@@ -66,15 +64,30 @@ def _write_temp(path: Path, write, mode: str) -> str:
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
             write(f)
-    except OSError as e:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if e.errno is None or e.filename not in (None, tmp):
-            raise
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp):
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     return tmp
+
+
+def digest(value=None, arrays=(), *, separators=(",", ":")) -> str:
+    """sha256 of `value` as JSON (keys sorted; other types by `str`), then of each `(name,
+    array)` of `arrays`: "NAME:DTYPE:SHAPE;" and its bytes.
+
+    The one digest of pgjax's records: config.json's `config_sha256` (its config) and
+    `seeds_sha256` (its seed and seeds), and a checkpoint's (its update and arrays, so that a
+    checkpoint renamed to another update fails it). `separators` are `json.dumps`'s.
+    """
+    h = hashlib.sha256()
+    if value is not None:
+        h.update(json.dumps(value, sort_keys=True, separators=separators, default=str).encode())
+    for name, array in arrays:
+        x = np.ascontiguousarray(np.asarray(array))
+        h.update(f"{name}:{x.dtype}:{x.shape};".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
 
 
 class Locked(ValueError):

@@ -1,7 +1,6 @@
 """Host-only run records: provenance, run directories, the metrics CSV."""
 
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax.config import Config, plain, to_dict
-from pgjax.records import LOCK, DirLock, atomic_write, create_new, foreign, remove
+from pgjax.records import LOCK, DirLock, atomic_write, create_new, digest, foreign, remove
 from pgjax.stats import first_reaching, nanmean
 
 PACKAGES = ("pgjax", "jax", "jaxlib", "flax", "optax", "gymnax", "chex", "numpy")
@@ -32,7 +31,8 @@ CHECKPOINT_LAYOUT = {"_CHECKPOINT_METADATA": None, "commit_success.txt": None,
                                                "manifest.ocdbt", "commit_success.txt",
                                                "array_metadatas", "d", r"ocdbt\.process_\d+"))}
 # What pgjax writes in a run directory (`records.foreign`), besides dot-named temp files and
-# its lock: all that --overwrite deletes. Anything else is the user's, and --overwrite refuses.
+# its lock: all that --overwrite deletes (metrics.jsonl: earlier versions wrote it). Anything
+# else is the user's, and --overwrite refuses.
 RUN_LAYOUT = {
     **dict.fromkeys(("config.json", "metrics.csv", "metrics.jsonl", "summary.json", "eval.json",
                      "curve.png", "curves.png", "curves.svg")),
@@ -111,19 +111,13 @@ def damaged_run(path: Path) -> str | None:
     config.json is cut short or not JSON); None for a run or other folders (valid JSON without
     pgjax's marker is another tool's)."""
     record_path = path / "config.json"
-    if is_run_dir(path) or not record_path.is_file() or _foreign(path):
+    if is_run_dir(path) or not record_path.is_file() or foreign(path, RUN_LAYOUT):
         return None
     try:
         json.loads(record_path.read_text())
     except (OSError, ValueError) as e:
         return f"its config.json does not read: {e}"
     return None  # JSON of another tool's: not pgjax's to replace
-
-
-def _foreign(path: Path) -> list[str]:
-    """What a run directory holds that pgjax did not write (`RUN_LAYOUT`), as
-    "checkpoints/notes.txt"."""
-    return foreign(path, RUN_LAYOUT)
 
 
 def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Path:
@@ -148,9 +142,9 @@ def check_run_dir(out: Path | None, env: str, *, overwrite: bool = False) -> Pat
             if not overwrite:
                 raise ValueError(f"--out {out} already holds a pgjax run; pass --overwrite "
                                  "(overwrite=True in Python)")
-            if foreign := _foreign(out):
+            if theirs := foreign(out, RUN_LAYOUT):
                 raise ValueError(f"--out {out} holds a pgjax run and files it did not write "
-                                 f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''})"
+                                 f"({', '.join(theirs[:3])}{', …' if len(theirs) > 3 else ''})"
                                  f", which --overwrite would delete; move them first")
         elif not damaged and any(p.name != LOCK for p in out.iterdir()):
             raise ValueError(f"--out {out} exists and is not a pgjax run directory")
@@ -192,20 +186,16 @@ def write_json(path: Path, data: dict, *, new: bool = False) -> bool:
     return True
 
 
+FORMAT = 2  # config.json's format; records without a "format" field are of format 1
+
+
 def config_record(config: Config, *, seed: int, seeds: int, **extra) -> dict:
-    """config.json's contents: the marker, every config field, seed and seeds, the
-    `config_digest` of each, `extra`, provenance."""
+    """config.json's contents: the marker and format, every config field, seed and seeds, the
+    `records.digest` of each, `extra`, provenance."""
     fields = to_dict(config)
-    return {MARKER: 1, "config": fields, "config_sha256": config_digest(fields),
-            "seeds_sha256": config_digest({"seed": seed, "seeds": seeds}), "seed": seed,
+    return {MARKER: 1, "format": FORMAT, "config": fields, "config_sha256": digest(fields),
+            "seeds_sha256": digest({"seed": seed, "seeds": seeds}), "seed": seed,
             "seeds": seeds, **extra, **provenance()}
-
-
-def config_digest(fields: dict) -> str:
-    """sha256 of a record's config fields (JSON, keys sorted), and of its seed and seeds:
-    tells what a run trained with from a record edited after training."""
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 METRIC_COLUMNS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "episodes")
@@ -213,30 +203,26 @@ RATIO_COLUMNS = ("approx_kl", "clip_fraction")  # runs with several passes over 
 
 
 class MetricsCSV:
-    """metrics.csv and metrics.jsonl, one row per update: env steps, wall seconds, mean and
-    per-seed return, seed-mean losses; with `ratio` (a run of several passes over each batch)
-    also approx_kl and clip_fraction. With `keep_updates` (resume), metrics.csv is cut back to
-    its first whole rows and metrics.jsonl is written again from them, so that neither keeps a
-    damaged line.
+    """metrics.csv, one row per update: env steps, wall seconds, mean and per-seed return,
+    seed-mean losses; with `ratio` (a run of several passes over each batch) also approx_kl and
+    clip_fraction. With `keep_updates` (resume), it is cut back to its first whole rows, so
+    that it keeps no damaged line.
     """
 
     def __init__(self, path: Path, num_seeds: int, keep_updates: int | None = None, *,
                  ratio: bool = False):
-        self.path, self.jsonl = path, path.with_suffix(".jsonl")
-        self.seeds = [f"return_seed{i}" for i in range(num_seeds)]
+        self.path = path
         self.columns = METRIC_COLUMNS + (RATIO_COLUMNS if ratio else ())
-        self.header = ["update", "env_steps", "wall_seconds", "return_mean", *self.seeds,
-                       *self.columns]
-        header, rows = self.header, []
+        self.header = ["update", "env_steps", "wall_seconds", "return_mean",
+                       *(f"return_seed{i}" for i in range(num_seeds)), *self.columns]
+        rows = []
         if keep_updates is not None and path.exists():
-            header, rows, _ = _whole_rows(path)  # resume keeps only whole rows
-            rows = rows[:keep_updates]
+            rows = _whole_rows(path)[1][:keep_updates]  # resume keeps only whole rows
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
         atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
-        atomic_write(self.jsonl, lambda f: f.write(_jsonl_text(header, rows)))
 
     def append(self, first_update: int, steps_per_update: int, metrics, wall: float) -> list:
-        """Write the rows of one chunk and return them as dicts (NaN as None).
+        """Write the rows of one chunk and return them as dicts (NaN as None), for loggers.
 
         `metrics` fields are [seeds, updates] numpy arrays.
         """
@@ -251,47 +237,14 @@ class MetricsCSV:
             rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
-        records = [plain(dict(zip(self.header, row, strict=True)), nulls=True) for row in rows]
-        with self.jsonl.open("a") as f:
-            f.writelines(map(_jsonl_line, records))
-        return records
+        return [plain(dict(zip(self.header, row, strict=True)), nulls=True) for row in rows]
 
     def returns(self) -> np.ndarray:
         """Per-seed episode returns of every row written, [seeds, updates] float64."""
         return seed_returns(read_metrics(self.path.parent))
 
 
-def repair_jsonl(run_dir: Path) -> bool:
-    """Write metrics.jsonl again from metrics.csv's whole rows when it differs from them (cut,
-    damaged or deleted after the run ended): whether it was written."""
-    header, rows, _ = _whole_rows(run_dir / "metrics.csv")
-    text, jsonl = _jsonl_text(header, rows), run_dir / "metrics.jsonl"
-    try:
-        if jsonl.read_text() == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    atomic_write(jsonl, lambda f: f.write(text))
-    return True
-
-
-def _jsonl_text(header: list[str], rows: list[list[str]]) -> str:
-    """metrics.jsonl as `MetricsCSV.append` writes it, from metrics.csv rows read as text."""
-    return "".join(_jsonl_line(plain(_typed(header, row), nulls=True)) for row in rows)
-
-
-def _jsonl_line(record: dict) -> str:
-    return json.dumps(record) + "\n"
-
-
 INTEGER_COLUMNS = ("update", "env_steps")
-
-
-def _typed(header: list[str], row: list[str]) -> dict:
-    """A metrics.csv row read back as `MetricsCSV.append` wrote it: update and env steps as
-    integers, the rest as floats."""
-    return {name: int(v) if name in INTEGER_COLUMNS else float(v)
-            for name, v in zip(header, row, strict=True)}
 
 
 def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
@@ -302,8 +255,7 @@ def _whole_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
     cut short or damaged after training keeps the rows above the damage; bytes that do not
     decode damage only their own row.
     """
-    text = path.read_text(errors="replace")
-    lines = text.splitlines(keepends=True)
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
     header = next(csv.reader(lines[:1]), [])
     rows = []
     for line in lines[1:]:

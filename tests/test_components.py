@@ -1,5 +1,6 @@
 """Components in: a user's env, policy, value net and estimator through the whole pipeline."""
 
+import csv
 import dataclasses
 import functools
 import json
@@ -377,8 +378,8 @@ pgjax.train_run(pgjax.Config(num_envs=16, num_steps=200, total_timesteps=16 * 20
 
 
 def rows(run_dir):
-    return [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
-            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in rows]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Faults and bad input on the host side: one line on stderr, exit status 2, nothing lost."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -54,8 +55,8 @@ def garble(step_dir: Path) -> None:
 
 
 def metrics_rows(run_dir):
-    return [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
-            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in rows]
 
 
 def test_resume_past_a_damaged_newest_checkpoint_moves_it_aside(finished_run, tmp_path, capsys):
@@ -182,40 +183,6 @@ def test_a_run_another_process_writes_is_not_moved_aside(finished_run, tmp_path)
             pgjax.experiment.ensure_run(other, run, seeds=2)
     assert not list(tmp_path.glob("run.replaced-*"))
     assert pgjax.experiment.load_run(run)[0] != other
-
-
-def test_resume_writes_metrics_jsonl_again_from_metrics_csv(finished_run, tmp_path, capsys):
-    run = copy_run(finished_run, tmp_path)
-    (run / "summary.json").unlink()
-    shutil.rmtree(run / "checkpoints" / "5")  # resumes from update 4
-    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (run / "metrics.jsonl").write_text("".join(lines[:1] + ["garbage\n"] + lines[3:4]))
-    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
-    assert code == 0, err
-    assert (run / "metrics.jsonl").read_text().splitlines()[:4] == [
-        line.rstrip("\n") for line in lines[:4]]
-    assert metrics_rows(run) == metrics_rows(finished_run)
-
-
-@pytest.mark.parametrize("damage", ["cut", "deleted"])
-def test_resuming_a_finished_run_writes_metrics_jsonl_again(finished_run, tmp_path, capsys,
-                                                           damage):
-    run = copy_run(finished_run, tmp_path)
-    jsonl = run / "metrics.jsonl"
-    if damage == "cut":
-        jsonl.write_text(jsonl.read_text()[:-30])
-    else:
-        jsonl.unlink()
-    csv_before = (run / "metrics.csv").read_bytes()
-    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
-    assert code == 0, err
-    assert jsonl.read_text() == (finished_run / "metrics.jsonl").read_text()
-    assert (run / "metrics.csv").read_bytes() == csv_before
-    assert not runs.repair_jsonl(run)  # whole again: nothing to write
-    jsonl.unlink()  # a run reused by scripts/reproduce.py too
-    config, _ = pgjax.experiment.load_run(run)
-    assert pgjax.experiment.ensure_run(config, run, seeds=2)[0] == "reused"
-    assert jsonl.read_text() == (finished_run / "metrics.jsonl").read_text()
 
 
 def test_checkpoints_that_is_a_file_is_one_line(finished_run, tmp_path, capsys):
@@ -533,6 +500,7 @@ def test_plot_and_reproduce_without_metrics_are_one_line(finished_run, tmp_path,
 
 def test_run_settings_are_written_and_read_as_one_object(finished_run):
     record = json.loads((finished_run / "config.json").read_text())
+    assert record["format"] == runs.FORMAT
     settings = pgjax.experiment.Settings.of(record)
     assert settings == pgjax.experiment.Settings(seeds=2, seed=0, chunk_updates=1,
                                                  checkpoint_every=1).check(5)
@@ -818,8 +786,14 @@ def test_an_env_that_cannot_download_its_data_is_one_line(monkeypatch, capsys):
 def test_resuming_a_finished_run_draws_a_missing_curve(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
     (run / "curve.png").unlink()
+    csv_before = (run / "metrics.csv").read_bytes()
     code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
     assert code == 0 and (run / "curve.png").stat().st_size > 5000, err
+    assert (run / "metrics.csv").read_bytes() == csv_before
+    (run / "curve.png").unlink()  # a run reused by scripts/reproduce.py too
+    config, _ = pgjax.experiment.load_run(run)
+    assert pgjax.experiment.ensure_run(config, run, seeds=2)[0] == "reused"
+    assert (run / "curve.png").stat().st_size > 5000
 
 
 def run_files(run_dir: Path) -> dict[str, bytes]:

@@ -68,3 +68,42 @@ def test_a_filesystem_without_file_locks_is_named_not_fatal(tmp_path, monkeypatc
     assert capsys.readouterr().err.strip() == (
         f"pgjax: {tmp_path}: its filesystem does not lock files (No locks available); nothing "
         f"keeps a second writer out")
+
+
+def test_one_digest_for_json_and_arrays():
+    """`digest` of a value alone is the sha256 of its compact JSON with keys sorted, as
+    config.json's config_sha256 and seeds_sha256 have always been; arrays add their name,
+    dtype, shape and bytes, in order."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    fields = {"seeds": 2, "seed": 0}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    assert records.digest(fields) == hashlib.sha256(text.encode()).hexdigest()
+    a = np.arange(3, dtype=np.int32)
+    assert records.digest(None, [("a", a)]) == hashlib.sha256(
+        b"a:int32:(3,);" + a.tobytes()).hexdigest()
+    assert records.digest(1, [("a", a)]) != records.digest(2, [("a", a)])
+    assert records.digest(fields, separators=(", ", ": ")) == hashlib.sha256(
+        json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def test_a_record_of_the_first_format_reads_in_the_current_shape():
+    """A config.json of format 1 (tests/data: no format, settings, components, cpu or digests)
+    reads in one shape: its missing fields as the behaviour of its time, a resume's checkpoint
+    schedule where given."""
+    from pathlib import Path
+
+    from pgjax import runs
+    from pgjax.experiment import Settings, load_run
+
+    run = Path(__file__).resolve().parent / "data" / "recorded" / "cp_value"
+    config, record = load_run(run)
+    assert record["format"] == runs.FORMAT and record["components"] == {"given": []}
+    assert record["cpu"] is None and record["config_sha256"] is None
+    assert Settings.of(record) == Settings(seeds=2, seed=0, chunk_updates=5)
+    _, record = load_run(run, checkpoint_every=2, checkpoint_minutes=1.0)
+    assert (record["checkpoint_every"], record["checkpoint_minutes"]) == (2, 1.0)
+    assert record["keep_checkpoints"] == Settings.keep_checkpoints  # its default, as before

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgjax import Config, runs
+from pgjax import Config, records
 from pgjax.experiment import compare_metrics, same_run, train_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
@@ -182,7 +182,7 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch,
                            "edited after the run was recorded"), line
     assert json.loads((other / "config.json").read_text()) == record
     # A run of another config is replaced by a new run.
-    record["config_sha256"] = runs.config_digest(record["config"])
+    record["config_sha256"] = records.digest(record["config"])
     (other / "config.json").write_text(json.dumps(record))
     assert reproduce_here(tmp_path, monkeypatch) == 0
     out = capsys.readouterr().out
