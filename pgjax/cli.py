@@ -29,7 +29,6 @@ from pgjax.experiment import (
 )
 from pgjax.render import render_unavailable
 from pgjax.sweep import (
-    SpecError,
     check_lease,
     format_sweep,
     merge_sweep,
@@ -42,6 +41,12 @@ from pgjax.sweep.spec import planned
 
 class UsageError(ValueError):
     """Bad user input: reported as one line, exit status 2."""
+
+
+# What `main` reports as one line and exit status 2: bad input (a flag, a config, a spec, a run
+# directory: ValueError, as pgjax's own errors for these are), a checkpoint that is missing or
+# damaged, programs too large for the device's memory.
+USER_ERRORS = (ValueError, CheckpointError, MemoryError)
 
 
 def train_command(
@@ -87,17 +92,14 @@ def train_command(
         if ignored:
             print(f"pgjax: {resume} resumes as its config.json records it; ignoring "
                   f"{', '.join(ignored)}", file=sys.stderr)
-    try:
-        if resume is None:
-            _notes([config.validate()])
-        run_dir, summary = train_run(
-            config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
-            checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
-            keep_checkpoints=keep_checkpoints, progress=progress, resume=resume is not None,
-            overwrite=overwrite, log=log,
-        )
-    except (CheckpointError, ValueError, MemoryError) as e:
-        raise UsageError(str(e)) from None
+    if resume is None:
+        _notes([config.validate()])
+    run_dir, summary = train_run(
+        config, resume or out, seeds=seeds, seed=seed, chunks=chunks,
+        checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
+        keep_checkpoints=keep_checkpoints, progress=progress, resume=resume is not None,
+        overwrite=overwrite, log=log,
+    )
     print(format_summary(summary, run_dir))
 
 
@@ -134,11 +136,8 @@ def _flag(field: str, value=None) -> str:
 def _ignored_on_resume(run_dir: Path, config: Config, **given) -> list[str]:
     """The flags given with --resume (those off their defaults) that the resumed run does not
     use: it takes its config and `Settings` from the record."""
-    try:
-        recorded, record = load_run(run_dir, checkpoint_every=given["checkpoint_every"],
-                                    checkpoint_minutes=given["checkpoint_minutes"])
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    recorded, record = load_run(run_dir, checkpoint_every=given["checkpoint_every"],
+                                checkpoint_minutes=given["checkpoint_minutes"])
     ignored = [name for name in FIELDS if getattr(config, name) != getattr(Config(), name)
                and getattr(config, name) != getattr(recorded, name)]
     used = Settings.of(record)
@@ -177,17 +176,9 @@ def eval_command(
     _require_run(run_dir)
     if gif is not None and gif.suffix.lower() != ".gif":
         raise UsageError(f"--gif {gif}: the file name must end in .gif")
-    if gif is not None:
-        try:
-            reason = render_unavailable(load_run(run_dir)[0].env)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        if reason is not None:
-            raise UsageError(reason)
-    try:
-        result = evaluate_run(run_dir, episodes=episodes, step=checkpoint, seed=seed)
-    except (CheckpointError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    if gif is not None and (reason := render_unavailable(load_run(run_dir)[0].env)):
+        raise UsageError(reason)
+    result = evaluate_run(run_dir, episodes=episodes, step=checkpoint, seed=seed)
     greedy, sampled = result["greedy"]["per_seed_mean"], result["sampled"]["per_seed_mean"]
     print(f"checkpoint at update {result['checkpoint_update']}, {episodes} episodes per seed")
     print(f"{'seed':>4}  {'greedy':>10}  {'sampled':>10}")
@@ -243,10 +234,7 @@ def reproduce_command(run_dir: tyro.conf.Positional[Path], progress: bool = True
       progress: show the progress bar.
     """
     _require_metrics(run_dir)
-    try:
-        result = reproduce_run(run_dir, progress=progress)
-    except (CheckpointError, ValueError, MemoryError) as e:
-        raise UsageError(str(e)) from None
+    result = reproduce_run(run_dir, progress=progress)
     for name, (then, current) in result["versions"].items():
         print(f"version differs: {name} {then} -> {current}")
     rows, updates = result["updates"]
@@ -332,23 +320,17 @@ def sweep_command(
         import jax
 
         jax.config.update("jax_platforms", "cpu")  # only workers train: leave the GPUs to them
-    try:
-        plan = planned(spec)  # parsed and checked once, then passed down
-        if text := _run_sweep(plan, spec, out, mode, progress=progress,
-                              lease_seconds=lease_seconds, options=options):
-            print(text)
-    except SpecError as e:
-        raise UsageError(str(e)) from None
+    plan = planned(spec)  # parsed and checked once, then passed down
+    if text := _run_sweep(plan, spec, out, mode, progress=progress, lease_seconds=lease_seconds,
+                          options=options):
+        print(text)
 
 
 def _sweep_mode(launcher: str | None, worker: bool, merge: bool, status: bool, options: dict,
                 lease_seconds: float) -> str:
     """What `pgjax sweep` was asked to do: "sweep" (in this process), "local", "slurm",
     "worker", "merge" or "status"; UsageError for flags that do not go together."""
-    try:
-        check_lease(lease_seconds, "--lease-seconds")
-    except SpecError as e:
-        raise UsageError(str(e)) from None
+    check_lease(lease_seconds, "--lease-seconds")
     if worker + merge + status + (launcher is not None) > 1:
         raise UsageError("choose one of --launcher, --worker, --merge and --status")
     given = [k for k, v in options.items() if v is not None]
@@ -425,10 +407,7 @@ def config_option(argv: list[str]) -> tuple[list[str], Path | None]:
 def with_config_file(command, path: Path):
     """`deferred(command)` whose `config` defaults to the config in `path`, so that flags given
     on the command line override the file's fields."""
-    try:
-        config, rest = from_file(path)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    config, rest = from_file(path)
     if rest:
         keys = ", ".join(sorted(rest))
         print(f"pgjax: {path}: training its base config ({keys}: read by scripts/reproduce.py)",
@@ -472,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run = parse(argv)
         run()
-    except UsageError as e:
+    except USER_ERRORS as e:
         fail(str(e))
     except OSError as e:  # read-only or full disk, a path that vanished, ...
         where = f": {e.filename}" if e.filename else ""

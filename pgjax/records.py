@@ -77,8 +77,9 @@ def digest(value=None, arrays=(), *, separators=(",", ":")) -> str:
     array)` of `arrays`: "NAME:DTYPE:SHAPE;" and its bytes.
 
     The one digest of pgjax's records: config.json's `config_sha256` (its config) and
-    `seeds_sha256` (its seed and seeds), and a checkpoint's (its update and arrays, so that a
-    checkpoint renamed to another update fails it). `separators` are `json.dumps`'s.
+    `seeds_sha256` (its seed and seeds), a sweep's id (`sweep.files.sweep_id`, with json.dumps'
+    default `separators`), and a checkpoint's (its update and arrays, so that a checkpoint
+    renamed to another update fails it).
     """
     h = hashlib.sha256()
     if value is not None:

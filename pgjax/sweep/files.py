@@ -5,7 +5,6 @@ tables. Written through `pgjax.records`; records carry `FORMAT`, and `migrate_sw
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -19,7 +18,7 @@ import numpy as np
 from pgjax import runs
 from pgjax.components import given_differences
 from pgjax.config import FIELDS, Config
-from pgjax.records import LOCK, DirLock, atomic_write
+from pgjax.records import LOCK, DirLock, atomic_write, digest
 from pgjax.sweep import claims
 from pgjax.sweep.claims import chunk_name
 from pgjax.sweep.spec import Chunk, Plan, Spec, SpecError
@@ -55,8 +54,7 @@ def chunk_path(out_dir: Path, index: int, suffix: str) -> Path:
 def sweep_id(spec: dict, components: dict) -> str:
     """sha256 of a sweep's normalized spec (`Spec.to_json`) and components (`describe_given`):
     sweep.json and every chunk record carry it, so a chunk tells which sweep it is of."""
-    text = json.dumps({"spec": spec, "components": components}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest({"spec": spec, "components": components}, separators=(", ", ": "))
 
 
 def read_json(path: Path) -> dict | None:
