@@ -118,6 +118,9 @@ def migrate(record: dict, **older) -> dict:
     given; cpu None (not recorded); config_sha256 and seeds_sha256 None (unchecked, as when
     deleted). Its config fields are read by `config.from_dict(record=True)`.
     """
+    if (version := record.get("format", 1)) not in range(1, runs.FORMAT + 1):
+        raise TypeError(f"format is {version!r}: this pgjax reads formats 1 to {runs.FORMAT}; a "
+                        f"newer format needs a newer pgjax")
     settings = {f.name: older.get(f.name, f.default) for f in dataclasses.fields(Settings)
                 if f.default is not dataclasses.MISSING}
     return {**settings, "components": {"given": []}, "cpu": None, "config_sha256": None,
@@ -384,8 +387,7 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
     if same_run(run_dir, config, seeds):
         # Its checkpoints may have been deleted to save space: the table needs none.
         if (summary := finished(run_dir, config, checkpoint=False)) is not None:
-            if not (run_dir / "curve.png").exists():  # drawn again where it went missing
-                plot_run_curve(run_dir, config)
+            plot_run_curve(run_dir, config, missing=True)
             return "reused", summary
         # cut short, or a damaged summary or metrics: trained where needed and written again
         return "resumed", resume_run(run_dir, progress=False)[1]
@@ -482,8 +484,7 @@ def resume_run(run_dir: "str | Path", *, progress: bool = True, checkpoint_every
                               checkpoint_minutes=checkpoint_minutes)
     with DirLock(run_dir).exclusive():  # a second writer is refused
         if (summary := finished(run_dir, config)) is not None:  # nothing to train
-            if not (run_dir / "curve.png").exists():  # drawn again where it went missing
-                plot_run_curve(run_dir, config)
+            plot_run_curve(run_dir, config, missing=True)
             return run_dir, summary
         parts, settings = run_components(config, record, components), Settings.of(record)
         try:
@@ -522,13 +523,12 @@ def _drive(run_dir: Path, config: Config, record: dict, parts: Components, setti
         try:
             state, bad = train_loop(config, step, state, csv, ckpt, loggers, settings,
                                     start=start, progress=progress, requested=requested)
-        except Stopped as e:
+        except Stopped as e:  # the loggers end cleanly, as on success (a crash leaves them)
+            _close(loggers)
             ckpt.close()
             raise Stopped(e.signal, e.update, run_dir) from None
-        finally:
-            for logger in loggers:
-                logger.close()
         wall = time.perf_counter() - t1
+        _close(loggers)
         summary = summarize(config, csv, bad, seeds=seeds, start=start if resume else None,
                             wall=wall, compile_seconds=compile_seconds)
         t2 = time.perf_counter()
@@ -541,8 +541,17 @@ def _drive(run_dir: Path, config: Config, record: dict, parts: Components, setti
         return summary
 
 
-def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray | None = None) -> None:
-    """RUN_DIR/curve.png from the per-seed returns [seeds, updates] (None: metrics.csv's)."""
+def _close(loggers) -> None:
+    for logger in loggers:
+        logger.close()
+
+
+def plot_run_curve(run_dir: Path, config: Config, returns: np.ndarray | None = None, *,
+                   missing: bool = False) -> None:
+    """RUN_DIR/curve.png from the per-seed returns [seeds, updates] (None: metrics.csv's); with
+    `missing`, only where it is missing (a finished run whose curve.png went missing)."""
+    if missing and (run_dir / "curve.png").exists():
+        return
     if returns is None:
         returns = runs.seed_returns(runs.read_metrics(run_dir))
     env_steps = np.arange(1, returns.shape[1] + 1) * config.steps_per_update

@@ -78,8 +78,9 @@ def digest(value=None, arrays=(), *, separators=(",", ":")) -> str:
 
     The one digest of pgjax's records: config.json's `config_sha256` (its config) and
     `seeds_sha256` (its seed and seeds), a sweep's id (`sweep.files.sweep_id`, with json.dumps'
-    default `separators`), and a checkpoint's (its update and arrays, so that a checkpoint
-    renamed to another update fails it).
+    default `separators`), and a checkpoint's (its arrays and the update its state holds: the
+    checkpoint's name for a state without an update counter, which then fails its digest when
+    renamed).
     """
     h = hashlib.sha256()
     if value is not None:

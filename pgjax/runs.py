@@ -206,7 +206,8 @@ class MetricsCSV:
     """metrics.csv, one row per update: env steps, wall seconds, mean and per-seed return,
     seed-mean losses; with `ratio` (a run of several passes over each batch) also approx_kl and
     clip_fraction. With `keep_updates` (resume), it is cut back to its first whole rows, so
-    that it keeps no damaged line.
+    that it keeps no damaged line, and the metrics.jsonl of earlier versions, which would no
+    longer match it, is deleted.
     """
 
     def __init__(self, path: Path, num_seeds: int, keep_updates: int | None = None, *,
@@ -218,6 +219,7 @@ class MetricsCSV:
         rows = []
         if keep_updates is not None and path.exists():
             rows = _whole_rows(path)[1][:keep_updates]  # resume keeps only whole rows
+            remove(path.with_suffix(".jsonl"))
         self.wall_offset = float(rows[-1][2]) if rows else 0.0
         atomic_write(path, lambda f: csv.writer(f).writerows([self.header, *rows]))
 

@@ -549,6 +549,17 @@ def test_an_edited_config_json_is_one_line_and_moves_nothing(finished_run, tmp_p
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
+def test_resume_deletes_the_metrics_jsonl_of_an_earlier_version(finished_run, tmp_path, capsys):
+    """Earlier versions wrote metrics.jsonl beside metrics.csv; a resume, which cuts metrics.csv
+    back and extends it, deletes it rather than leave it stale."""
+    run = copy_run(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    (run / "metrics.jsonl").write_text('{"update": 1}\n')
+    code, err = cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    assert not (run / "metrics.jsonl").exists() and (run / "summary.json").is_file()
+
+
 def test_a_damaged_summary_is_written_again_on_resume(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
     summary = json.loads((run / "summary.json").read_text())
@@ -859,6 +870,7 @@ def test_overwrite_never_deletes_through_a_symlink(finished_run, tmp_path, capsy
     ("reproduce", {"versions": "edited"}, "(versions is 'edited')"),
     ("reproduce", {"cpu": {"name": "mine"}}, "(cpu is {'name': 'mine'})"),
     ("eval", {"seed": 2**70, "seeds_sha256": None}, f"(seed is {2**70})"),
+    ("eval", {"format": 3}, "(format is 3: this pgjax reads formats 1 to 2; a newer format"),
 ])
 def test_edited_provenance_or_seed_is_one_line_before_any_work(finished_run, tmp_path, capsys,
                                                                 command, edit, message):

@@ -456,6 +456,19 @@ def test_an_edited_sweep_json_is_refused(reference, tmp_path, capsys):
     assert err.startswith("pgjax: error:") and "its sweep.json was edited" in err, err
 
 
+def test_a_sweep_json_of_a_newer_format_is_refused_and_kept(reference, tmp_path):
+    out = tmp_path / "sweep"
+    shutil.copytree(reference[0], out)
+    held = json.loads((out / "sweep.json").read_text())
+    (out / "sweep.json").write_text(json.dumps({**held, "format": 99}))
+    files = sorted(p.name for p in out.rglob("*"))
+    for run in (lambda: merge_sweep(SPEC, out), lambda: pgjax.sweep(SPEC, out)):
+        with pytest.raises(SpecError, match="its sweep.json has format 99; this pgjax reads "
+                           "formats 1 to 2: a newer format needs a newer pgjax"):
+            run()
+    assert sorted(p.name for p in out.rglob("*")) == files
+
+
 def test_sharded_over_4_devices_matches_single_device(background, reference):
     root, procs = background
     wait(procs["sharded"])

@@ -40,6 +40,7 @@ from pgjax.sweep.spec import (
     make_plan,
     parse_spec,
     planned,
+    spec_errors,
     static_key,
 )
 from pgjax.sweep.worker import work
@@ -186,8 +187,6 @@ def _given(**components) -> dict:
     """The components given (not None), the env as a `pgjax.Env`."""
     given = {name: x for name, x in components.items() if x is not None}
     if "env" in given:
-        try:
+        with spec_errors():
             given["env"] = as_env(given["env"])
-        except ValueError as e:
-            raise SpecError(str(e)) from None
     return given

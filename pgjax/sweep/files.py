@@ -265,7 +265,12 @@ def held_sweep(out_dir: Path, spec: Spec) -> dict:
 
 
 def _read_sweep(out_dir: Path) -> dict | None:
+    """out_dir's sweep.json in the current format (None where it does not read); SpecError for
+    a format this version does not know."""
     held = read_json(out_dir / "sweep.json")
+    if held is not None and (version := held.get("format", 1)) not in range(1, FORMAT + 1):
+        raise SpecError(f"--out {out_dir}: its sweep.json has format {version!r}; this pgjax reads "
+                        f"formats 1 to {FORMAT}: a newer format needs a newer pgjax")
     return None if held is None else migrate_sweep(held)
 
 
