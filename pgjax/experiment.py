@@ -81,9 +81,10 @@ class EditedRecord(ValueError):
     """A config.json whose config, seed or seeds are not those its run was trained with."""
 
 
-def load_run(run_dir: "str | Path", **older) -> tuple[Config, dict]:
+def load_run(run_dir: "str | Path", *, checkpoint_every: int | None = None,
+             checkpoint_minutes: float = 5.0) -> tuple[Config, dict]:
     """The Config and the record stored in RUN_DIR/config.json, in the current format
-    (`migrate`, which takes `older`).
+    (`migrate`, which takes the checkpoint schedule for records that predate recording it).
 
     Raises:
       ValueError: config.json is missing, not JSON, holds an unknown or mistyped field, or a
@@ -92,7 +93,8 @@ def load_run(run_dir: "str | Path", **older) -> tuple[Config, dict]:
     """
     run_dir = Path(run_dir)
     try:
-        record = migrate(json.loads((run_dir / "config.json").read_text()), **older)
+        record = migrate(json.loads((run_dir / "config.json").read_text()),
+                         checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes)
         config = from_dict(record["config"], where="config.json: ", record=True)
         _check_record(record, config)
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
@@ -110,17 +112,19 @@ def load_run(run_dir: "str | Path", **older) -> tuple[Config, dict]:
     return config, record
 
 
-def migrate(record: dict, **older) -> dict:
+def migrate(record: dict, *, checkpoint_every: int | None = None,
+            checkpoint_minutes: float = 5.0) -> dict:
     """A config.json record of any format in the shape of the current one (`runs.FORMAT`).
 
-    A field that a record predates reads as the behaviour of its time: a `Settings` field
-    from `older` where given (a resume's checkpoint schedule), else its default; no components
+    A field that a record predates reads as the behaviour of its time: the checkpoint schedule
+    as given (a resume's flags), other `Settings` fields as their defaults; no components
     given; cpu None (not recorded); config_sha256 and seeds_sha256 None (unchecked, as when
     deleted). Its config fields are read by `config.from_dict(record=True)`.
     """
     if (version := record.get("format", 1)) not in range(1, runs.FORMAT + 1):
         raise TypeError(f"format is {version!r}: this pgjax reads formats 1 to {runs.FORMAT}; a "
                         f"newer format needs a newer pgjax")
+    older = {"checkpoint_every": checkpoint_every, "checkpoint_minutes": checkpoint_minutes}
     settings = {f.name: older.get(f.name, f.default) for f in dataclasses.fields(Settings)
                 if f.default is not dataclasses.MISSING}
     return {**settings, "components": {"given": []}, "cpu": None, "config_sha256": None,
