@@ -127,7 +127,7 @@ def migrate(record: dict, *, checkpoint_every: int | None = None,
     older = {"checkpoint_every": checkpoint_every, "checkpoint_minutes": checkpoint_minutes}
     settings = {f.name: older.get(f.name, f.default) for f in dataclasses.fields(Settings)
                 if f.default is not dataclasses.MISSING}
-    return {**settings, "components": {"given": []}, "cpu": None, "config_sha256": None,
+    return {**settings, "components": describe_given({}), "cpu": None, "config_sha256": None,
             "seeds_sha256": None, "format": runs.FORMAT, **record}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pgjax import runs
-from pgjax.components import given_differences
+from pgjax.components import describe_given, given_differences
 from pgjax.config import FIELDS, Config
 from pgjax.records import LOCK, DirLock, atomic_write, digest
 from pgjax.sweep import claims
@@ -73,7 +73,7 @@ def read_json(path: Path) -> dict | None:
 def migrate_sweep(held: dict) -> dict:
     """sweep.json as `FORMAT` has it: sweeps written before components were recorded gave none
     (a sweep.json without `sweep_sha256` is checked by its spec alone)."""
-    return {"components": {"given": []}, **held}
+    return {"components": describe_given({}), **held}
 
 
 def migrate_chunk(record: dict, arrays: dict) -> None:
@@ -286,7 +286,7 @@ def prepare_out_dir(out_dir: Path, spec: Spec, components: dict | None = None, *
     sweep.json that does not read, or is missing, is written again when the chunks recorded
     are of this sweep (`_adopt_chunks`).
     """
-    components = {"given": []} if components is None else components
+    components = describe_given({}) if components is None else components
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(f"--out {out_dir} exists and is not a directory")
     if not (out_dir / "sweep.json").exists():  # no lock file left in a folder of other files

@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import submitit
 
+from pgjax.components import describe_given
 from pgjax.sweep import LEASE_SECONDS, IncompleteSweep, merge_sweep, work
 from pgjax.sweep.claims import scan
 from pgjax.sweep.files import load_records, prepare_out_dir, span, sweep_id
@@ -144,7 +145,7 @@ def submit(
     out_dir = Path(out_dir).absolute()
     prepare_out_dir(out_dir, plan.spec).close()  # its workers check sweep.json again
     # a damaged chunk is left: a worker trains it again
-    left = load_records(out_dir, plan, sweep_id(plan.spec.to_json(), {"given": []}))[1]
+    left = load_records(out_dir, plan, sweep_id(plan.spec.to_json(), describe_given({})))[1]
     logs = out_dir / "logs"
     if not left:
         return Submitted([], None, len(plan.chunks), left, logs)
