@@ -4,7 +4,6 @@ import dataclasses
 import logging
 import re
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pgjax.config import first_line
-from pgjax.records import atomic_write, digest, foreign
+from pgjax.records import atomic_write, digest, foreign, set_aside
 from pgjax.runs import CHECKPOINT_LAYOUT
 
 
@@ -282,15 +281,12 @@ class Checkpoints:
         return None
 
     def _set_aside(self, steps: dict[int, str]) -> None:
-        """Rename checkpoint s to `<steps[s]>-<s>` (with a time suffix if that exists)."""
+        """Move checkpoint s to `<steps[s]>-<s>` (`records.set_aside`: -2, -3... if taken)."""
         if not steps:
             return
         self.manager.close()
         for s, why in steps.items():
-            target = self.root / f"{why}-{s}"
-            if target.exists():
-                target = self.root / f"{why}-{s}-{time.strftime('%Y%m%d-%H%M%S')}"
-            (self.root / str(s)).rename(target)
+            target = self.root / set_aside(self.root / str(s), f"{why}-{s}")
             print(f"pgjax: checkpoint {s} moved to {target}", file=sys.stderr)
         self.manager = self._open()
 

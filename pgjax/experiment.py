@@ -35,7 +35,7 @@ from pgjax.estimators import ReturnToGo
 from pgjax.evaluate import evaluate
 from pgjax.loggers import LOGGERS, LoggerUnavailable, check_available, make_loggers
 from pgjax.policies import initial_carry, step_policy
-from pgjax.records import DirLock, digest
+from pgjax.records import DirLock, digest, set_aside
 from pgjax.render import save_gif
 from pgjax.signals import Stopped, stop_requests
 from pgjax.signals import computed as _computed
@@ -397,9 +397,9 @@ def ensure_run(config: Config, run_dir: Path, *, seeds: int) -> tuple[str, dict]
         return "resumed", resume_run(run_dir, progress=False)[1]
     damaged = run_dir.is_dir() and runs.damaged_run(run_dir)
     if damaged or runs.is_run_dir(run_dir):  # of another config or seed count: kept aside
-        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
         with DirLock(run_dir).exclusive() as lock:  # not a run another process writes
-            run_dir.rename(aside)
+            aside = run_dir.with_name(set_aside(run_dir, f"{run_dir.name}.replaced-{stamp}"))
             lock.path = aside / lock.path.name
         which = f"a damaged run ({damaged})" if damaged else "a run of another config or seed count"
         print(f"pgjax: {run_dir} held {which}; moved to {aside}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The record layer under run and sweep directories, host-only: every file pgjax writes goes
 through `atomic_write` or `create_new`, every digest is `digest`, a process that writes a
-directory holds its `DirLock`, and pgjax deletes only entries it names (`foreign` tells a
-user's apart) through `remove`."""
+directory holds its `DirLock`, pgjax deletes only entries it names (`foreign` tells a
+user's apart) through `remove`, and a damaged record is moved aside by `set_aside`."""
 
 import errno
 import fcntl
@@ -188,6 +188,30 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def set_aside(path: Path, stem: str, suffixes: tuple[str, ...] = ("",)) -> str:
+    """Move the entries `path` + each suffix (those missing are skipped) beside it, to `stem` +
+    the suffix, or to `stem-2`, `stem-3`, ... where a name of `stem` is taken; returns the
+    stem used. Nothing is replaced: each new name is taken exclusively (a file's by a hard
+    link, a folder's by creating it empty for the rename to take), and FileExistsError says
+    that another process took one meanwhile."""
+    n, name = 1, stem
+    while any(os.path.lexists(path.parent / f"{name}{suffix}") for suffix in suffixes):
+        n += 1
+        name = f"{stem}-{n}"
+    for suffix in suffixes:
+        source, target = Path(f"{path}{suffix}"), path.parent / f"{name}{suffix}"
+        if source.is_dir() and not source.is_symlink():
+            target.mkdir()
+            source.rename(target)
+            continue
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        source.unlink()
+    return name
 
 
 def foreign(path: Path, layout: dict, prefix: str = "") -> list[str]:

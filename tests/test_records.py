@@ -1,4 +1,5 @@
-"""The record layer: exclusive create, the directory lock, deletion without following links."""
+"""The record layer: exclusive create, the directory lock, deletion without following links,
+setting aside without replacing."""
 
 import errno
 import os
@@ -57,6 +58,51 @@ def test_remove_deletes_a_link_not_what_it_points_to(tmp_path):
     records.remove(tmp_path / "checkpoints")
     assert (tmp_path / "elsewhere" / "mine.txt").read_text() == "mine"
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_set_aside_moves_files_and_folders_to_a_free_name_and_replaces_nothing(tmp_path):
+    for suffix in (".npz", ".json"):
+        (tmp_path / f"chunk-1{suffix}").write_text(suffix)
+    (tmp_path / "damaged-chunk-1.json").write_text("set aside before")
+    stem = records.set_aside(tmp_path / "chunk-1", "damaged-chunk-1", (".npz", ".json"))
+    assert stem == "damaged-chunk-1-2"  # one of the first names is taken: both move on
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "damaged-chunk-1-2.json", "damaged-chunk-1-2.npz", "damaged-chunk-1.json"]
+    assert (tmp_path / "damaged-chunk-1.json").read_text() == "set aside before"
+    assert (tmp_path / "damaged-chunk-1-2.npz").read_text() == ".npz"
+
+    (tmp_path / "chunk-2.json").write_text("record only")  # a missing .npz is skipped
+    assert records.set_aside(tmp_path / "chunk-2", "aside-2", (".npz", ".json")) == "aside-2"
+    assert (tmp_path / "aside-2.json").read_text() == "record only"
+
+    for n in range(3):  # a folder, three times under one stem
+        (tmp_path / "5").mkdir()
+        (tmp_path / "5" / "data").write_text(str(n))
+        assert records.set_aside(tmp_path / "5", "damaged-5") == \
+            ["damaged-5", "damaged-5-2", "damaged-5-3"][n]
+    assert [(tmp_path / name / "data").read_text() for name in
+            ("damaged-5", "damaged-5-2", "damaged-5-3")] == ["0", "1", "2"]
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "6").symlink_to(target)  # the link moves, not what it points to
+    assert records.set_aside(tmp_path / "6", "damaged-6") == "damaged-6"
+    assert (tmp_path / "damaged-6").is_symlink() and target.is_dir()
+
+
+def test_set_aside_refuses_a_name_taken_meanwhile(tmp_path, monkeypatch):
+    (tmp_path / "7").mkdir()  # a folder
+    (tmp_path / "damaged-7").mkdir()
+    (tmp_path / "damaged-7" / "theirs").write_text("")
+    (tmp_path / "8").write_text("mine")  # a file
+    (tmp_path / "damaged-8").write_text("theirs")
+    monkeypatch.setattr(records.os.path, "lexists", lambda path: False)  # both looked free
+    for name in ("7", "8"):
+        with pytest.raises(FileExistsError):
+            records.set_aside(tmp_path / name, f"damaged-{name}")
+    assert (tmp_path / "7").is_dir() and (tmp_path / "damaged-7" / "theirs").exists()
+    assert (tmp_path / "8").read_text() == "mine"
+    assert (tmp_path / "damaged-8").read_text() == "theirs"
 
 
 def test_a_filesystem_without_file_locks_is_named_not_fatal(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgjax import runs
+from pgjax import records, runs
 from pgjax.components import describe_given, given_differences
 from pgjax.config import FIELDS, Config
 from pgjax.records import LOCK, DirLock, atomic_write, digest
@@ -211,27 +211,18 @@ def save_chunk(out_dir: Path, result: dict) -> bool:
 
 
 def set_aside(out_dir: Path, index: int) -> str:
-    """Rename a damaged chunk's files to `damaged-chunk-NNNNNN.*` (`-2`, `-3`... where those
-    exist; never replaced) and return the new names as `chunks/damaged-chunk-NNNNNN.*`.
+    """Move a damaged chunk's files to `damaged-chunk-NNNNNN.*` (`records.set_aside`: -2,
+    -3... where those exist) and return the new names as `chunks/damaged-chunk-NNNNNN.*`.
 
     Only the holder of the chunk's claim calls it. The metrics move first: until the record
     moves, the chunk stays damaged, not unstarted.
     """
-    chunks_dir = out_dir / "chunks"
-    name, n = chunk_name(index), 1
-    stem = f"damaged-{name}"
-    while any((chunks_dir / f"{stem}{suffix}").exists() for suffix in (".npz", ".json")):
-        n += 1
-        stem = f"damaged-{name}-{n}"
-    for suffix in (".npz", ".json"):
-        try:
-            os.link(chunk_path(out_dir, index, suffix), chunks_dir / f"{stem}{suffix}")
-        except FileNotFoundError:
-            continue
-        except FileExistsError:  # a superseded holder, still alive, took the name first
-            raise IncompleteSweep(f"{chunks_dir / stem}{suffix} appeared while setting chunk "
-                                  f"{index} aside; run the sweep again") from None
-        chunk_path(out_dir, index, suffix).unlink()
+    try:
+        stem = records.set_aside(chunk_path(out_dir, index, ""), f"damaged-{chunk_name(index)}",
+                                 (".npz", ".json"))
+    except FileExistsError as e:  # a superseded holder, still alive, took the name first
+        raise IncompleteSweep(f"{e.filename2 or e.filename} appeared while setting chunk "
+                              f"{index} aside; run the sweep again") from None
     return f"chunks/{stem}.*"
 
 
