@@ -17,6 +17,7 @@ LAYERS = {
     "cli": ("cli",),
 }
 RANK = {name: rank for rank, names in enumerate(LAYERS.values()) for name in names}
+FILES = sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py")
 
 
 def module_of(path: Path) -> str:
@@ -39,15 +40,12 @@ def imported(path: Path) -> set[str]:
 
 
 def test_every_module_has_a_layer():
-    files = [p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"]
-    assert {module_of(p) for p in files} == set(RANK)
+    assert {module_of(p) for p in FILES} == set(RANK)
 
 
 def test_no_module_imports_one_above_it():
     upward = []
-    for path in PACKAGE.rglob("*.py"):
-        if path == PACKAGE / "__init__.py":
-            continue
+    for path in FILES:
         here = module_of(path)
         upward += [f"{path.relative_to(PACKAGE)} ({here}) imports {name}"
                    for name in sorted(imported(path)) if RANK[name] > RANK[here]]
